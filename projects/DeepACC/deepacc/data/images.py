@@ -1,0 +1,168 @@
+"""One image reader for every engine: any supported file -> ``(H, W) uint8`` grayscale.
+
+Conversion rules (identical for training, evaluation and inference, both engines):
+
+* Formats: TIFF, PNG, JPEG and BMP (decided by the file's content, not its extension). Multi-page
+  TIFFs: the first page is used.
+* 8-bit grayscale (``L``): returned as stored.
+* 1-bit (``1``): black 0, white 255.
+* Palette (``P``/``PA``): looked up through the palette (with transparency composited on white),
+  then converted to gray as RGB.
+* RGB: ITU-R BT.601 luma ``L = 0.299 R + 0.587 G + 0.114 B`` (Pillow's ``convert("L")``).
+* RGBA / LA: alpha-composited over a **white** background, then converted as RGB / gray.
+* 16-bit and 32-bit integer or float images (``I;16``, ``I``, ``F``, 16-bit RGB): rescaled linearly
+  by **the image's own min/max** to 0..255 (``round((v - min) * 255 / (max - min))``), because
+  microscope cameras store 10-14 bit data in 16-bit containers and a full-range scaling would
+  make them nearly black. A constant image maps to 0 when its value is 0, else to 255.
+* Polarity is never changed: chromosomes stay as stored (dark on light for G-band images;
+  fluorescence images such as DAPI must be inverted by their converter, see ``datasets/``).
+
+Problems raise :class:`ImageError` whose message names the file and the reason
+(``missing file``, ``corrupt or truncated``, ``unsupported format``).
+"""
+from __future__ import annotations
+
+import os
+from typing import Tuple
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+__all__ = ["ImageError", "read_image", "image_size", "SUPPORTED_FORMATS"]
+
+#: Pillow format names accepted by :func:`read_image`.
+SUPPORTED_FORMATS = ("TIFF", "PNG", "JPEG", "MPO", "BMP")
+
+# Never silently decode half an image.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class ImageError(OSError):
+    """An image file is missing, corrupt/truncated or in an unsupported format."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __str__(self) -> str:  # OSError's default str would add errno noise
+        return f"{self.path}: {self.reason}"
+
+
+def _open(path) -> Image.Image:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ImageError(path, "missing file (no such file)")
+    if os.path.isdir(path):
+        raise ImageError(path, "missing file (path is a directory)")
+    try:
+        img = Image.open(path)
+    except UnidentifiedImageError:
+        raise ImageError(path, "unsupported format or corrupt file (not a readable TIFF/PNG/JPEG/BMP image)") from None
+    except OSError as e:
+        raise ImageError(path, f"corrupt or unreadable file ({e})") from None
+    if img.format not in SUPPORTED_FORMATS:
+        fmt = img.format
+        img.close()
+        raise ImageError(path, f"unsupported format {fmt} (supported: TIFF, PNG, JPEG, BMP)")
+    return img
+
+
+def image_size(path) -> Tuple[int, int]:
+    """``(height, width)`` from the file header only (fast; does not detect truncation)."""
+    img = _open(path)
+    try:
+        w, h = img.size
+    finally:
+        img.close()
+    return int(h), int(w)
+
+
+def _minmax_to_uint8(a: np.ndarray) -> np.ndarray:
+    a = a.astype(np.float64)
+    finite = np.isfinite(a)
+    if not finite.all():
+        a = np.where(finite, a, np.nan)
+    lo, hi = np.nanmin(a), np.nanmax(a)
+    if not np.isfinite(lo):
+        return np.zeros(a.shape, np.uint8)
+    if hi <= lo:
+        return np.full(a.shape, 0 if hi == 0 else 255, np.uint8)
+    out = (a - lo) * (255.0 / (hi - lo))
+    out = np.nan_to_num(out, nan=0.0)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _composite_on_white(img: Image.Image) -> Image.Image:
+    rgba = img.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
+
+
+def _to_gray(img: Image.Image, path: str) -> np.ndarray:
+    mode = img.mode
+    if mode == "L":
+        return np.asarray(img, dtype=np.uint8).copy()
+    if mode == "1":
+        return np.asarray(img.convert("L"), dtype=np.uint8).copy()
+    if mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in img.info
+        rgb = _composite_on_white(img) if has_alpha else img.convert("RGB")
+        return np.asarray(rgb.convert("L"), dtype=np.uint8).copy()
+    if mode in ("RGBA", "LA", "RGBa", "La"):
+        return np.asarray(_composite_on_white(img).convert("L"), dtype=np.uint8).copy()
+    if mode in ("RGB", "CMYK", "YCbCr", "LAB", "HSV"):
+        return np.asarray(img.convert("RGB").convert("L"), dtype=np.uint8).copy()
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return _minmax_to_uint8(np.asarray(img))
+    raise ImageError(path, f"unsupported pixel mode {mode!r}")
+
+
+def _read_with_opencv(path: str) -> np.ndarray:
+    """Fallback for files Pillow cannot decode (e.g. 16-bit RGB TIFF)."""
+    import cv2
+
+    a = cv2.imread(path, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    if a is None:
+        raise ImageError(path, "unsupported format or corrupt file (not a readable TIFF/PNG/JPEG/BMP image)")
+    if a.ndim == 3:
+        if a.shape[2] == 4:
+            alpha = a[..., 3:4].astype(np.float64) / (65535.0 if a.dtype == np.uint16 else 255.0)
+            top = 65535.0 if a.dtype == np.uint16 else 255.0
+            rgb = a[..., :3].astype(np.float64) * alpha + top * (1 - alpha)
+        else:
+            rgb = a[..., :3].astype(np.float64)
+        a = rgb[..., 2] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 0] * 0.114  # OpenCV stores BGR
+        if rgb.max() <= 255 and a.dtype != np.uint16:
+            return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+        return _minmax_to_uint8(a)
+    if a.dtype == np.uint8:
+        return a
+    return _minmax_to_uint8(a)
+
+
+def read_image(path) -> np.ndarray:
+    """Read an image file as ``(H, W) uint8`` grayscale (rules in the module docstring).
+
+    Raises :class:`ImageError` naming the file and the reason.
+    """
+    path = os.fspath(path)
+    img = _open(path)
+    try:
+        try:
+            img.seek(0)
+            img.load()
+        except (OSError, SyntaxError, ValueError) as e:
+            msg = str(e)
+            if "truncated" in msg or "broken" in msg or "not enough" in msg or "image file" in msg:
+                raise ImageError(path, f"corrupt or truncated file ({msg})") from None
+            if img.format == "TIFF":
+                # Pillow cannot decode some valid TIFF layouts (16-bit RGB, some compressions).
+                return _read_with_opencv(path)
+            raise ImageError(path, f"corrupt or truncated file ({msg})") from None
+        out = _to_gray(img, path)
+    finally:
+        img.close()
+    if out.ndim != 2 or out.size == 0:
+        raise ImageError(path, f"unexpected decoded shape {out.shape}")
+    return np.ascontiguousarray(out)
