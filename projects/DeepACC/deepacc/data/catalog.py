@@ -1,0 +1,217 @@
+"""Framework-free dataset catalog (the same idea as Detectron2's ``DatasetCatalog``/``MetadataCatalog``).
+
+Both engines resolve ``DATASETS.TRAIN`` / ``DATASETS.TEST`` names here; the Detectron2 engine
+mirrors the entries into its own catalogs.
+
+Data root: ``os.environ.get("DETECTRON2_DATASETS", "datasets")``, read each time a dataset is
+loaded (so setting the variable after import works). Builtin datasets (registered on import)::
+
+    deepacc_synth_quick_{train,val}      <root>/deepacc_synth_quick/      auto-generated on first use
+    deepacc_synth_{train,val,test}       <root>/deepacc_synth/            datasets/prepare_synthetic.py
+    deepacc_synth_shift_test             <root>/deepacc_synth_shift/      datasets/prepare_synthetic.py (batch "shifted")
+    gband_cells_{train,val,test}         <root>/gband_cells/              datasets/prepare_gband_cells.py
+    mfish_{train,val,test}               <root>/mfish/                    datasets/prepare_mfish.py
+    voc_chromosomes_{train,val,test}     <root>/voc_chromosomes/          datasets/prepare_voc.py
+
+Each reads ``<root>/<dir>/annotations/<split>.json`` with images under ``<root>/<dir>/``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Any, Callable, Dict, List, Optional
+
+from ..karyotype import CLASS_NAMES
+from .coco import load_coco_json
+
+__all__ = [
+    "datasets_root",
+    "register",
+    "register_coco_dataset",
+    "unregister",
+    "get_dataset_dicts",
+    "get_metadata",
+    "list_datasets",
+    "ensure_synth_quick",
+    "DatasetNotPreparedError",
+    "QUICK_SPEC",
+]
+
+_FUNCS: Dict[str, Callable[[], List[Dict[str, Any]]]] = {}
+_META: Dict[str, Dict[str, Any]] = {}
+_LAZY_META: Dict[str, Callable[[], Dict[str, Any]]] = {}
+
+
+class DatasetNotPreparedError(FileNotFoundError):
+    """A builtin dataset's files are missing; the message names the prepare command."""
+
+
+def datasets_root() -> str:
+    """The data root: ``$DETECTRON2_DATASETS`` or ``datasets`` (relative to the working directory)."""
+    return os.environ.get("DETECTRON2_DATASETS", "datasets")
+
+
+def _base_meta(**metadata) -> Dict[str, Any]:
+    meta = {"class_names": list(CLASS_NAMES), "evaluator_type": "deepacc"}
+    meta.update(metadata)
+    return meta
+
+
+def register(name: str, func: Callable[[], List[Dict[str, Any]]], **metadata) -> None:
+    """Register a dataset: ``func()`` returns its list of dataset dicts."""
+    if not isinstance(name, str) or not name:
+        raise ValueError("dataset name must be a non-empty string")
+    if not callable(func):
+        raise TypeError(f"dataset {name!r}: func must be callable, got {type(func).__name__}")
+    if name in _FUNCS:
+        raise KeyError(f"dataset {name!r} is already registered")
+    _FUNCS[name] = func
+    _META[name] = _base_meta(**metadata)
+
+
+def register_coco_dataset(name: str, json_file: str, image_root: Optional[str], **metadata) -> None:
+    """Register a COCO json dataset (categories by name 1..22, X, Y; see :mod:`deepacc.data.coco`)."""
+    json_file = os.fspath(json_file)
+    image_root = os.fspath(image_root) if image_root is not None else None
+
+    def _load():
+        return load_coco_json(json_file, image_root, dataset_name=name)
+
+    register(name, _load, json_file=json_file, image_root=image_root, **metadata)
+
+
+def unregister(name: str) -> None:
+    """Remove a dataset (mainly for tests)."""
+    _FUNCS.pop(name, None)
+    _META.pop(name, None)
+    _LAZY_META.pop(name, None)
+
+
+def list_datasets() -> List[str]:
+    return sorted(_FUNCS)
+
+
+def _require(name: str) -> None:
+    if name not in _FUNCS:
+        raise KeyError(f"dataset {name!r} is not registered; registered datasets: {', '.join(list_datasets())}")
+
+
+def get_dataset_dicts(name: str) -> List[Dict[str, Any]]:
+    """The dataset dicts of a registered dataset (raises a clear error when it is not prepared)."""
+    _require(name)
+    dicts = _FUNCS[name]()
+    if not isinstance(dicts, list):
+        raise TypeError(f"dataset {name!r}: its function must return a list of dicts, got {type(dicts).__name__}")
+    return dicts
+
+
+def get_metadata(name: str) -> Dict[str, Any]:
+    """Metadata of a dataset: ``class_names``, ``json_file``, ``image_root``, ``evaluator_type`` and more."""
+    _require(name)
+    meta = dict(_META[name])
+    if name in _LAZY_META:
+        meta.update(_LAZY_META[name]())
+    return meta
+
+
+# ----------------------------------------------------------------------------------------------
+# builtin datasets
+
+#: The quick synthetic splits: split -> (num_images, seed); all 640x480, default batch distribution.
+QUICK_SPEC = {"train": (40, 1000), "val": (10, 1001)}
+QUICK_SIZE = (640, 480)
+QUICK_DIR = "deepacc_synth_quick"
+
+
+def _generate_quick(target: str) -> None:
+    from .synthetic import generate_dataset
+
+    parent = os.path.dirname(target) or "."
+    tmp = tempfile.mkdtemp(prefix=f".{QUICK_DIR}.tmp-", dir=parent)
+    try:
+        for split, (n, seed) in QUICK_SPEC.items():
+            generate_dataset(tmp, n, seed=seed, width=QUICK_SIZE[0], height=QUICK_SIZE[1], split=split, progress=False)
+        try:
+            os.rename(tmp, target)  # atomic; fails if another process finished first
+        except OSError:
+            if not os.path.isdir(os.path.join(target, "annotations")):
+                raise
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def ensure_synth_quick(root: Optional[str] = None) -> str:
+    """Make sure ``<root>/deepacc_synth_quick`` exists (generate it on first use); returns its path.
+
+    Safe when several processes (DDP ranks) call it at once: generation happens in a private temp
+    dir that is atomically renamed into place; an exclusive lock file (``fcntl``, where available)
+    makes the other processes wait instead of generating the same data again.
+    """
+    root = root if root is not None else datasets_root()
+    target = os.path.abspath(os.path.join(root, QUICK_DIR))
+    done = lambda: all(os.path.exists(os.path.join(target, "annotations", f"{s}.json")) for s in QUICK_SPEC)  # noqa: E731
+    if done():
+        return target
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    lock_path = target + ".lock"
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX: rely on the rename race handling alone
+        fcntl = None
+    with open(lock_path, "a") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            if not done():
+                if os.path.exists(target):  # a partial directory left by someone else: refuse to guess
+                    raise DatasetNotPreparedError(
+                        f"{target}: exists but is incomplete (missing annotations/*.json); delete it and retry")
+                _generate_quick(target)
+        finally:
+            if fcntl is not None:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    return target
+
+
+def _builtin_split(name: str, dirname: str, split: str, prepare: str, auto: Optional[Callable[[], str]] = None):
+    def paths():
+        base = os.path.join(datasets_root(), dirname)
+        return os.path.join(base, "annotations", f"{split}.json"), base
+
+    def load():
+        if auto is not None:
+            auto()
+        json_file, image_root = paths()
+        if not os.path.exists(json_file):
+            raise DatasetNotPreparedError(
+                f"dataset {name!r}: {json_file} not found (data root {datasets_root()!r}, set by $DETECTRON2_DATASETS). "
+                f"Create it with: {prepare}")
+        return load_coco_json(json_file, image_root, dataset_name=name)
+
+    register(name, load, dataset_dir=dirname, split=split, prepare_command=prepare)
+    _LAZY_META[name] = lambda: dict(zip(("json_file", "image_root"), paths()))
+
+
+def _register_builtins() -> None:
+    root_hint = "$DETECTRON2_DATASETS"
+    for split in ("train", "val"):
+        _builtin_split(f"deepacc_synth_quick_{split}", QUICK_DIR, split,
+                       "generated automatically on first use (deepacc.data.catalog.ensure_synth_quick)",
+                       auto=ensure_synth_quick)
+    for split in ("train", "val", "test"):
+        _builtin_split(f"deepacc_synth_{split}", "deepacc_synth", split,
+                       f"python datasets/prepare_synthetic.py --root {root_hint}")
+    _builtin_split("deepacc_synth_shift_test", "deepacc_synth_shift", "test",
+                   f"python datasets/prepare_synthetic.py --root {root_hint}")
+    for split in ("train", "val", "test"):
+        _builtin_split(f"gband_cells_{split}", "gband_cells", split,
+                       f"python datasets/prepare_gband_cells.py --src <gband_cells folder> --out {root_hint}/gband_cells")
+        _builtin_split(f"mfish_{split}", "mfish", split,
+                       f"python datasets/prepare_mfish.py --src <ADIR M-FISH folder> --out {root_hint}/mfish")
+        _builtin_split(f"voc_chromosomes_{split}", "voc_chromosomes", split,
+                       f"python datasets/prepare_voc.py --src <VOC folder> --out {root_hint}/voc_chromosomes")
+
+
+_register_builtins()

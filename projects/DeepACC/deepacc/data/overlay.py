@@ -1,0 +1,35 @@
+"""Draw ground-truth boxes and class labels on an image (for looking at datasets)."""
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import cv2
+import numpy as np
+
+from ..karyotype import CLASS_NAMES, DENVER_GROUPS
+
+__all__ = ["draw_annotations", "GROUP_COLORS"]
+
+#: One BGR colour per Denver group.
+GROUP_COLORS = {
+    "A": (40, 40, 220), "B": (0, 140, 255), "C": (30, 170, 30), "D": (200, 120, 0),
+    "E": (180, 0, 180), "F": (0, 180, 180), "G": (120, 60, 20),
+}
+_COLOR_OF = {n: GROUP_COLORS[g] for g, names in DENVER_GROUPS.items() for n in names}
+
+
+def draw_annotations(image: np.ndarray, annotations: List[Dict[str, Any]], scale: float = 1.0,
+                     thickness: int = 1) -> np.ndarray:
+    """BGR uint8 copy of a grayscale/BGR image with XYXY boxes and class names, coloured by Denver group."""
+    img = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if scale != 1.0:
+        img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+    img = np.ascontiguousarray(img)
+    fs = max(0.3, 0.35 * scale)
+    for a in annotations:
+        x0, y0, x1, y1 = (float(v) * scale for v in a["bbox"])
+        name = CLASS_NAMES[int(a["category_id"])]
+        col = _COLOR_OF[name]
+        cv2.rectangle(img, (int(round(x0)), int(round(y0))), (int(round(x1)) - 1, int(round(y1)) - 1), col, thickness)
+        cv2.putText(img, name, (int(x0), max(8, int(y0) - 2)), cv2.FONT_HERSHEY_SIMPLEX, fs, col, 1, cv2.LINE_AA)
+    return img
