@@ -1,0 +1,456 @@
+"""Framework-free evaluator of DeepACC (numpy + pycocotools; torch only to gather across ranks).
+
+Both engines wrap :class:`MetaphaseEvaluator`: ``reset()`` before inference, ``process()`` with the
+prediction dicts of each batch, ``evaluate()`` at the end. Metric definitions: ``docs/evaluation.md``
+and :mod:`deepacc.evaluation.matching`.
+
+Results (returned by ``evaluate()`` on rank 0, written to ``output_dir/metrics_deepacc.json``);
+percentages are marked (%):
+
+* ``mAP`` (%): COCO AP at IoU 0.5 over the classes with ground truth, on ``instances``
+  (pycocotools); ``AP`` (%): AP@[.5:.95] on ``instances``; ``per_class_AP50`` / ``per_class_AP``.
+* ``mAP_max`` (%): AP at IoU 0.5 on ``instances_top1``; ``per_class_AP50_max``.
+* ``Acc`` (%), ``AER`` (%), with ``TP``, ``FP``, ``FN``, ``num_dets``, ``num_gt``.
+* ``count_error``: per image ``|#kept top-1 detections - #ground truth|``: ``mean``, ``mean_signed``,
+  ``exact`` (fraction of images with the right count), ``histogram``.
+* ``confusion``: 24 x 24 matrix (true x predicted) of class-agnostically matched chromosomes,
+  ``unmatched_dets``, ``unmatched_gt``, and ``denver``: misclassifications that stay within the
+  true class's Denver group (``within_group_fraction``, and ``within_group_chance``: the fraction
+  expected if a wrong class were drawn uniformly from the 23 others), a 7 x 7 group matrix.
+* ``karyotype``: agreement of :func:`numerical_karyotype` of the kept detections with the
+  dataset's ``karyotype`` (where stored) and with the karyotype of the ground-truth boxes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections import Counter
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from ..karyotype.classes import CLASS_NAMES, group_of
+from .coco_ap import build_coco_dt, build_coco_gt, coco_ap
+from .karyotype_string import normalize_karyotype, numerical_karyotype
+from .matching import match_image, ratios
+
+__all__ = ["MetaphaseEvaluator", "format_table", "format_per_class_table", "flatten_scalars"]
+
+logger = logging.getLogger(__name__)
+
+_XYXY_ABS, _XYWH_ABS = 0, 1
+METRICS_FILE = "metrics_deepacc.json"
+
+
+def _np(x, dtype=None) -> np.ndarray:
+    """numpy view of an array-like or of a (possibly CUDA) torch tensor, without importing torch."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=dtype)
+
+
+def _gt_record(d: Mapping, k: int) -> Dict[str, Any]:
+    where = d.get("file_name", f"image_id={d.get('image_id')!r}")
+    for key in ("image_id", "annotations"):
+        if key not in d:
+            raise ValueError(f"dataset dict of {where}: missing key {key!r}")
+    boxes, classes, crowd = [], [], []
+    for j, a in enumerate(d["annotations"]):
+        if "bbox" not in a or "category_id" not in a:
+            raise ValueError(f"{where}: annotation {j} lacks 'bbox' or 'category_id'")
+        b = [float(v) for v in a["bbox"]]
+        if len(b) != 4:
+            raise ValueError(f"{where}: annotation {j} has a bbox of {len(b)} numbers, expected 4")
+        mode = int(a.get("bbox_mode", _XYXY_ABS))
+        if mode == _XYWH_ABS:
+            b = [b[0], b[1], b[0] + b[2], b[1] + b[3]]
+        elif mode != _XYXY_ABS:
+            raise ValueError(f"{where}: annotation {j} has bbox_mode {mode}; only 0 (XYXY_ABS) and 1 (XYWH_ABS) are supported")
+        c = int(a["category_id"])
+        if not 0 <= c < k:
+            raise ValueError(f"{where}: annotation {j} has category_id {c}, expected 0..{k - 1}")
+        boxes.append(b)
+        classes.append(c)
+        crowd.append(int(a.get("iscrowd", 0)))
+    return {
+        "image_id": int(d["image_id"]),
+        "height": int(d.get("height", 0)),
+        "width": int(d.get("width", 0)),
+        "boxes": np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+        "classes": np.asarray(classes, dtype=np.int64),
+        "iscrowd": np.asarray(crowd, dtype=np.int64),
+        "karyotype": d.get("karyotype"),
+        "where": where,
+    }
+
+
+def _instances(pred: Mapping, key: str, k: int) -> Dict[str, np.ndarray]:
+    iid = pred.get("image_id")
+    if key not in pred:
+        raise ValueError(f"prediction for image_id={iid!r}: missing {key!r}")
+    inst = pred[key]
+    try:
+        boxes = _np(inst["boxes"], np.float64).reshape(-1, 4)
+        scores = _np(inst["scores"], np.float64).reshape(-1)
+        classes = _np(inst["classes"]).reshape(-1).astype(np.int64)
+    except KeyError as e:
+        raise ValueError(f"prediction for image_id={iid!r}: {key!r} lacks {e}") from None
+    if not len(boxes) == len(scores) == len(classes):
+        raise ValueError(f"prediction for image_id={iid!r}: {key!r} has {len(boxes)} boxes, "
+                         f"{len(scores)} scores and {len(classes)} classes")
+    if len(classes) and (classes.min() < 0 or classes.max() >= k):
+        raise ValueError(f"prediction for image_id={iid!r}: {key!r} has classes outside 0..{k - 1}")
+    return {"boxes": boxes, "scores": scores, "classes": classes}
+
+
+class MetaphaseEvaluator:
+    """mAP, mAP_max, Acc, AER and the chromosome-level diagnostics of DeepACC.
+
+    Args:
+        dataset_dicts: Detectron2-format dataset dicts (``image_id``, ``annotations`` with
+            ``bbox``, ``bbox_mode`` 0/1, ``category_id`` 0..K-1, optional ``iscrowd``; optional
+            ``karyotype``). Crowd annotations are COCO "ignore" regions for mAP and are left out
+            of the Acc/AER/count ground truth.
+        class_names: class name of each contiguous index (default 1..22, X, Y); Denver groups are
+            looked up by name (group metrics are skipped when a name is not a chromosome).
+        output_dir: where ``metrics_deepacc.json``, ``confusion_matrix.csv`` and
+            ``confusion_matrix.png`` go (nothing is written when ``None``).
+        score_thresh, nms_thresh, iou_thresh: Acc/AER filter and matching thresholds.
+        distributed: gather the per-rank state with ``torch.distributed.all_gather_object`` when
+            a process group with more than one rank is initialised.
+        max_dets: COCO ``maxDets`` (per image and class) for mAP / mAP_max.
+        save_plot: write the confusion PNG (matplotlib) when ``output_dir`` is set.
+
+    Only the images passed to :meth:`process` are evaluated (each ``image_id`` once; a repeated
+    one, e.g. from a padded distributed sampler, is ignored).
+    """
+
+    def __init__(
+        self,
+        dataset_dicts: Sequence[Mapping],
+        class_names: Sequence[str] = CLASS_NAMES,
+        output_dir: Optional[str] = None,
+        score_thresh: float = 0.5,
+        nms_thresh: float = 0.7,
+        iou_thresh: float = 0.5,
+        distributed: bool = True,
+        max_dets: int = 100,
+        save_plot: bool = True,
+    ):
+        self.class_names = tuple(str(n) for n in class_names)
+        self.output_dir = output_dir
+        self.score_thresh = float(score_thresh)
+        self.nms_thresh = float(nms_thresh)
+        self.iou_thresh = float(iou_thresh)
+        self.distributed = bool(distributed)
+        self.max_dets = int(max_dets)
+        self.save_plot = bool(save_plot)
+        k = len(self.class_names)
+        self._gt: Dict[int, Dict[str, Any]] = {}
+        for d in dataset_dicts:
+            r = _gt_record(d, k)
+            if r["image_id"] in self._gt:
+                raise ValueError(f"dataset dict of {r['where']}: image_id {r['image_id']} is not unique")
+            self._gt[r["image_id"]] = r
+        try:
+            self._groups: Optional[List[str]] = [group_of(n) for n in self.class_names]
+        except KeyError:
+            self._groups = None
+        self._coco_gt = None
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        """Forget every processed prediction."""
+        self._records: List[Dict[str, Any]] = []
+
+    def process(self, predictions: Sequence[Mapping]) -> None:
+        """Add the predictions of a batch: one contract prediction dict per image.
+
+        Each dict: ``image_id``, ``instances`` and ``instances_top1`` with ``boxes`` (N, 4) XYXY in
+        original image coordinates, ``scores`` (N,), ``classes`` (N,) 0..K-1 (numpy arrays or
+        tensors; ``class_probs`` is not needed and not kept). The Acc/AER matching of the image is
+        done here, so it is spread over the ranks.
+        """
+        k = len(self.class_names)
+        for p in predictions:
+            if "image_id" not in p:
+                raise ValueError("prediction dict without 'image_id'")
+            iid = int(p["image_id"])
+            gt = self._gt.get(iid)
+            if gt is None:
+                raise ValueError(f"prediction for image_id={iid}: no such image in the dataset dicts")
+            inst = _instances(p, "instances", k)
+            top1 = _instances(p, "instances_top1", k)
+            ok = gt["iscrowd"] == 0
+            m = match_image(top1["boxes"], top1["scores"], top1["classes"], gt["boxes"][ok],
+                            gt["classes"][ok], self.score_thresh, self.nms_thresh, self.iou_thresh)
+            self._records.append({
+                "image_id": iid,
+                "instances": inst,
+                "instances_top1": top1,
+                "match": {key: m[key] for key in ("tp", "fp", "fn", "num_dets", "num_gt", "kept_classes",
+                                                 "conf_gt", "conf_pred", "conf_unmatched_dets",
+                                                 "conf_unmatched_gt")},
+            })
+
+    def _gather(self) -> Optional[List[Dict[str, Any]]]:
+        records = self._records
+        if not self.distributed:
+            return records
+        try:
+            import torch.distributed as dist
+        except ImportError:  # pragma: no cover - torch is a dependency of the package
+            return records
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return records
+        gathered: List[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, records)
+        if dist.get_rank() != 0:
+            return None
+        return [r for part in gathered for r in part]
+
+    # ------------------------------------------------------------------ evaluate
+    def evaluate(self) -> Dict[str, Any]:
+        """Compute every metric (rank 0; ``{}`` on other ranks and when nothing was processed)."""
+        records = self._gather()
+        if records is None:
+            return {}
+        seen, recs = set(), []
+        for r in sorted(records, key=lambda r: r["image_id"]):  # stable: first occurrence wins
+            if r["image_id"] not in seen:
+                seen.add(r["image_id"])
+                recs.append(r)
+        if not recs:
+            logger.warning("MetaphaseEvaluator: no predictions were processed; nothing to evaluate")
+            return {}
+        missing = len(self._gt) - len(recs)
+        if missing:
+            logger.warning("MetaphaseEvaluator: %d of %d dataset images have no prediction and are "
+                           "left out of the metrics", missing, len(self._gt))
+        results = self._compute(recs)
+        if self.output_dir:
+            self._write(results)
+        table = format_table(results) + "\n" + format_per_class_table(results)
+        if logger.isEnabledFor(logging.INFO) and logger.hasHandlers():
+            logger.info("DeepACC evaluation on %d images:\n%s", len(recs), table)
+        else:
+            print(f"DeepACC evaluation on {len(recs)} images:\n{table}")
+        return results
+
+    def _compute(self, recs: List[Dict[str, Any]]) -> Dict[str, Any]:
+        k = len(self.class_names)
+        names = self.class_names
+        img_ids = [r["image_id"] for r in recs]
+        if self._coco_gt is None:  # built once, reused by every evaluate() and both AP runs
+            self._coco_gt = build_coco_gt(list(self._gt.values()), names)
+        dt_all = build_coco_dt(self._coco_gt, [dict(r["instances"], image_id=r["image_id"]) for r in recs])
+        ap_all = coco_ap(self._coco_gt, dt_all, img_ids, names, None, self.max_dets)
+        dt_top1 = build_coco_dt(self._coco_gt, [dict(r["instances_top1"], image_id=r["image_id"]) for r in recs])
+        ap_top1 = coco_ap(self._coco_gt, dt_top1, img_ids, names, [0.5], self.max_dets)
+
+        ms = [r["match"] for r in recs]
+        tp = sum(m["tp"] for m in ms)
+        fp = sum(m["fp"] for m in ms)
+        fn = sum(m["fn"] for m in ms)
+        n_det = sum(m["num_dets"] for m in ms)
+        n_gt = sum(m["num_gt"] for m in ms)
+        rat = ratios(tp, fp, fn, n_det, n_gt)
+
+        diff = np.asarray([m["num_dets"] - m["num_gt"] for m in ms], dtype=np.int64)
+        hist = Counter(np.abs(diff).tolist())
+
+        conf = np.zeros((k, k), dtype=np.int64)
+        cg = np.concatenate([m["conf_gt"] for m in ms]).astype(np.int64)
+        cp = np.concatenate([m["conf_pred"] for m in ms]).astype(np.int64)
+        np.add.at(conf, (cg, cp), 1)
+        confusion: Dict[str, Any] = {
+            "class_names": list(names),
+            "matrix": conf.tolist(),
+            "matched": int(conf.sum()),
+            "correct": int(np.trace(conf)),
+            "unmatched_dets": int(sum(m["conf_unmatched_dets"] for m in ms)),
+            "unmatched_gt": int(sum(m["conf_unmatched_gt"] for m in ms)),
+        }
+        if self._groups is not None:
+            confusion["denver"] = _denver_summary(conf, self._groups)
+
+        results: Dict[str, Any] = {
+            "num_images": len(recs),
+            "mAP": 100.0 * ap_all["AP50"],
+            "mAP_max": 100.0 * ap_top1["AP50"],
+            "AER": 100.0 * rat["aer"],
+            "Acc": 100.0 * rat["acc"],
+            "AP": 100.0 * ap_all["AP"],
+            "TP": tp, "FP": fp, "FN": fn, "num_dets": n_det, "num_gt": n_gt,
+            "per_class_AP50": {n: 100.0 * v for n, v in zip(names, ap_all["per_class_AP50"])},
+            "per_class_AP": {n: 100.0 * v for n, v in zip(names, ap_all["per_class_AP"])},
+            "per_class_AP50_max": {n: 100.0 * v for n, v in zip(names, ap_top1["per_class_AP50"])},
+            "count_error": {
+                "mean": float(np.abs(diff).mean()),
+                "mean_signed": float(diff.mean()),
+                "exact": float((diff == 0).mean()),
+                "histogram": {str(e): int(hist[e]) for e in sorted(hist)},
+            },
+            "confusion": confusion,
+            "karyotype": self._karyotype_agreement(recs),
+            "settings": {"score_thresh": self.score_thresh, "nms_thresh": self.nms_thresh,
+                         "iou_thresh": self.iou_thresh, "max_dets": self.max_dets},
+        }
+        return results
+
+    def _karyotype_agreement(self, recs: List[Dict[str, Any]]) -> Dict[str, Any]:
+        try:
+            canon = [c for c in self.class_names]
+            numerical_karyotype(canon)
+        except ValueError:
+            return {}
+        stored_n = stored_ok = gt_ok = 0
+        for r in recs:
+            pred = numerical_karyotype([self.class_names[c] for c in r["match"]["kept_classes"].tolist()])
+            gt = self._gt[r["image_id"]]
+            truth_boxes = numerical_karyotype([self.class_names[c] for c in gt["classes"][gt["iscrowd"] == 0].tolist()])
+            gt_ok += pred == truth_boxes
+            if gt["karyotype"]:
+                try:
+                    truth = normalize_karyotype(gt["karyotype"])
+                except ValueError as e:
+                    raise ValueError(f"dataset dict of {gt['where']}: {e}") from None
+                stored_n += 1
+                stored_ok += pred == truth
+        return {
+            "agreement_with_stored": 100.0 * stored_ok / stored_n if stored_n else float("nan"),
+            "num_with_stored": stored_n,
+            "agreement_with_gt_boxes": 100.0 * gt_ok / len(recs),
+        }
+
+    def _write(self, results: Dict[str, Any]) -> None:
+        os.makedirs(self.output_dir, exist_ok=True)
+        path = os.path.join(self.output_dir, METRICS_FILE)
+        with open(path, "w") as f:
+            json.dump(_json_safe(results), f, indent=1)
+        conf = np.asarray(results["confusion"]["matrix"])
+        from .plots import save_confusion_csv, save_confusion_png
+
+        save_confusion_csv(conf, self.class_names, os.path.join(self.output_dir, "confusion_matrix.csv"))
+        if self.save_plot:
+            save_confusion_png(conf, self.class_names, os.path.join(self.output_dir, "confusion_matrix.png"),
+                               groups=self._groups)
+
+
+def _denver_summary(conf: np.ndarray, groups: Sequence[str]) -> Dict[str, Any]:
+    """Within- vs across-group misclassifications of a confusion matrix (classes' group letters)."""
+    k = len(groups)
+    g = np.asarray(groups)
+    same = g[:, None] == g[None, :]
+    off = ~np.eye(k, dtype=bool)
+    wrong = conf * off
+    n_wrong = int(wrong.sum())
+    within = int((wrong * same).sum())
+    # expected within-group fraction if a wrong label were uniform over the other k-1 classes
+    chance_per_class = (same.sum(axis=1) - 1) / max(k - 1, 1)
+    wrong_per_true = wrong.sum(axis=1)
+    letters = sorted(set(groups))
+    gm = np.zeros((len(letters), len(letters)), dtype=np.int64)
+    gi = np.asarray([letters.index(x) for x in groups])
+    np.add.at(gm, (gi[:, None].repeat(k, 1), gi[None, :].repeat(k, 0)), conf)
+    return {
+        "misclassified": n_wrong,
+        "within_group": within,
+        "across_groups": n_wrong - within,
+        "within_group_fraction": within / n_wrong if n_wrong else float("nan"),
+        "within_group_chance": float((chance_per_class * wrong_per_true).sum() / n_wrong) if n_wrong else float("nan"),
+        "groups": letters,
+        "group_matrix": gm.tolist(),
+    }
+
+
+def _json_safe(x):
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        return None if math.isnan(x) or math.isinf(x) else x
+    return x
+
+
+# ---------------------------------------------------------------------- tables
+_COLUMNS = (("mAP(%)", "mAP"), ("mAP_max(%)", "mAP_max"), ("AER(%)", "AER"), ("Acc(%)", "Acc"),
+            ("AP@[.5:.95](%)", "AP"))
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.2f}"
+
+
+def format_table(results: Mapping, name: str = "DeepACC") -> str:
+    """Table laid out like the paper's Table 1/2: ``Method | mAP(%) | mAP_max(%) | AER(%) | Acc(%)``
+    plus ``AP@[.5:.95](%)``.
+
+    ``results`` is one result dict of :meth:`MetaphaseEvaluator.evaluate` (one row called
+    ``name``) or a mapping ``{row name: result dict}`` (one row each, e.g. an ablation).
+    """
+    if "mAP" in results:
+        rows = [(name, results)]
+    else:
+        rows = list(results.items())
+    head = ["Method"] + [c for c, _ in _COLUMNS]
+    body = [[str(n)] + [_fmt(r.get(key)) for _, key in _COLUMNS] for n, r in rows]
+    widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
+
+    def line(cells):
+        return "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(head), sep] + [line(b) for b in body])
+
+
+def format_per_class_table(results: Mapping) -> str:
+    """Per-class AP@0.5 (instances), AP@0.5 (top-1) and AP@[.5:.95], one row per class, with the
+    Denver group when known."""
+    a50 = results.get("per_class_AP50", {})
+    amax = results.get("per_class_AP50_max", {})
+    a = results.get("per_class_AP", {})
+    head = ["class", "group", "AP50(%)", "AP50_max(%)", "AP(%)"]
+    body = []
+    for n in a50:
+        try:
+            g = group_of(n)
+        except KeyError:
+            g = "-"
+        body.append([n, g, _fmt(a50.get(n)), _fmt(amax.get(n)), _fmt(a.get(n))])
+    widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
+    lines = ["| " + " | ".join(c.rjust(w) for c, w in zip(r, widths)) + " |" for r in [head] + body]
+    lines.insert(1, "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def flatten_scalars(results: Mapping) -> Dict[str, float]:
+    """Flat ``{name: float}`` view for loggers and Detectron2's ``print_csv_format``: the headline
+    metrics, the counts, ``count_error_mean``, ``within_group_fraction``, ``karyotype_agreement``
+    and ``AP50-<class>`` per class."""
+    out: Dict[str, float] = {}
+    for key in ("mAP", "mAP_max", "AER", "Acc", "AP", "TP", "FP", "FN", "num_dets", "num_gt", "num_images"):
+        if key in results:
+            out[key] = float(results[key])
+    if "count_error" in results:
+        out["count_error_mean"] = float(results["count_error"]["mean"])
+    den = results.get("confusion", {}).get("denver")
+    if den:
+        out["within_group_fraction"] = float(den["within_group_fraction"])
+    kar = results.get("karyotype", {})
+    if kar:
+        out["karyotype_agreement_gt_boxes"] = float(kar["agreement_with_gt_boxes"])
+        if kar.get("num_with_stored"):
+            out["karyotype_agreement"] = float(kar["agreement_with_stored"])
+    for n, v in results.get("per_class_AP50", {}).items():
+        out[f"AP50-{n}"] = float(v)
+    return out
