@@ -1,0 +1,253 @@
+"""Karyogram: the called chromosomes cut out, turned upright and laid out in ISCN order.
+
+Layout (ISCN): row 1 = chromosomes 1-5, row 2 = 6-12 and X, row 3 = 13-18, row 4 = 19-22 and Y.
+Homologues stand side by side above a line carrying the class label; every chromosome is drawn at
+the same scale, so relative lengths are kept.
+
+Each chromosome is cut out of its box and separated from the background and from neighbours that
+reach into the box by a foreground mask: the dark chromosome is thresholded (Otsu) against the light
+background, gaps at pale bands are closed, and only the mask components that reach the central part
+of the box are kept. The cut-out is then rotated so that the principal axis of the mask (from the
+image moments) is vertical. Which end is the short arm is not determined: chromosomes are upright
+but may be upside down. Touching or overlapping chromosomes cannot be separated by a threshold and
+keep the parts of their neighbours that overlap the box centre.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Collection, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from .classes import CLASS_NAMES, canonical_name
+from .overlay import GROUP_COLORS, group_of
+
+__all__ = ["ISCN_ROWS", "Cutout", "extract_chromosome", "render_karyogram"]
+
+#: Class names of each karyogram row, in ISCN order.
+ISCN_ROWS: Tuple[Tuple[str, ...], ...] = (
+    ("1", "2", "3", "4", "5"),
+    ("6", "7", "8", "9", "10", "11", "12", "X"),
+    ("13", "14", "15", "16", "17", "18"),
+    ("19", "20", "21", "22", "Y"),
+)
+
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_RED = (210, 0, 0)
+_BLACK = (20, 20, 20)
+
+
+@dataclass
+class Cutout:
+    """One chromosome cut out of the spread and turned upright.
+
+    ``image``: uint8 grayscale, background set to 255; ``mask``: bool, same shape; ``angle``: degrees
+    the crop was rotated by (counter-clockwise); ``mask_found``: False when no usable foreground mask
+    was found and the whole box was kept.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    angle: float
+    mask_found: bool
+
+
+def _foreground_mask(crop: np.ndarray, inner: Tuple[int, int, int, int]) -> Optional[np.ndarray]:
+    """Mask of the chromosome in ``crop`` (dark on light), or None when the threshold fails.
+
+    ``inner`` = (x0, y0, x1, y1) of the detection box inside the padded crop.
+    """
+    if crop.size == 0 or int(crop.max()) - int(crop.min()) < 12:
+        return None
+    blur = cv2.GaussianBlur(crop, (3, 3), 0)
+    _, mask = cv2.threshold(blur, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+    k = max(3, (min(crop.shape) // 25) | 1)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n <= 1:
+        return None
+    x0, y0, x1, y1 = inner
+    bw, bh = x1 - x0, y1 - y0
+    # Central region of the box: the middle half in each direction (at least 3 px).
+    cx0, cx1 = x0 + bw // 4, max(x0 + bw // 4 + 3, x1 - bw // 4)
+    cy0, cy1 = y0 + bh // 4, max(y0 + bh // 4 + 3, y1 - bh // 4)
+    central = labels[cy0:cy1, cx0:cx1]
+    ids, counts = np.unique(central[central > 0], return_counts=True)
+    if len(ids) == 0:
+        # Nothing in the centre (e.g. a bent chromosome): fall back on the largest component.
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        ids = np.array([1 + int(np.argmax(areas))])
+    else:
+        areas = stats[ids, cv2.CC_STAT_AREA]
+        ids = ids[areas >= 0.2 * areas.max()]
+    keep = np.isin(labels, ids)
+    box_area = max(bw * bh, 1)
+    if keep[y0:y1, x0:x1].sum() < 0.03 * box_area:
+        return None
+    return keep
+
+
+def extract_chromosome(
+    image: np.ndarray, box: Sequence[float], pad: int = 4, upright: bool = True
+) -> Cutout:
+    """Cut the chromosome in ``box`` (xyxy) out of the grayscale ``image`` and turn it upright."""
+    img = np.asarray(image)
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    H, W = img.shape[:2]
+    x0, y0, x1, y1 = box
+    bx0, by0 = int(math.floor(max(0, min(W - 1, x0)))), int(math.floor(max(0, min(H - 1, y0))))
+    bx1, by1 = int(math.ceil(max(bx0 + 1, min(W, x1)))), int(math.ceil(max(by0 + 1, min(H, y1))))
+    px0, py0, px1, py1 = max(0, bx0 - pad), max(0, by0 - pad), min(W, bx1 + pad), min(H, by1 + pad)
+    crop = img[py0:py1, px0:px1]
+    inner = (bx0 - px0, by0 - py0, bx1 - px0, by1 - py0)
+    mask = _foreground_mask(crop, inner)
+    found = mask is not None
+    if mask is None:
+        mask = np.zeros(crop.shape, bool)
+        mask[inner[1] : inner[3], inner[0] : inner[2]] = True
+    cut = np.where(mask, crop, 255).astype(np.uint8)
+
+    angle = 0.0
+    if upright and mask.sum() >= 5:
+        m = cv2.moments(mask.astype(np.uint8), binaryImage=True)
+        mu20, mu02, mu11 = m["mu20"], m["mu02"], m["mu11"]
+        # Direction of the major axis, measured from the x axis (image y points down).
+        theta = 0.5 * math.degrees(math.atan2(2.0 * mu11, mu20 - mu02))
+        # Rotating by theta - 90 degrees (cv2: positive = counter-clockwise on screen) puts it vertical.
+        angle = theta + 90.0
+        angle = (angle + 90.0) % 180.0 - 90.0  # the smallest turn that gives the same axis
+        if abs(angle) > 0.5:
+            cut, mask = _rotate(cut, mask, angle)
+    ys, xs = np.nonzero(mask)
+    if len(ys):
+        cut = cut[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+        mask = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    return Cutout(image=cut, mask=mask, angle=angle, mask_found=found)
+
+
+def _rotate(cut: np.ndarray, mask: np.ndarray, angle: float) -> Tuple[np.ndarray, np.ndarray]:
+    h, w = cut.shape
+    d = int(math.ceil(math.hypot(h, w))) + 2
+    big = np.full((d, d), 255, np.uint8)
+    bigm = np.zeros((d, d), np.uint8)
+    oy, ox = (d - h) // 2, (d - w) // 2
+    big[oy : oy + h, ox : ox + w] = cut
+    bigm[oy : oy + h, ox : ox + w] = mask.astype(np.uint8) * 255
+    M = cv2.getRotationMatrix2D((d / 2.0, d / 2.0), angle, 1.0)
+    rot = cv2.warpAffine(big, M, (d, d), flags=cv2.INTER_LINEAR, borderValue=255)
+    rotm = cv2.warpAffine(bigm, M, (d, d), flags=cv2.INTER_LINEAR, borderValue=0) >= 128
+    rot = np.where(rotm, rot, 255).astype(np.uint8)
+    return rot, rotm
+
+
+def _text(canvas, s, x, y, scale, color, thickness=1, center=True):
+    (tw, th), _ = cv2.getTextSize(s, _FONT, scale, thickness)
+    xx = int(x - tw / 2) if center else int(x)
+    cv2.putText(canvas, s, (xx, int(y)), _FONT, scale, color, thickness, cv2.LINE_AA)
+    return tw, th
+
+
+def render_karyogram(
+    image: np.ndarray,
+    calls: Mapping[str, np.ndarray],
+    summary=None,
+    class_names: Sequence[str] = CLASS_NAMES,
+    uncertain: Optional[Collection[int]] = None,
+    max_chromosome_height: int = 150,
+    title: Optional[str] = None,
+) -> np.ndarray:
+    """Render the karyogram of one spread as an RGB uint8 image.
+
+    Args:
+        image: the metaphase image (grayscale uint8, dark chromosomes on light background).
+        calls: ``{"boxes", "scores", "classes"}`` (see :func:`deepacc.karyotype.summary.select_calls`).
+        summary: optional :class:`~deepacc.karyotype.summary.KaryotypeSummary` of the calls: gives
+            the title (karyotype string), the uncertain calls and the classes with abnormal copy numbers.
+        uncertain: rows of ``calls`` to mark (red frame + score); default ``summary.uncertain``.
+        max_chromosome_height: height in pixels of the longest chromosome; one scale for all.
+        title: first line of the header (default: the suggested karyotype).
+    """
+    boxes = np.asarray(calls["boxes"], dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(calls["scores"], dtype=np.float64).reshape(-1)
+    classes = np.asarray(calls["classes"]).astype(int).reshape(-1)
+    names = [canonical_name(class_names[c]) for c in classes]
+    if uncertain is None:
+        uncertain = summary.uncertain if summary is not None else ()
+    uncertain = set(int(i) for i in uncertain)
+    abnormal = {c.name for c in summary.per_class if c.abnormal} if summary is not None else set()
+
+    cutouts = [extract_chromosome(image, b) for b in boxes]
+    longest = max([c.image.shape[0] for c in cutouts] + [1])
+    s = float(np.clip(max_chromosome_height / longest, 0.2, 6.0))
+    scaled: List[np.ndarray] = []
+    for c in cutouts:
+        h, w = c.image.shape
+        nh, nw = max(1, int(round(h * s))), max(1, int(round(w * s)))
+        interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+        scaled.append(cv2.resize(c.image, (nw, nh), interpolation=interp))
+
+    by_class: Dict[str, List[int]] = {n: [] for row in ISCN_ROWS for n in row}
+    # Within a slot, most confident first (left).
+    for i in np.argsort(-scores, kind="stable"):
+        by_class[names[i]].append(int(i))
+
+    gap, frame, margin = 6, 3, 24
+    label_h, score_h = 22, 14
+    min_slot = 44
+    col_gap = 26
+    title_h = 64
+    row_layout = []
+    for row in ISCN_ROWS:
+        slots = []
+        for n in row:
+            ws = [scaled[i].shape[1] + 2 * frame for i in by_class[n]]
+            width = max(min_slot, sum(ws) + gap * max(len(ws) - 1, 0))
+            slots.append((n, width))
+        heights = [scaled[i].shape[0] for n in row for i in by_class[n]]
+        row_h = max(heights + [int(0.35 * max_chromosome_height)]) + 2 * frame
+        row_w = sum(w for _, w in slots) + col_gap * (len(slots) - 1)
+        row_layout.append((slots, row_h, row_w))
+    width = max(max(r[2] for r in row_layout) + 2 * margin, 700)
+    height = title_h + sum(r[1] + label_h + score_h + 14 for r in row_layout) + margin + 30
+    canvas = np.full((height, width, 3), 255, np.uint8)
+
+    head = title
+    if head is None:
+        head = f"Suggested karyotype: {summary.karyotype}" if summary is not None else "Karyogram"
+    _text(canvas, head, margin, 28, 0.75, _BLACK, 2, center=False)
+    sub = f"{len(names)} chromosomes called"
+    if summary is not None:
+        sub += f"; {len(summary.flags)} review flag(s)" if summary.flags else "; no review flags"
+    sub += "  |  red frame = uncertain call (score shown); red label = unexpected copy number"
+    _text(canvas, sub, margin, 50, 0.42, (80, 80, 80), 1, center=False)
+
+    y = title_h
+    for slots, row_h, row_w in row_layout:
+        x = (width - row_w) // 2
+        base_y = y + row_h
+        for n, slot_w in slots:
+            idx = by_class[n]
+            content_w = sum(scaled[i].shape[1] + 2 * frame for i in idx) + gap * max(len(idx) - 1, 0)
+            cx = x + (slot_w - content_w) // 2
+            for i in idx:
+                chrom = scaled[i]
+                h, w = chrom.shape
+                top = base_y - frame - h
+                canvas[top : top + h, cx + frame : cx + frame + w] = chrom[:, :, None]
+                if i in uncertain:
+                    cv2.rectangle(canvas, (cx, top - frame), (cx + w + 2 * frame - 1, base_y - 1), _RED, 2)
+                    _text(canvas, f"{scores[i]:.2f}", cx + frame + w / 2, base_y + label_h + score_h - 2, 0.36, _RED)
+                cx += w + 2 * frame + gap
+            color = GROUP_COLORS[group_of(n)]
+            cv2.line(canvas, (x, base_y + 2), (x + slot_w - 1, base_y + 2), color, 2)
+            lab = n if n not in abnormal else f"{n} ({len(idx)})"
+            _text(canvas, lab, x + slot_w / 2, base_y + label_h - 2, 0.55, _RED if n in abnormal else _BLACK,
+                  2 if n in abnormal else 1)
+            x += slot_w + col_gap
+        y = base_y + label_h + score_h + 14
+    note = "Software suggests, a cytogeneticist decides: review every call on the image before use."
+    _text(canvas, note, margin, height - 14, 0.42, (80, 80, 80), 1, center=False)
+    return canvas

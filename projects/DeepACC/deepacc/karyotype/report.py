@@ -1,0 +1,178 @@
+"""Offline HTML report of a folder of predicted spreads (one self-contained page, no network).
+
+The report is built from the per-image records that ``deepacc-predict`` writes as JSON (see
+``docs/predict.md``): for every spread its suggested karyotype, count, sex chromosomes, review
+flags, per-class copy numbers with mean confidence, the overlay and the karyogram. Images are
+referenced by relative paths inside the output folder, or embedded as base64 (``embed_images=True``)
+so the single HTML file can be moved on its own. Nothing is fetched from the network: no scripts,
+fonts or style sheets from outside the page.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import os
+from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from .summary import REVIEW_NOTE
+
+__all__ = ["build_report_html", "write_report", "atomic_write_bytes"]
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#1a1a1a;max-width:1340px}
+h1{font-size:24px;margin:0 0 6px} h2{font-size:19px;margin:28px 0 6px;border-bottom:2px solid #ccc;padding-bottom:4px}
+.note{background:#fff4e5;border:1px solid #e6a23c;padding:10px 14px;border-radius:4px;margin:12px 0}
+.meta{color:#555;font-size:13px}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}
+td,th{border:1px solid #ccc;padding:3px 6px;text-align:center}
+th{background:#f2f2f2}
+.bad{background:#ffd9d9;font-weight:bold;color:#a00}
+.ok{color:#060}
+.kt{font-size:20px;font-weight:bold;font-family:monospace}
+.flags li{color:#a00}
+.figs{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
+.figs figure{margin:0;flex:1 1 560px;max-width:100%}
+.figs img{max-width:100%;border:1px solid #ccc}
+figcaption{font-size:12px;color:#555}
+.fail td{color:#a00;text-align:left}
+.toc td{text-align:left}
+"""
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    d = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _img_src(output_dir: str, rel: str, embed: bool) -> Optional[str]:
+    path = os.path.join(output_dir, rel)
+    if not os.path.exists(path):
+        return None
+    if not embed:
+        return html.escape(rel.replace(os.sep, "/"), quote=True)
+    with open(path, "rb") as f:
+        return "data:image/png;base64," + base64.b64encode(f.read()).decode("ascii")
+
+
+def _spread_section(rec: Mapping, idx: int, output_dir: str, embed: bool) -> str:
+    e = html.escape
+    s = rec["summary"]
+    name = rec.get("name") or os.path.basename(rec.get("file_name", f"spread {idx}"))
+    out = [f'<section id="spread-{idx}"><h2>{idx}. {e(name)}</h2>']
+    out.append(f'<p class="meta">{e(str(rec.get("file_name", "")))}</p>')
+    review = "needs review" if s.get("needs_review") else "no flags raised (still to be confirmed)"
+    out.append(
+        f'<p>Suggested karyotype: <span class="kt">{e(s["karyotype"])}</span> &nbsp; '
+        f'{s["count"]} chromosomes called; sex chromosomes: {e(s["sex_chromosomes"] or "none")} '
+        f'(inferred sex: {e(s["inferred_sex"])}); <b class="{"bad" if s.get("needs_review") else "ok"}">{review}</b></p>'
+    )
+    flags = s.get("flags", [])
+    if flags:
+        out.append(f'<p><b>Review flags ({len(flags)})</b></p><ul class="flags">')
+        out.extend(f"<li>{e(f['message'])}</li>" for f in flags)
+        out.append("</ul>")
+    else:
+        out.append("<p><b>Review flags:</b> none</p>")
+    # Per-class copy numbers: one column per class.
+    pcs = s["per_class"]
+    head = "".join(f"<th>{e(c['name'])}</th>" for c in pcs)
+    copies = "".join(
+        f'<td class="{"bad" if c["copies"] != c["expected"] else ""}">{c["copies"]}</td>' for c in pcs
+    )
+    expected = "".join(f"<td>{c['expected']}</td>" for c in pcs)
+    conf = "".join(
+        "<td>-</td>" if c["mean_score"] is None else f"<td>{c['mean_score']:.2f}</td>" for c in pcs
+    )
+    out.append(
+        f'<table><tr><th>class</th>{head}</tr><tr><th>copies</th>{copies}</tr>'
+        f'<tr><th>expected</th>{expected}</tr><tr><th>mean conf.</th>{conf}</tr></table>'
+    )
+    figs = []
+    for key, caption in (("overlay", "Detections (boxes coloured by Denver group; red = uncertain)"),
+                         ("karyogram", "Karyogram (ISCN layout; red frame = uncertain call)")):
+        rel = rec.get("outputs", {}).get(key)
+        src = _img_src(output_dir, rel, embed) if rel else None
+        if src is None:
+            figs.append(f"<figure><figcaption>{e(caption)}: image missing</figcaption></figure>")
+        else:
+            figs.append(f'<figure><img src="{src}" alt="{e(key)} of {e(name)}"><figcaption>{e(caption)}</figcaption></figure>')
+    out.append('<div class="figs">' + "".join(figs) + "</div></section>")
+    return "\n".join(out)
+
+
+def build_report_html(
+    records: Sequence[Mapping],
+    output_dir: str,
+    failures: Iterable[Tuple[str, str]] = (),
+    title: str = "DeepACC karyotype report",
+    embed_images: bool = False,
+) -> str:
+    """HTML text of the report.
+
+    Args:
+        records: per-image records as written by ``deepacc-predict`` (``summary``, ``outputs``, ...).
+        output_dir: folder the records' output paths are relative to (where the report is written).
+        failures: ``(file, reason)`` of the inputs that could not be processed.
+        embed_images: embed the PNGs as base64 instead of linking them by relative path.
+    """
+    e = html.escape
+    failures = list(failures)
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    n_review = sum(1 for r in records if r["summary"].get("needs_review"))
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+        f'<p class="meta">Generated {now}; {len(records)} spread(s), {n_review} with review flags, '
+        f"{len(failures)} file(s) failed.</p>",
+        f'<div class="note"><b>For review only.</b> {e(REVIEW_NOTE)}</div>',
+    ]
+    if records:
+        settings = records[0].get("settings", {})
+        if settings:
+            parts.append('<p class="meta">Settings: ' + ", ".join(f"{e(str(k))} = {e(str(v))}" for k, v in settings.items()) + "</p>")
+        parts.append('<table class="toc"><tr><th>#</th><th>spread</th><th>suggested karyotype</th><th>count</th><th>flags</th></tr>')
+        for i, r in enumerate(records, 1):
+            s = r["summary"]
+            name = r.get("name") or os.path.basename(r.get("file_name", ""))
+            nf = len(s.get("flags", []))
+            parts.append(
+                f'<tr><td>{i}</td><td><a href="#spread-{i}">{e(name)}</a></td><td><b>{e(s["karyotype"])}</b></td>'
+                f'<td>{s["count"]}</td><td class="{"bad" if nf else "ok"}">{nf}</td></tr>'
+            )
+        parts.append("</table>")
+    if failures:
+        parts.append("<h2>Files that could not be processed</h2><table class=\"fail\"><tr><th>file</th><th>reason</th></tr>")
+        parts.extend(f"<tr><td>{e(str(f))}</td><td>{e(str(why))}</td></tr>" for f, why in failures)
+        parts.append("</table>")
+    for i, r in enumerate(records, 1):
+        parts.append(_spread_section(r, i, output_dir, embed_images))
+    parts.append(f'<div class="note">{e(REVIEW_NOTE)}</div></body></html>')
+    return "\n".join(parts)
+
+
+def write_report(
+    records: Sequence[Mapping],
+    output_dir: str,
+    filename: str = "report.html",
+    failures: Iterable[Tuple[str, str]] = (),
+    title: str = "DeepACC karyotype report",
+    embed_images: bool = False,
+) -> str:
+    """Write the report into ``output_dir`` (atomically) and return its path."""
+    text = build_report_html(records, output_dir, failures=failures, title=title, embed_images=embed_images)
+    path = os.path.join(output_dir, filename)
+    atomic_write_bytes(path, text.encode("utf-8"))
+    return path
