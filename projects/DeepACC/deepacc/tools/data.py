@@ -36,8 +36,10 @@ def cmd_validate(a) -> int:
     if problems:
         for p in problems:
             print(p)
-        kinds = Counter(p.reason.split(":")[0].split(" (")[0] if not p.reason.startswith("annotation") else
-                        p.reason.split(": ", 1)[-1].split(" [")[0].split(" (")[0].split(" {")[0] for p in problems)
+        keys = ("missing file", "corrupt", "truncated", "unsupported", "size mismatch", "outside the image",
+                "zero-area", "duplicate image id", "duplicate annotation id", "unknown category", "no chromosome",
+                "not valid json", "bbox")
+        kinds = Counter(next((k for k in keys if k in p.reason), "other") for p in problems)
         print(f"\nINVALID: {len(problems)} problem(s) in {a.json}", file=sys.stderr)
         for k, n in kinds.most_common():
             print(f"  {n:6d}  {k}", file=sys.stderr)

@@ -1,0 +1,110 @@
+"""read_image: one conversion for every format / mode; clear errors naming the file."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from deepacc.data.images import ImageError, image_size, read_image
+
+
+def _gray(h=20, w=30):
+    a = np.full((h, w), 230, np.uint8)
+    a[5:15, 8:12] = 40  # a dark "chromosome"
+    return a
+
+
+@pytest.mark.parametrize("ext", ["png", "tif", "bmp"])
+def test_gray8_lossless_formats_roundtrip(tmp_path, ext):
+    a = _gray()
+    p = tmp_path / f"g.{ext}"
+    Image.fromarray(a).save(p)
+    out = read_image(p)
+    assert out.dtype == np.uint8 and out.shape == a.shape
+    np.testing.assert_array_equal(out, a)
+    assert image_size(p) == a.shape
+
+
+def test_jpeg_close(tmp_path):
+    a = _gray()
+    p = tmp_path / "g.jpg"
+    Image.fromarray(a).save(p, quality=95)
+    out = read_image(p)
+    assert out.shape == a.shape and np.abs(out.astype(int) - a).mean() < 6
+
+
+def test_rgb_uses_bt601_luma(tmp_path):
+    rgb = np.zeros((4, 5, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 200, 100, 50
+    p = tmp_path / "c.png"
+    Image.fromarray(rgb).save(p)
+    out = read_image(p)
+    assert out.shape == (4, 5)
+    assert abs(int(out[0, 0]) - round(0.299 * 200 + 0.587 * 100 + 0.114 * 50)) <= 1
+
+
+def test_rgba_composited_on_white(tmp_path):
+    rgba = np.zeros((4, 4, 4), np.uint8)  # black, fully transparent ...
+    rgba[0, 0] = (0, 0, 0, 255)  # ... except one opaque black pixel
+    rgba[1, 1] = (0, 0, 0, 128)  # half transparent black -> mid gray
+    p = tmp_path / "a.png"
+    Image.fromarray(rgba, "RGBA").save(p)
+    out = read_image(p)
+    assert out[0, 0] == 0 and out[3, 3] == 255
+    assert 120 <= out[1, 1] <= 135
+
+
+def test_palette_and_palette_transparency(tmp_path):
+    a = _gray()
+    p = tmp_path / "p.png"
+    Image.fromarray(a).convert("P").save(p)
+    np.testing.assert_array_equal(read_image(p), a)
+    im = Image.fromarray(np.array([[0, 1], [1, 0]], np.uint8), "P")
+    im.putpalette([0, 0, 0, 10, 10, 10] + [0] * 762)
+    p2 = tmp_path / "pt.png"
+    im.save(p2, transparency=0)  # index 0 transparent -> white
+    out = read_image(p2)
+    assert out[0, 0] == 255 and out[0, 1] == 10
+
+
+def test_16bit_rescaled_by_own_min_max(tmp_path):
+    a = np.full((10, 10), 1000, np.uint16)
+    a[2:5, 2:5] = 3000
+    a[0, 0] = 500
+    p = tmp_path / "s.tif"
+    Image.fromarray(a).save(p)
+    out = read_image(p)
+    assert out.dtype == np.uint8
+    assert out[0, 0] == 0 and out[3, 3] == 255
+    assert out[9, 9] == round((1000 - 500) * 255 / 2500)
+    p2 = tmp_path / "s.png"
+    Image.fromarray(a).save(p2)
+    np.testing.assert_array_equal(read_image(p2), out)
+
+
+def test_missing_file_names_file(tmp_path):
+    p = tmp_path / "nope.png"
+    with pytest.raises(ImageError) as e:
+        read_image(p)
+    assert str(p) in str(e.value) and "missing" in str(e.value)
+
+
+def test_truncated_png_names_file(tmp_path):
+    p = tmp_path / "t.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200), dtype=np.uint8)).save(p)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError) as e:
+        read_image(p)
+    assert str(p) in str(e.value) and ("truncated" in str(e.value) or "corrupt" in str(e.value))
+
+
+def test_garbage_and_unsupported_format(tmp_path):
+    p = tmp_path / "g.png"
+    p.write_bytes(b"this is not an image at all")
+    with pytest.raises(ImageError) as e:
+        read_image(p)
+    assert str(p) in str(e.value)
+    g = tmp_path / "x.gif"
+    Image.fromarray(_gray()).save(g)
+    with pytest.raises(ImageError) as e:
+        read_image(g)
+    assert str(g) in str(e.value) and "unsupported" in str(e.value)
