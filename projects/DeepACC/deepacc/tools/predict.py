@@ -1,0 +1,457 @@
+"""``deepacc-predict``: karyotype suggestions for metaphase images, for human review.
+
+Usage (Detectron2 ``demo.py`` style)::
+
+    deepacc-predict --config-file configs/deepacc_R101_FPN.yaml \\
+        --input spreads/ more/*.tif one.png --output out/ --report \\
+        MODEL.WEIGHTS model_final.pth MODEL.DEVICE cpu
+
+For every readable image it writes, into ``--output``:
+
+* ``<name>.json``: the calls (box, class name, score, per-class probabilities, uncertain or not),
+  the numerical summary (count, sex chromosomes, ISCN-style string, copies per class with mean
+  confidence, review flags) and the review note;
+* ``<name>.overlay.png``: the image with the calls boxed and coloured by Denver group;
+* ``<name>.karyogram.png``: the karyogram in ISCN layout;
+
+and, for the whole run, ``karyotypes.csv`` (one line per image) and with ``--report`` the offline
+``report.html``.
+
+Calls = top-1 detections (``instances_top1``) with score >= ``--confidence-threshold``, then
+class-agnostic NMS at IoU ``--nms-threshold`` (0.7).
+
+A file that cannot be read or processed is reported on stderr with the reason and skipped; all other
+files are processed. Every output is written through a temporary file and ``os.replace``, so a killed
+run leaves no half-written file; a rerun skips the images whose outputs are all present
+(``--overwrite`` redoes them).
+
+Exit status: 0 when every input was processed (or skipped as already done), 1 when at least one
+input failed, 2 on a usage or set-up error (no input found, model could not be built).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import hashlib
+import io
+import json
+import os
+import sys
+import traceback
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "PredictSettings",
+    "RunResult",
+    "get_parser",
+    "expand_inputs",
+    "output_stems",
+    "postprocess",
+    "process_image",
+    "run_predict",
+    "setup_cfg",
+    "build_default_predictor",
+    "main",
+]
+
+IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".pgm", ".pnm")
+OUTPUT_SUFFIXES = {"json": ".json", "overlay": ".overlay.png", "karyogram": ".karyogram.png"}
+
+Predictor = Callable[[np.ndarray], Mapping]
+
+
+@dataclass
+class PredictSettings:
+    confidence_threshold: float = 0.5
+    nms_threshold: float = 0.7
+    review_score: float = 0.7
+    review_margin: float = 0.2
+    engine: str = "auto"
+
+
+@dataclass
+class RunResult:
+    records: List[dict] = field(default_factory=list)  # one per image processed or skipped
+    failures: List[Tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    processed: int = 0
+    skipped: int = 0
+    report_path: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="deepacc-predict",
+        description="Detect and classify the chromosomes of metaphase images; write detections JSON, an "
+        "overlay, a karyogram and a numerical karyotype summary per image (suggestions for review by a "
+        "cytogeneticist).",
+        epilog="Exit status: 0 all inputs done, 1 some input failed (named on stderr), 2 usage/set-up error.",
+    )
+    p.add_argument("--config-file", metavar="FILE", default="", help="path to the config file")
+    p.add_argument("--input", nargs="+", required=True,
+                   help="image files, glob patterns (quote them) or folders (their image files, not recursive)")
+    p.add_argument("--output", required=True, metavar="DIR", help="folder for the outputs (created)")
+    p.add_argument("--confidence-threshold", type=float, default=0.5,
+                   help="minimum score of a call (default: 0.5)")
+    p.add_argument("--nms-threshold", type=float, default=0.7,
+                   help="IoU of the class-agnostic NMS over the calls (default: 0.7)")
+    p.add_argument("--review-score", type=float, default=0.7,
+                   help="calls scoring below this are flagged for review (default: 0.7)")
+    p.add_argument("--review-margin", type=float, default=0.2,
+                   help="calls whose two most probable classes differ by less than this are flagged (default: 0.2)")
+    p.add_argument("--engine", choices=("auto", "torchvision", "detectron2"), default="auto",
+                   help="model engine (default: auto = Detectron2 when importable, else torchvision)")
+    p.add_argument("--report", action="store_true", help="also write the offline HTML report (report.html)")
+    p.add_argument("--embed-images", action="store_true",
+                   help="embed the images in report.html (base64) so it can be moved on its own")
+    p.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
+                   help="config options as KEY VALUE pairs at the end, e.g. MODEL.WEIGHTS model.pth MODEL.DEVICE cpu")
+    return p
+
+
+def expand_inputs(inputs: Sequence[str], exclude_dir: Optional[str] = None) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """Resolve files, globs and folders into a sorted, de-duplicated list of absolute paths.
+
+    Folders contribute their files with an image extension (not recursive, hidden files ignored,
+    files under ``exclude_dir`` ignored); explicit files are taken whatever their extension. Returns
+    ``(paths, problems)`` where problems are ``(input, reason)`` for inputs that matched nothing.
+    """
+    exclude = os.path.abspath(exclude_dir) + os.sep if exclude_dir else None
+    paths: List[str] = []
+    problems: List[Tuple[str, str]] = []
+
+    def add_dir(d: str) -> int:
+        n = 0
+        for name in sorted(os.listdir(d)):
+            f = os.path.abspath(os.path.join(d, name))
+            if name.startswith(".") or not os.path.isfile(f) or not name.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            if exclude and f.startswith(exclude):
+                continue
+            paths.append(f)
+            n += 1
+        return n
+
+    for item in inputs:
+        if os.path.isdir(item):
+            if add_dir(item) == 0:
+                problems.append((item, "folder holds no image file (" + ", ".join(IMAGE_EXTENSIONS) + ")"))
+        elif os.path.isfile(item):
+            paths.append(os.path.abspath(item))
+        elif glob.has_magic(item):
+            hits = sorted(glob.glob(item))
+            files = [os.path.abspath(h) for h in hits if os.path.isfile(h)]
+            for h in hits:
+                if os.path.isdir(h):
+                    add_dir(h)
+            if not files and not any(os.path.isdir(h) for h in hits):
+                problems.append((item, "pattern matched no file"))
+            paths.extend(files)
+        else:
+            problems.append((item, "no such file or folder"))
+    seen = set()
+    unique = [p for p in paths if not (p in seen or seen.add(p))]
+    return unique, problems
+
+
+def output_stems(paths: Sequence[str]) -> Dict[str, str]:
+    """Output base name of each input: its file name without extension, made unique with a short
+    hash of the full path when two inputs share a name."""
+    base = {p: os.path.splitext(os.path.basename(p))[0] for p in paths}
+    counts: Dict[str, int] = {}
+    for b in base.values():
+        counts[b] = counts.get(b, 0) + 1
+    return {
+        p: b if counts[b] == 1 else f"{b}-{hashlib.sha1(p.encode('utf-8')).hexdigest()[:8]}"
+        for p, b in base.items()
+    }
+
+
+# ------------------------------------------------------------------------------------- processing
+def _atomic_write(path: str, data: bytes) -> None:
+    from deepacc.karyotype.report import atomic_write_bytes
+
+    atomic_write_bytes(path, data)
+
+
+def _png_bytes(rgb: np.ndarray) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def _round(x, nd=4):
+    return [round(float(v), nd) for v in np.asarray(x).reshape(-1)]
+
+
+def postprocess(image: np.ndarray, prediction: Mapping, settings: PredictSettings = PredictSettings()):
+    """Calls, summary, overlay and karyogram of one image from the model's prediction.
+
+    Returns ``(calls, summary, overlay_rgb, karyogram_rgb, detections)`` where ``detections`` is the
+    JSON-ready list of calls.
+    """
+    from deepacc.karyotype.classes import CLASS_NAMES
+    from deepacc.karyotype.karyogram import render_karyogram
+    from deepacc.karyotype.overlay import draw_overlay
+    from deepacc.karyotype.summary import select_calls, summarize
+
+    if "instances_top1" not in prediction:
+        raise KeyError("the prediction has no 'instances_top1' (top-1 detections)")
+    calls = select_calls(prediction["instances_top1"], settings.confidence_threshold, settings.nms_threshold)
+    summary = summarize(calls, review_score=settings.review_score, review_margin=settings.review_margin,
+                        score_threshold=settings.confidence_threshold)
+    overlay = draw_overlay(image, calls, uncertain=summary.uncertain)
+    karyogram = render_karyogram(image, calls, summary)
+    unc = set(summary.uncertain)
+    prob_names = list(CLASS_NAMES) + ["background"]
+    detections = []
+    for i in range(len(calls["scores"])):
+        d = {
+            "box": _round(calls["boxes"][i], 2),
+            "class": CLASS_NAMES[int(calls["classes"][i])],
+            "class_id": int(calls["classes"][i]),
+            "score": round(float(calls["scores"][i]), 4),
+            "uncertain": i in unc,
+        }
+        if "class_probs" in calls:
+            p = _round(calls["class_probs"][i])
+            d["class_probs"] = dict(zip(prob_names[: len(p)], p))
+        detections.append(d)
+    return calls, summary, overlay, karyogram, detections
+
+
+def _outputs(output_dir: str, stem: str) -> Dict[str, str]:
+    return {k: os.path.join(output_dir, stem + suf) for k, suf in OUTPUT_SUFFIXES.items()}
+
+
+def _load_done(output_dir: str, stem: str) -> Optional[dict]:
+    outs = _outputs(output_dir, stem)
+    if not all(os.path.isfile(p) for p in outs.values()):
+        return None
+    try:
+        with open(outs["json"], "r", encoding="utf-8") as f:
+            rec = json.load(f)
+        rec["summary"]["karyotype"]  # noqa: B018  (a complete record)
+        return rec
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def process_image(
+    path: str,
+    get_predictor: Callable[[], Predictor],
+    output_dir: str,
+    stem: str,
+    settings: PredictSettings = PredictSettings(),
+    reader: Optional[Callable[[str], np.ndarray]] = None,
+    overwrite: bool = False,
+) -> Tuple[dict, bool]:
+    """Process one image; returns ``(record, skipped)``. Raises on any problem with this image.
+
+    ``get_predictor()`` returns the predictor (built on first call, so a rerun that skips every
+    image never loads the model). ``reader`` defaults to :func:`deepacc.data.images.read_image`.
+    """
+    if not overwrite:
+        rec = _load_done(output_dir, stem)
+        if rec is not None:
+            return rec, True
+    if reader is None:
+        from deepacc.data.images import read_image as reader
+    image = np.asarray(reader(path))
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        import cv2
+
+        image = cv2.cvtColor(image[:, :, :3], cv2.COLOR_RGB2GRAY)
+    if image.ndim != 2 or image.dtype != np.uint8:
+        raise ValueError(f"{path}: expected an 8-bit grayscale image, got shape {image.shape} {image.dtype}")
+    prediction = get_predictor()(image)
+    calls, summary, overlay, karyogram, detections = postprocess(image, prediction, settings)
+    outs = _outputs(output_dir, stem)
+    rec = {
+        "file_name": path,
+        "name": os.path.basename(path),
+        "height": int(image.shape[0]),
+        "width": int(image.shape[1]),
+        "review_note": summary.review_note,
+        "summary": summary.to_dict(),
+        "detections": detections,
+        "num_raw_top1_detections": int(len(np.asarray(prediction["instances_top1"]["scores"]))),
+        "settings": asdict(settings),
+        "outputs": {k: os.path.basename(v) for k, v in outs.items()},
+    }
+    # Images first, JSON last: a complete JSON marks a finished image.
+    _atomic_write(outs["overlay"], _png_bytes(overlay))
+    _atomic_write(outs["karyogram"], _png_bytes(karyogram))
+    _atomic_write(outs["json"], json.dumps(rec, indent=1).encode("utf-8"))
+    return rec, False
+
+
+def _write_csv(path: str, records: Sequence[dict], failures: Sequence[Tuple[str, str]]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["file", "karyotype", "count", "sex_chromosomes", "needs_review", "flags", "error"])
+    for r in records:
+        s = r["summary"]
+        w.writerow([r["file_name"], s["karyotype"], s["count"], s["sex_chromosomes"], int(bool(s["needs_review"])),
+                    " | ".join(f["message"] for f in s["flags"]), ""])
+    for f, why in failures:
+        w.writerow([f, "", "", "", "", "", why])
+    _atomic_write(path, buf.getvalue().encode("utf-8"))
+
+
+def run_predict(
+    paths: Sequence[str],
+    predictor_factory: Callable[[], Predictor],
+    output_dir: str,
+    settings: PredictSettings = PredictSettings(),
+    reader: Optional[Callable[[str], np.ndarray]] = None,
+    overwrite: bool = False,
+    report: bool = False,
+    embed_images: bool = False,
+    progress: bool = True,
+    failures: Sequence[Tuple[str, str]] = (),
+    log=None,
+) -> RunResult:
+    """Process ``paths`` into ``output_dir``; a failing file is recorded and skipped.
+
+    ``predictor_factory()`` is called once, when the first image needs the model. ``failures`` are
+    problems found before the run (e.g. inputs that matched nothing); they are reported with the
+    rest. Writes ``karyotypes.csv`` and, with ``report=True``, ``report.html``.
+    """
+    from tqdm import tqdm
+
+    log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
+    os.makedirs(output_dir, exist_ok=True)
+    result = RunResult(failures=list(failures))
+    stems = output_stems(paths)
+    cache: Dict[str, Predictor] = {}
+
+    def get_predictor() -> Predictor:
+        if "p" not in cache:
+            cache["p"] = predictor_factory()
+        return cache["p"]
+
+    for path in tqdm(paths, desc="deepacc-predict", unit="spread", disable=not progress, file=sys.stderr):
+        try:
+            rec, skipped = process_image(path, get_predictor, output_dir, stems[path], settings, reader, overwrite)
+        except _SetupError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (one bad file must not stop the batch)
+            reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+            log(f"ERROR {path}: {reason} (skipped)")
+            if os.environ.get("DEEPACC_DEBUG"):
+                log(traceback.format_exc())
+            result.failures.append((path, reason))
+            continue
+        result.records.append(rec)
+        if skipped:
+            result.skipped += 1
+        else:
+            result.processed += 1
+    _write_csv(os.path.join(output_dir, "karyotypes.csv"), result.records, result.failures)
+    if report:
+        from deepacc.karyotype.report import write_report
+
+        result.report_path = write_report(result.records, output_dir, failures=result.failures,
+                                          embed_images=embed_images)
+    return result
+
+
+class _SetupError(RuntimeError):
+    """The model could not be built: stops the run (exit status 2)."""
+
+
+# ---------------------------------------------------------------------------------- model set-up
+def setup_cfg(args):
+    """Config from ``--config-file`` and trailing ``opts`` (``MODEL.DEVICE`` falls back to cpu when
+    CUDA is not available); ``MODEL.ROI_HEADS.SCORE_THRESH_TEST`` is set to the confidence threshold."""
+    from deepacc.config import get_cfg
+
+    cfg = get_cfg()
+    if args.config_file:
+        cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(list(args.opts or []))
+    if "ROI_HEADS" in cfg.MODEL and "SCORE_THRESH_TEST" in cfg.MODEL.ROI_HEADS:
+        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = min(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, args.confidence_threshold)
+    dev = str(cfg.MODEL.get("DEVICE", "cpu"))
+    if dev.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            print(f"deepacc-predict: MODEL.DEVICE={dev} but CUDA is not available: using cpu", file=sys.stderr)
+            cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    return cfg
+
+
+def build_default_predictor(args) -> Predictor:
+    """The engine's predictor for the parsed arguments (imports the engine only now)."""
+    from deepacc.engine import build_predictor
+
+    return build_predictor(setup_cfg(args), engine=args.engine)
+
+
+def main(argv: Optional[Sequence[str]] = None,
+         predictor_factory: Optional[Callable[[argparse.Namespace], Predictor]] = None,
+         reader: Optional[Callable[[str], np.ndarray]] = None) -> int:
+    """Entry point of ``deepacc-predict``; returns the exit status.
+
+    ``predictor_factory(args) -> predictor`` builds the model (default: the configured engine);
+    ``reader(path) -> image`` reads one image (default :func:`deepacc.data.images.read_image`).
+    """
+    args = get_parser().parse_args(argv)
+    if args.opts and args.opts[0] == "--":
+        args.opts = args.opts[1:]
+    if len(args.opts) % 2:
+        print(f"deepacc-predict: config options must be KEY VALUE pairs, got {args.opts}", file=sys.stderr)
+        return 2
+    paths, problems = expand_inputs(args.input, exclude_dir=args.output)
+    for item, why in problems:
+        print(f"ERROR {item}: {why}", file=sys.stderr)
+    if not paths:
+        print("deepacc-predict: no input image found", file=sys.stderr)
+        return 2
+    settings = PredictSettings(args.confidence_threshold, args.nms_threshold, args.review_score,
+                               args.review_margin, args.engine)
+    factory = predictor_factory or build_default_predictor
+
+    def make():
+        try:
+            return factory(args)
+        except Exception as exc:  # noqa: BLE001
+            raise _SetupError(f"could not build the model: {type(exc).__name__}: {exc}") from exc
+
+    try:
+        result = run_predict(paths, make, args.output, settings, reader=reader, overwrite=args.overwrite,
+                             report=args.report, embed_images=args.embed_images,
+                             progress=not args.no_progress, failures=problems)
+    except _SetupError as exc:
+        print(f"deepacc-predict: {exc}", file=sys.stderr)
+        return 2
+    n_in = len(paths) + len(problems)
+    print(f"deepacc-predict: {result.processed} processed, {result.skipped} already done, "
+          f"{len(result.failures)} failed of {n_in} input(s); outputs in {os.path.abspath(args.output)}",
+          file=sys.stderr)
+    if result.report_path:
+        print(f"deepacc-predict: report {result.report_path}", file=sys.stderr)
+    for f, why in result.failures:
+        print(f"  failed: {f}: {why}", file=sys.stderr)
+    return 1 if result.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

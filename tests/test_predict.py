@@ -1,0 +1,244 @@
+"""deepacc-predict end to end with a fake predictor built from ground-truth boxes."""
+import csv
+import glob
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from deepacc.tools import predict as P
+from test_karyotype import fake_prediction, make_spread
+
+KARYOTYPES = ["46,XX", "46,XY", "47,XY,+21", "45,X"]
+
+
+def _key(img):
+    return hashlib.sha1(np.ascontiguousarray(img).tobytes()).hexdigest()
+
+
+@pytest.fixture
+def spreads(tmp_path):
+    """A folder of four synthetic spreads with known karyotypes, and their ground truth by content."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    truth = {}
+    for i, kt in enumerate(KARYOTYPES):
+        img, boxes, classes = make_spread(kt, seed=10 + i)
+        cv2.imwrite(str(folder / f"spread_{i}.png"), img)
+        truth[_key(img)] = (kt, boxes, classes)
+    return folder, truth
+
+
+def factory_for(truth, calls=None):
+    def factory(args):
+        if calls is not None:
+            calls.append(1)
+
+        def predictor(img):
+            assert img.ndim == 2 and img.dtype == np.uint8
+            _, boxes, classes = truth[_key(img)]
+            return fake_prediction(boxes, classes)
+
+        return predictor
+
+    return factory
+
+
+def _run(argv, factory):
+    return P.main(argv + ["--no-progress"], predictor_factory=factory)
+
+
+def test_folder_with_corrupt_file_reports_it_and_does_the_rest(spreads, tmp_path, capsys):
+    pytest.importorskip("deepacc.data.images")
+    folder, truth = spreads
+    (folder / "broken.png").write_bytes(b"this is not a PNG file at all")
+    good = cv2.imencode(".png", np.full((50, 50), 200, np.uint8))[1].tobytes()
+    (folder / "truncated.png").write_bytes(good[: len(good) // 2])
+    out = tmp_path / "out"
+    rc = _run(["--input", str(folder), "--output", str(out), "--report"], factory_for(truth))
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "broken.png" in err and "truncated.png" in err
+    assert "4 processed, 0 already done, 2 failed of 6 input(s)" in err
+    for i, kt in enumerate(KARYOTYPES):
+        for suf in (".json", ".overlay.png", ".karyogram.png"):
+            assert (out / f"spread_{i}{suf}").is_file()
+        rec = json.loads((out / f"spread_{i}.json").read_text())
+        assert rec["summary"]["karyotype"] == kt  # right string from ground-truth detections
+        assert "cytogeneticist" in rec["review_note"]
+        d = rec["detections"][0]
+        assert set(d) >= {"box", "class", "score", "class_probs", "uncertain"}
+        assert len(d["box"]) == 4 and len(d["class_probs"]) == 25 and "background" in d["class_probs"]
+        assert cv2.imread(str(out / f"spread_{i}.karyogram.png")) is not None
+    assert not (out / "broken.json").exists() and not (out / "truncated.json").exists()
+    rows = list(csv.DictReader(open(out / "karyotypes.csv")))
+    assert [r["karyotype"] for r in rows[:4]] == KARYOTYPES
+    assert {os.path.basename(r["file"]) for r in rows if r["error"]} == {"broken.png", "truncated.png"}
+    html = (out / "report.html").read_text()
+    for kt in KARYOTYPES:
+        assert kt in html
+    assert "broken.png" in html and "truncated.png" in html
+    assert "cytogeneticist" in html and "http://" not in html and "https://" not in html
+    assert 'src="spread_0.karyogram.png"' in html
+    assert not glob.glob(str(out / ".*.tmp"))
+
+
+def test_injected_reader_failure_is_isolated(spreads, tmp_path, capsys):
+    folder, truth = spreads
+
+    def reader(path):
+        if path.endswith("spread_1.png"):
+            raise OSError(f"{path}: cannot read")
+        return cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+
+    out = tmp_path / "out"
+    rc = P.main(["--input", str(folder), "--output", str(out), "--no-progress"],
+                predictor_factory=factory_for(truth), reader=reader)
+    assert rc == 1
+    assert "spread_1.png" in capsys.readouterr().err
+    assert sorted(p.name for p in out.glob("*.json")) == ["spread_0.json", "spread_2.json", "spread_3.json"]
+
+
+def test_rerun_skips_done_images_and_overwrite_redoes_them(spreads, tmp_path, capsys):
+    folder, truth = spreads
+    out = tmp_path / "out"
+    reader = lambda p: cv2.imread(p, cv2.IMREAD_GRAYSCALE)  # noqa: E731
+    built = []
+    assert P.main(["--input", str(folder), "--output", str(out), "--no-progress"],
+                  predictor_factory=factory_for(truth, built), reader=reader) == 0
+    assert len(built) == 1
+    os.remove(out / "spread_2.karyogram.png")  # as if the run had been killed there
+    mtime = os.path.getmtime(out / "spread_0.json")
+    capsys.readouterr()
+    assert P.main(["--input", str(folder), "--output", str(out), "--no-progress", "--report"],
+                  predictor_factory=factory_for(truth, built), reader=reader) == 0
+    assert "1 processed, 3 already done, 0 failed" in capsys.readouterr().err
+    assert (out / "spread_2.karyogram.png").is_file()
+    assert os.path.getmtime(out / "spread_0.json") == mtime
+    assert all(kt in (out / "report.html").read_text() for kt in KARYOTYPES)  # skipped ones reported too
+    # Everything present: the model is not even built.
+    def no_model(args):
+        raise AssertionError("model built although every output exists")
+    assert P.main(["--input", str(folder), "--output", str(out), "--no-progress"],
+                  predictor_factory=no_model, reader=reader) == 0
+    assert P.main(["--input", str(folder), "--output", str(out), "--no-progress", "--overwrite"],
+                  predictor_factory=factory_for(truth, built), reader=reader) == 0
+    assert "4 processed, 0 already done" in capsys.readouterr().err
+
+
+def test_interrupted_write_leaves_no_partial_file(spreads, tmp_path, monkeypatch):
+    folder, truth = spreads
+    out = tmp_path / "out"
+    reader = lambda p: cv2.imread(p, cv2.IMREAD_GRAYSCALE)  # noqa: E731
+    real = P._png_bytes
+    n = {"calls": 0}
+
+    def dying_png(rgb):  # dies while encoding the karyogram of the 2nd image
+        n["calls"] += 1
+        if n["calls"] == 4:
+            raise KeyboardInterrupt
+        return real(rgb)
+
+    monkeypatch.setattr(P, "_png_bytes", dying_png)
+    with pytest.raises(KeyboardInterrupt):
+        P.main(["--input", str(folder), "--output", str(out), "--no-progress"],
+               predictor_factory=factory_for(truth), reader=reader)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["spread_0.json", "spread_0.karyogram.png", "spread_0.overlay.png", "spread_1.overlay.png"]
+    monkeypatch.setattr(P, "_png_bytes", real)
+    assert P.main(["--input", str(folder), "--output", str(out), "--no-progress"],
+                  predictor_factory=factory_for(truth), reader=reader) == 0
+    assert len(list(out.glob("*.json"))) == 4
+
+
+def test_atomic_write_keeps_old_content_on_failure(tmp_path, monkeypatch):
+    from deepacc.karyotype.report import atomic_write_bytes
+
+    f = tmp_path / "a.json"
+    atomic_write_bytes(str(f), b"old")
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        atomic_write_bytes(str(f), b"new")
+    assert f.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_expand_inputs_files_globs_folders(tmp_path):
+    (tmp_path / "a").mkdir()
+    for n in ("x.png", "y.TIF", "notes.txt", ".hidden.png"):
+        (tmp_path / "a" / n).write_bytes(b"")
+    (tmp_path / "b.tiff").write_bytes(b"")
+    (tmp_path / "a" / "out").mkdir()
+    (tmp_path / "a" / "out" / "z.png").write_bytes(b"")
+    paths, problems = P.expand_inputs(
+        [str(tmp_path / "a"), str(tmp_path / "*.tiff"), str(tmp_path / "a" / "x.png"), str(tmp_path / "nope.png"),
+         str(tmp_path / "*.jpg")], exclude_dir=str(tmp_path / "a" / "out"))
+    assert [os.path.relpath(p, tmp_path) for p in paths] == ["a/x.png", "a/y.TIF", "b.tiff"]
+    assert [why for _, why in problems] == ["no such file or folder", "pattern matched no file"]
+    stems = P.output_stems(["/d1/s.png", "/d2/s.tif", "/d1/t.png"])
+    assert stems["/d1/t.png"] == "t" and len(set(stems.values())) == 3
+
+
+def test_usage_and_setup_errors_exit_2(spreads, tmp_path, capsys):
+    folder, truth = spreads
+    assert P.main(["--input", str(tmp_path / "missing"), "--output", str(tmp_path / "o"), "--no-progress"],
+                  predictor_factory=factory_for(truth)) == 2
+
+    def broken(args):
+        raise FileNotFoundError("model_final.pth")
+
+    rc = P.main(["--input", str(folder), "--output", str(tmp_path / "o"), "--no-progress"],
+                predictor_factory=broken, reader=lambda p: cv2.imread(p, 0))
+    assert rc == 2
+    assert "could not build the model" in capsys.readouterr().err
+
+
+def test_opts_reach_the_factory(spreads, tmp_path):
+    folder, truth = spreads
+    seen = {}
+
+    def factory(args):
+        seen.update(vars(args))
+        return factory_for(truth)(args)
+
+    P.main(["--config-file", "cfg.yaml", "--input", str(folder / "spread_0.png"), "--output", str(tmp_path / "o"),
+            "--engine", "torchvision", "--confidence-threshold", "0.3", "--no-progress",
+            "MODEL.WEIGHTS", "w.pth", "MODEL.DEVICE", "cpu"], predictor_factory=factory,
+           reader=lambda p: cv2.imread(p, 0))
+    assert seen["opts"] == ["MODEL.WEIGHTS", "w.pth", "MODEL.DEVICE", "cpu"]
+    assert seen["engine"] == "torchvision" and seen["confidence_threshold"] == 0.3
+    assert seen["config_file"] == "cfg.yaml"
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="needs a headless Chromium")
+def test_report_renders_in_headless_chromium(spreads, tmp_path):
+    folder, truth = spreads
+    out = tmp_path / "out"
+    P.main(["--input", str(folder), "--output", str(out), "--no-progress", "--report"],
+           predictor_factory=factory_for(truth), reader=lambda p: cv2.imread(p, 0))
+    shot = tmp_path / "shot.png"
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1400,2000",
+           (out / "report.html").as_uri()]
+    subprocess.run(cmd, check=True, timeout=120, capture_output=True)
+    img = cv2.imread(str(shot))
+    assert img is not None and img.shape[:2] == (2000, 1400)
+    assert (img < 128).mean() > 0.005  # something was drawn (text, images)
+
+
+def test_entry_point_help():
+    exe = shutil.which("deepacc-predict")
+    cmd = [exe, "--help"] if exe else [sys.executable, "-m", "deepacc.tools.predict", "--help"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "--confidence-threshold" in r.stdout and "Exit status" in r.stdout
