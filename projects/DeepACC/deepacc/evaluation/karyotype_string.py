@@ -13,8 +13,9 @@ Layout (ISCN 2020, numerical part only): ``<count>,<sex chromosomes>[,<gains/los
 
 Examples: ``46,XY``; ``47,XY,+21``; ``45,X``; ``47,XXY``; ``45,XX,-21``.
 
-A set with no sex chromosome at all (only possible through missed detections) gets ``?`` as
-its sex field (``45,?``): ISCN has no notation for it and the result must stand out for review.
+A set with no sex chromosome at all (only possible through missed detections) gets ``--`` as
+its sex field (``44,--``; ISCN has no notation for it), the same rendering as
+``deepacc.data.karyotypes.format_karyotype``.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ __all__ = ["numerical_karyotype", "normalize_karyotype", "KARYOTYPE_CLASS_NAMES"
 #: Class order of the integer indices accepted by :func:`numerical_karyotype` (same as
 #: ``deepacc.karyotype.CLASS_NAMES``, repeated here so this module stays dependency-free).
 KARYOTYPE_CLASS_NAMES = tuple([str(i) for i in range(1, 23)] + ["X", "Y"])
-_NO_SEX = "?"
+_NO_SEX = "--"
 
 
 def _name_of(c) -> str:
@@ -56,7 +57,7 @@ def numerical_karyotype(classes: Iterable[Union[int, str]]) -> str:
             or a class name (``'7'``, ``'X'``, ``'chr7'``). numpy integers are accepted.
 
     Returns:
-        e.g. ``"46,XY"``, ``"47,XY,+21"``, ``"45,X"``, ``"47,XXY"``, ``"45,XX,-7"``; ``"<n>,?"``
+        e.g. ``"46,XY"``, ``"47,XY,+21"``, ``"45,X"``, ``"47,XXY"``, ``"45,XX,-7"``; ``"<n>,--"``
         when no sex chromosome is present.
 
     Raises:
@@ -76,7 +77,7 @@ def numerical_karyotype(classes: Iterable[Union[int, str]]) -> str:
 
 
 _GAIN_LOSS = re.compile(r"^([+-])(\d{1,2})$")
-_SEX = re.compile(r"^[XY]+$|^\?$")
+_SEX = re.compile(r"^[XY]+$|^--$")
 
 
 def normalize_karyotype(karyotype: str) -> str:
@@ -95,7 +96,9 @@ def normalize_karyotype(karyotype: str) -> str:
         raise ValueError(
             f"karyotype {karyotype!r} is not an ISCN string of the form '<count>,<sex chromosomes>[,...]'"
         )
-    sex = "".join(sorted(tokens[1].upper(), key=lambda ch: (ch != "X", ch)))
+    sex = tokens[1].upper()
+    if sex != _NO_SEX:
+        sex = "".join(sorted(sex, key=lambda ch: (ch != "X", ch)))
     changes = []
     for t in tokens[2:]:
         m = _GAIN_LOSS.match(t)
