@@ -1,0 +1,99 @@
+"""``DeepACCEvaluator``: Detectron2 ``DatasetEvaluator`` around the core :class:`MetaphaseEvaluator`.
+
+It converts each model output (``"instances"`` and ``"instances_top1"``, as returned by
+:class:`~deepacc.d2.meta_arch.DeepACCRCNN`) into the project's prediction dict and lets the core
+compute mAP, mAP_max, Acc, AER and the chromosome-level diagnostics (definitions in
+``docs/evaluation.md``). Combine it with ``COCOEvaluator`` through ``DatasetEvaluators``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation import DatasetEvaluator
+from detectron2.structures import Instances
+
+from ..evaluation.evaluator import MetaphaseEvaluator, flatten_scalars
+from ..karyotype.classes import CLASS_NAMES
+
+__all__ = ["DeepACCEvaluator", "instances_to_dict", "outputs_to_predictions"]
+
+logger = logging.getLogger(__name__)
+
+
+def instances_to_dict(instances: Instances) -> Dict[str, np.ndarray]:
+    """``Instances`` (``pred_boxes``, ``scores``, ``pred_classes``, optional ``class_probs``) -> the
+    project's per-set prediction dict of numpy arrays (boxes XYXY in the instances' coordinates)."""
+    inst = instances.to("cpu")
+    out = {
+        "boxes": inst.pred_boxes.tensor.numpy().astype(np.float32).reshape(-1, 4),
+        "scores": inst.scores.numpy().astype(np.float32).reshape(-1),
+        "classes": inst.pred_classes.numpy().astype(np.int64).reshape(-1),
+    }
+    if inst.has("class_probs"):
+        out["class_probs"] = inst.class_probs.float().numpy()
+    return out
+
+
+def outputs_to_predictions(inputs: Sequence[Mapping], outputs: Sequence[Mapping]) -> List[Dict[str, Any]]:
+    """Detectron2 model inputs/outputs of a batch -> the project's prediction dicts."""
+    preds = []
+    for inp, out in zip(inputs, outputs):
+        if "instances_top1" not in out:
+            raise KeyError("model output has no 'instances_top1' (needed for mAP_max, Acc and AER): use "
+                           "MODEL.META_ARCHITECTURE \"DeepACCRCNN\"")
+        preds.append({
+            "image_id": int(inp["image_id"]),
+            "instances": instances_to_dict(out["instances"]),
+            "instances_top1": instances_to_dict(out["instances_top1"]),
+        })
+    return preds
+
+
+class DeepACCEvaluator(DatasetEvaluator):
+    """DeepACC's metrics on a dataset registered in ``DatasetCatalog``.
+
+    Args:
+        dataset_name: the dataset (its dicts give the ground truth, its ``thing_classes`` the class
+            names, in contiguous order).
+        output_dir: where the core evaluator writes ``metrics_deepacc.json`` and the confusion
+            matrix (nothing written when None).
+        score_thresh, nms_thresh, iou_thresh: Acc/AER thresholds (``TEST.DEEPACC.*``).
+        distributed: gather predictions from every rank; metrics on rank 0.
+
+    ``evaluate()`` returns ``{"deepacc": {metric: float}}`` (Detectron2's results format: mAP,
+    mAP_max, Acc, AER in %, counts, per-class AP50 as ``AP50-<class>``); the full nested result
+    of the core evaluator is kept in :attr:`results`.
+    """
+
+    def __init__(self, dataset_name: str, output_dir: Optional[str] = None, *, score_thresh: float = 0.5,
+                 nms_thresh: float = 0.7, iou_thresh: float = 0.5, distributed: bool = True):
+        self.dataset_name = dataset_name
+        meta = MetadataCatalog.get(dataset_name)
+        class_names = list(getattr(meta, "thing_classes", CLASS_NAMES))
+        self._core = MetaphaseEvaluator(
+            DatasetCatalog.get(dataset_name), class_names, output_dir=output_dir, score_thresh=score_thresh,
+            nms_thresh=nms_thresh, iou_thresh=iou_thresh, distributed=distributed)
+        self.results: Dict[str, Any] = {}
+
+    @classmethod
+    def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None) -> "DeepACCEvaluator":
+        t = cfg.TEST.DEEPACC
+        return cls(dataset_name, output_dir, score_thresh=t.SCORE_THRESH, nms_thresh=t.NMS_THRESH,
+                   iou_thresh=t.IOU_THRESH)
+
+    def reset(self) -> None:
+        self._core.reset()
+        self.results = {}
+
+    def process(self, inputs, outputs) -> None:
+        self._core.process(outputs_to_predictions(inputs, outputs))
+
+    def evaluate(self) -> Dict[str, Dict[str, float]]:
+        self.results = self._core.evaluate()
+        if not self.results:  # other ranks, or nothing processed
+            return {}
+        return {"deepacc": flatten_scalars(self.results)}

@@ -1,0 +1,150 @@
+"""Detectron2 training / evaluation of DeepACC (the Detectron2 engine of ``train_net.py``).
+
+``train_net.py`` calls :func:`launch_main` when Detectron2 is the engine; this module also runs on
+its own with Detectron2's usual flags::
+
+    python -m deepacc.d2.train_net --config-file configs/DeepACC_R101_FPN_2x.yaml --num-gpus 8
+    python -m deepacc.d2.train_net --config-file ... --eval-only MODEL.WEIGHTS model_final.pth
+    python -m deepacc.d2.train_net --config-file ... --resume
+
+The same YAML files drive the torchvision engine.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg as _d2_get_cfg
+from detectron2.data import DatasetCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, default_argument_parser, \
+    default_setup, launch
+from detectron2.engine.defaults import create_ddp_model
+from detectron2.engine.train_loop import TrainerBase
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, verify_results
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..config import add_deepacc_config, resolve_epoch_schedule
+from .data import DeepACCDatasetMapper, register_datasets
+from .evaluator import DeepACCEvaluator
+
+__all__ = ["Trainer", "get_cfg", "setup", "main", "launch_main"]
+
+logger = logging.getLogger("deepacc.d2")
+
+
+def get_cfg():
+    """Detectron2's default config plus DeepACC's keys."""
+    cfg = _d2_get_cfg()
+    add_deepacc_config(cfg)
+    return cfg
+
+
+class Trainer(DefaultTrainer):
+    """``DefaultTrainer`` with DeepACC's data mapper and evaluators.
+
+    Evaluation: :class:`DeepACCEvaluator` (mAP, mAP_max, Acc, AER, ...) and Detectron2's
+    ``COCOEvaluator`` (``bbox`` AP) on each dataset of ``DATASETS.TEST``.
+    """
+
+    def __init__(self, cfg):
+        # DefaultTrainer.__init__ wraps the model with DistributedDataParallel(device_ids=[local
+        # rank]), which DDP refuses for a model on the CPU. This is the same construction, with
+        # device_ids left out on the CPU so `--num-gpus N MODEL.DEVICE cpu` trains with gloo.
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        ddp_kwargs = {"broadcast_buffers": False}
+        if next(model.parameters()).device.type == "cpu":
+            ddp_kwargs["device_ids"] = None
+        model = create_ddp_model(model, **ddp_kwargs)
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return DatasetEvaluators([
+            DeepACCEvaluator.from_config(cfg, dataset_name, output_folder),
+            COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder),
+        ])
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=DeepACCDatasetMapper(cfg, True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=DeepACCDatasetMapper(cfg, False))
+
+
+def _opts_set(opts, key: str) -> bool:
+    return bool(opts) and key in list(opts)[0::2]
+
+
+def setup(args):
+    """Config from ``args`` (``config_file``, ``opts``, ``eval_only``): Detectron2's defaults +
+    DeepACC's keys + the YAML + the trailing overrides; datasets mirrored into Detectron2's
+    catalogs; ``SOLVER.EPOCHS`` turned into ``MAX_ITER`` / ``STEPS``; then ``default_setup``."""
+    cfg = get_cfg()
+    if args.config_file:
+        cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(list(args.opts or []))
+    register_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+    if int(cfg.SOLVER.EPOCHS) > 0 and _opts_set(args.opts, "SOLVER.MAX_ITER"):
+        # An iteration count given on the command line wins over the YAML's epoch count.
+        cfg.SOLVER.EPOCHS = 0
+    if int(cfg.SOLVER.EPOCHS) > 0 and not getattr(args, "eval_only", False):
+        num_images = sum(len(DatasetCatalog.get(name)) for name in cfg.DATASETS.TRAIN)
+        resolve_epoch_schedule(cfg, num_images)
+    cfg.freeze()
+    default_setup(cfg, args)
+    if cfg.INPUT.NORMALIZATION == "per_image" and (any(float(v) != 0.0 for v in cfg.MODEL.PIXEL_MEAN)
+                                                  or any(float(v) != 1.0 for v in cfg.MODEL.PIXEL_STD)):
+        logger.warning("INPUT.NORMALIZATION is 'per_image' but MODEL.PIXEL_MEAN/PIXEL_STD are %s/%s: images are "
+                       "standardised twice (set them to [0, 0, 0] / [1, 1, 1])",
+                       list(cfg.MODEL.PIXEL_MEAN), list(cfg.MODEL.PIXEL_STD))
+    if int(cfg.SOLVER.EPOCHS) > 0:
+        logger.info("SOLVER.EPOCHS %d -> SOLVER.MAX_ITER %d, SOLVER.STEPS %s", cfg.SOLVER.EPOCHS,
+                    cfg.SOLVER.MAX_ITER, tuple(cfg.SOLVER.STEPS))
+    return cfg
+
+
+def main(args):
+    """Train (optionally ``--resume``), or evaluate with ``--eval-only``; runs in each process."""
+    cfg = setup(args)
+    logger.info("DeepACC engine: detectron2")
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        res = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, res)
+        return res
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def launch_main(args):
+    """Run :func:`main` in ``args.num_gpus`` processes per machine (Detectron2's ``launch``;
+    NCCL on GPUs, gloo on the CPU)."""
+    dist_url = getattr(args, "dist_url", None) or "auto"
+    return launch(main, int(args.num_gpus), num_machines=int(args.num_machines),
+                  machine_rank=int(args.machine_rank), dist_url=dist_url, args=(args,))
+
+
+if __name__ == "__main__":
+    launch_main(default_argument_parser().parse_args())
