@@ -1,0 +1,13 @@
+"""Framework-free DeepACC head: every idea of the paper, once (torch + torchvision.ops only)."""
+from .box_head import DecoupledBoxHead  # noqa: F401
+from .classifier import (  # noqa: F401
+    ClassifierOutput,
+    DeepACCClassifier,
+    MarginBranch,
+    image_index,
+    select_local_centres,
+    siamese_logits,
+)
+from .head import DeepACCHead  # noqa: F401
+from .inference import select_detections  # noqa: F401
+from .losses import additive_angular_margin, aam_loss, box_regression_loss, gia_loss  # noqa: F401

@@ -1,0 +1,312 @@
+"""One configuration for both engines.
+
+The YAML files under ``configs/`` use Detectron2's key names. With Detectron2 installed they are read
+by ``detectron2.config.get_cfg()`` + :func:`add_deepacc_config`; without it, :func:`get_cfg` builds a
+framework-free :class:`fvcore.common.config.CfgNode` holding the same keys with Detectron2's default
+values (the subset this project reads), plus the same :func:`add_deepacc_config`. ``_BASE_``
+inheritance is fvcore's.
+
+Every equation and hyper-parameter of the DeepACC paper maps to a key of ``MODEL.DEEPACC``:
+
+====================================  =======  =====================================================
+key                                    default  paper
+====================================  =======  =====================================================
+MODEL.DEEPACC.DECOUPLED_HEAD           True     §2.1: classification and regression streams share no FC
+MODEL.DEEPACC.AAM.ENABLED              True     §2.2, Eq. 1: margin branch trained with AAM loss
+MODEL.DEEPACC.AAM.SCALE                64.0     §3.1: s
+MODEL.DEEPACC.AAM.MARGIN               0.25     §3.1: m
+MODEL.DEEPACC.AAM.LOSS_WEIGHT          0.1      Eq. 4: alpha
+MODEL.DEEPACC.SIAMESE.ENABLED          True     §2.3, Eq. 2: siamese inference branch (final scores)
+MODEL.DEEPACC.SIAMESE.THRESHOLD        0.5      Eq. 2: delta (not given in the paper)
+MODEL.DEEPACC.SIAMESE.LOSS_WEIGHT      1.0      Eq. 4: beta
+MODEL.DEEPACC.SIAMESE.DETACH_CENTERS   False    stop gradients through the local class centres
+MODEL.DEEPACC.GIA.ENABLED              True     §2.4, Eq. 3: Group Inner-Adjacency loss
+MODEL.DEEPACC.GIA.LOSS_WEIGHT          0.1      Eq. 4: gamma
+====================================  =======  =====================================================
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+from fvcore.common.config import CfgNode as _FvCfgNode
+
+
+class CfgNode(_FvCfgNode):
+    """fvcore's CfgNode; ``merge_from_file`` follows ``_BASE_`` like Detectron2's."""
+
+    def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = False) -> None:
+        loaded = self.load_yaml_with_base(cfg_filename, allow_unsafe=allow_unsafe)
+        loaded = type(self)(loaded)
+        self.merge_from_other_cfg(loaded)
+
+
+def add_deepacc_config(cfg) -> None:
+    """Add DeepACC's keys (with their defaults) to a Detectron2 or framework-free config.
+
+    Works on any fvcore/yacs ``CfgNode``; it is the one place those defaults are written.
+    """
+    _C = cfg
+    _C.MODEL.DEEPACC = type(cfg)()
+    # §2.1: separate classification stream (2 x FC 1024) from the regression stream (2 x FC 1024).
+    # False gives the plain Faster R-CNN box head (one shared 2-FC trunk), Table 1 row (a).
+    _C.MODEL.DEEPACC.DECOUPLED_HEAD = True
+    # Weight of the plain cross-entropy loss of the linear classifier used when neither the margin
+    # branch nor the siamese branch is enabled (Table 1 rows (a), (b)).
+    _C.MODEL.DEEPACC.CLS_LOSS_WEIGHT = 1.0
+
+    # §2.2, Eq. 1: margin branch = bias-free cosine classifier over K+1 classes, AAM loss.
+    _C.MODEL.DEEPACC.AAM = type(cfg)()
+    # True: train the margin branch with the additive angular margin MARGIN.
+    # False while SIAMESE.ENABLED: the margin branch is still needed to pick local class centres; it
+    # is then trained with the same loss at margin 0 (normalised softmax), Table 1 row (d).
+    _C.MODEL.DEEPACC.AAM.ENABLED = True
+    _C.MODEL.DEEPACC.AAM.SCALE = 64.0  # s
+    _C.MODEL.DEEPACC.AAM.MARGIN = 0.25  # m
+    _C.MODEL.DEEPACC.AAM.LOSS_WEIGHT = 0.1  # alpha in Eq. 4
+
+    # §2.3, Eq. 2: siamese inference branch; its softmax scores are the model's final scores.
+    _C.MODEL.DEEPACC.SIAMESE = type(cfg)()
+    _C.MODEL.DEEPACC.SIAMESE.ENABLED = True
+    # delta: a class takes the L2-normalised feature of its most confident proposal in the image as
+    # its weight when that proposal's margin-branch probability for the class is > THRESHOLD.
+    _C.MODEL.DEEPACC.SIAMESE.THRESHOLD = 0.5
+    _C.MODEL.DEEPACC.SIAMESE.LOSS_WEIGHT = 1.0  # beta in Eq. 4
+    # Stop gradients flowing into the features that serve as local class centres.
+    _C.MODEL.DEEPACC.SIAMESE.DETACH_CENTERS = False
+
+    # §2.4, Eq. 3: Group Inner-Adjacency loss over the seven Denver groups (needs the margin branch).
+    _C.MODEL.DEEPACC.GIA = type(cfg)()
+    _C.MODEL.DEEPACC.GIA.ENABLED = True
+    _C.MODEL.DEEPACC.GIA.LOSS_WEIGHT = 0.1  # gamma in Eq. 4
+
+    # §3.1: "All images are normalized by mean and standard deviation": "per_image" standardises each
+    # image by its own mean and std in the data mapper (then set MODEL.PIXEL_MEAN 0 / PIXEL_STD 1);
+    # "none" leaves 0..255 pixels for MODEL.PIXEL_MEAN / PIXEL_STD.
+    _C.INPUT.NORMALIZATION = "per_image"
+
+    # Epoch-based schedule (the paper trains 24 epochs with steps at 16 and 22). When EPOCHS > 0 the
+    # trainer derives SOLVER.MAX_ITER and SOLVER.STEPS from the training-set size and IMS_PER_BATCH.
+    _C.SOLVER.EPOCHS = 0
+    _C.SOLVER.EPOCH_STEPS = (16, 22)
+
+    # Evaluation thresholds of Acc / AER (paper §3.1), used by the DeepACC evaluator.
+    _C.TEST.DEEPACC = type(cfg)()
+    _C.TEST.DEEPACC.SCORE_THRESH = 0.5
+    _C.TEST.DEEPACC.NMS_THRESH = 0.7
+    _C.TEST.DEEPACC.IOU_THRESH = 0.5
+
+
+def _detectron2_defaults() -> CfgNode:
+    """Detectron2's default values for every key this project reads (same names, same values)."""
+    _C = CfgNode()
+    _C.VERSION = 2
+    _C.MODEL = CfgNode()
+    _C.MODEL.LOAD_PROPOSALS = False
+    _C.MODEL.MASK_ON = False
+    _C.MODEL.KEYPOINT_ON = False
+    _C.MODEL.DEVICE = "cuda"
+    _C.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    _C.MODEL.WEIGHTS = ""
+    _C.MODEL.PIXEL_MEAN = [103.530, 116.280, 123.675]
+    _C.MODEL.PIXEL_STD = [1.0, 1.0, 1.0]
+
+    _C.INPUT = CfgNode()
+    _C.INPUT.MIN_SIZE_TRAIN = (800,)
+    _C.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"
+    _C.INPUT.MAX_SIZE_TRAIN = 1333
+    _C.INPUT.MIN_SIZE_TEST = 800
+    _C.INPUT.MAX_SIZE_TEST = 1333
+    _C.INPUT.RANDOM_FLIP = "horizontal"
+    _C.INPUT.FORMAT = "BGR"
+
+    _C.DATASETS = CfgNode()
+    _C.DATASETS.TRAIN = ()
+    _C.DATASETS.TEST = ()
+
+    _C.DATALOADER = CfgNode()
+    _C.DATALOADER.NUM_WORKERS = 4
+    _C.DATALOADER.ASPECT_RATIO_GROUPING = True
+    _C.DATALOADER.SAMPLER_TRAIN = "TrainingSampler"
+    _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True
+
+    _C.MODEL.BACKBONE = CfgNode()
+    _C.MODEL.BACKBONE.NAME = "build_resnet_backbone"
+    _C.MODEL.BACKBONE.FREEZE_AT = 2
+
+    _C.MODEL.FPN = CfgNode()
+    _C.MODEL.FPN.IN_FEATURES = []
+    _C.MODEL.FPN.OUT_CHANNELS = 256
+    _C.MODEL.FPN.NORM = ""
+    _C.MODEL.FPN.FUSE_TYPE = "sum"
+
+    _C.MODEL.PROPOSAL_GENERATOR = CfgNode()
+    _C.MODEL.PROPOSAL_GENERATOR.NAME = "RPN"
+    _C.MODEL.PROPOSAL_GENERATOR.MIN_SIZE = 0
+
+    _C.MODEL.ANCHOR_GENERATOR = CfgNode()
+    _C.MODEL.ANCHOR_GENERATOR.NAME = "DefaultAnchorGenerator"
+    _C.MODEL.ANCHOR_GENERATOR.SIZES = [[32, 64, 128, 256, 512]]
+    _C.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [[0.5, 1.0, 2.0]]
+    _C.MODEL.ANCHOR_GENERATOR.ANGLES = [[-90, 0, 90]]
+    _C.MODEL.ANCHOR_GENERATOR.OFFSET = 0.0
+
+    _C.MODEL.RPN = CfgNode()
+    _C.MODEL.RPN.HEAD_NAME = "StandardRPNHead"
+    _C.MODEL.RPN.IN_FEATURES = ["res4"]
+    _C.MODEL.RPN.BOUNDARY_THRESH = -1
+    _C.MODEL.RPN.IOU_THRESHOLDS = [0.3, 0.7]
+    _C.MODEL.RPN.IOU_LABELS = [0, -1, 1]
+    _C.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 256
+    _C.MODEL.RPN.POSITIVE_FRACTION = 0.5
+    _C.MODEL.RPN.BBOX_REG_LOSS_TYPE = "smooth_l1"
+    _C.MODEL.RPN.BBOX_REG_LOSS_WEIGHT = 1.0
+    _C.MODEL.RPN.BBOX_REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
+    _C.MODEL.RPN.SMOOTH_L1_BETA = 0.0
+    _C.MODEL.RPN.LOSS_WEIGHT = 1.0
+    _C.MODEL.RPN.PRE_NMS_TOPK_TRAIN = 12000
+    _C.MODEL.RPN.PRE_NMS_TOPK_TEST = 6000
+    _C.MODEL.RPN.POST_NMS_TOPK_TRAIN = 2000
+    _C.MODEL.RPN.POST_NMS_TOPK_TEST = 1000
+    _C.MODEL.RPN.NMS_THRESH = 0.7
+    _C.MODEL.RPN.CONV_DIMS = [-1]
+
+    _C.MODEL.ROI_HEADS = CfgNode()
+    _C.MODEL.ROI_HEADS.NAME = "Res5ROIHeads"
+    _C.MODEL.ROI_HEADS.NUM_CLASSES = 80
+    _C.MODEL.ROI_HEADS.IN_FEATURES = ["res4"]
+    _C.MODEL.ROI_HEADS.IOU_THRESHOLDS = [0.5]
+    _C.MODEL.ROI_HEADS.IOU_LABELS = [0, 1]
+    _C.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 512
+    _C.MODEL.ROI_HEADS.POSITIVE_FRACTION = 0.25
+    _C.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.05
+    _C.MODEL.ROI_HEADS.NMS_THRESH_TEST = 0.5
+    _C.MODEL.ROI_HEADS.PROPOSAL_APPEND_GT = True
+
+    _C.MODEL.ROI_BOX_HEAD = CfgNode()
+    _C.MODEL.ROI_BOX_HEAD.NAME = ""
+    _C.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE = "smooth_l1"
+    _C.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT = 1.0
+    _C.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+    _C.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA = 0.0
+    _C.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 14
+    _C.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 0
+    _C.MODEL.ROI_BOX_HEAD.POOLER_TYPE = "ROIAlignV2"
+    _C.MODEL.ROI_BOX_HEAD.NUM_FC = 0
+    _C.MODEL.ROI_BOX_HEAD.FC_DIM = 1024
+    _C.MODEL.ROI_BOX_HEAD.NUM_CONV = 0
+    _C.MODEL.ROI_BOX_HEAD.CONV_DIM = 256
+    _C.MODEL.ROI_BOX_HEAD.NORM = ""
+    _C.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG = False
+    _C.MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES = False
+
+    _C.MODEL.RESNETS = CfgNode()
+    _C.MODEL.RESNETS.DEPTH = 50
+    _C.MODEL.RESNETS.OUT_FEATURES = ["res4"]
+    _C.MODEL.RESNETS.NUM_GROUPS = 1
+    _C.MODEL.RESNETS.NORM = "FrozenBN"
+    _C.MODEL.RESNETS.WIDTH_PER_GROUP = 64
+    _C.MODEL.RESNETS.STRIDE_IN_1X1 = True
+    _C.MODEL.RESNETS.RES5_DILATION = 1
+    _C.MODEL.RESNETS.RES2_OUT_CHANNELS = 256
+    _C.MODEL.RESNETS.STEM_OUT_CHANNELS = 64
+
+    _C.SOLVER = CfgNode()
+    _C.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"
+    _C.SOLVER.MAX_ITER = 40000
+    _C.SOLVER.BASE_LR = 0.001
+    _C.SOLVER.MOMENTUM = 0.9
+    _C.SOLVER.NESTEROV = False
+    _C.SOLVER.WEIGHT_DECAY = 0.0001
+    _C.SOLVER.WEIGHT_DECAY_NORM = 0.0
+    _C.SOLVER.GAMMA = 0.1
+    _C.SOLVER.STEPS = (30000,)
+    _C.SOLVER.WARMUP_FACTOR = 1.0 / 1000
+    _C.SOLVER.WARMUP_ITERS = 1000
+    _C.SOLVER.WARMUP_METHOD = "linear"
+    _C.SOLVER.CHECKPOINT_PERIOD = 5000
+    _C.SOLVER.IMS_PER_BATCH = 16
+    _C.SOLVER.REFERENCE_WORLD_SIZE = 0
+    _C.SOLVER.BIAS_LR_FACTOR = 1.0
+    _C.SOLVER.WEIGHT_DECAY_BIAS = None
+    _C.SOLVER.CLIP_GRADIENTS = CfgNode()
+    _C.SOLVER.CLIP_GRADIENTS.ENABLED = False
+    _C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "value"
+    _C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
+    _C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
+    _C.SOLVER.AMP = CfgNode()
+    _C.SOLVER.AMP.ENABLED = False
+
+    _C.TEST = CfgNode()
+    _C.TEST.EXPECTED_RESULTS = []
+    _C.TEST.EVAL_PERIOD = 0
+    _C.TEST.DETECTIONS_PER_IMAGE = 100
+
+    _C.OUTPUT_DIR = "./output"
+    _C.SEED = -1
+    _C.CUDNN_BENCHMARK = False
+    _C.VIS_PERIOD = 0
+    return _C
+
+
+def get_cfg() -> CfgNode:
+    """A framework-free config with Detectron2's defaults and DeepACC's keys."""
+    cfg = _detectron2_defaults()
+    add_deepacc_config(cfg)
+    return cfg
+
+
+def resolve_epoch_schedule(cfg, num_train_images: int) -> None:
+    """Turn ``SOLVER.EPOCHS`` / ``SOLVER.EPOCH_STEPS`` into ``MAX_ITER`` / ``STEPS`` in place.
+
+    One epoch is ``ceil(num_train_images / SOLVER.IMS_PER_BATCH)`` iterations. Does nothing when
+    ``SOLVER.EPOCHS`` is 0.
+    """
+    epochs = int(cfg.SOLVER.EPOCHS)
+    if epochs <= 0:
+        return
+    if num_train_images <= 0:
+        raise ValueError("SOLVER.EPOCHS > 0 needs a non-empty training set")
+    per_epoch = int(math.ceil(num_train_images / float(cfg.SOLVER.IMS_PER_BATCH)))
+    was_frozen = cfg.is_frozen()
+    cfg.defrost()
+    cfg.SOLVER.MAX_ITER = epochs * per_epoch
+    cfg.SOLVER.STEPS = tuple(int(e) * per_epoch for e in cfg.SOLVER.EPOCH_STEPS if int(e) < epochs)
+    if was_frozen:
+        cfg.freeze()
+
+
+def head_options(cfg) -> dict:
+    """The DeepACC head's keyword arguments, read from a config (shared by both engines)."""
+    d = cfg.MODEL.DEEPACC
+    name = cfg.MODEL.ROI_HEADS.NAME
+    # Detectron2's own StandardROIHeads means the plain Faster R-CNN box head, whatever DEEPACC says.
+    plain = name == "StandardROIHeads"
+    return dict(
+        num_classes=int(cfg.MODEL.ROI_HEADS.NUM_CLASSES),
+        fc_dim=int(cfg.MODEL.ROI_BOX_HEAD.FC_DIM),
+        num_fc=int(cfg.MODEL.ROI_BOX_HEAD.NUM_FC),
+        decoupled=bool(d.DECOUPLED_HEAD) and not plain,
+        cls_agnostic_bbox_reg=bool(cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG),
+        cls_loss_weight=float(d.CLS_LOSS_WEIGHT),
+        aam_enabled=bool(d.AAM.ENABLED) and not plain,
+        aam_scale=float(d.AAM.SCALE),
+        aam_margin=float(d.AAM.MARGIN),
+        aam_weight=float(d.AAM.LOSS_WEIGHT),
+        siamese_enabled=bool(d.SIAMESE.ENABLED) and not plain,
+        siamese_threshold=float(d.SIAMESE.THRESHOLD),
+        siamese_weight=float(d.SIAMESE.LOSS_WEIGHT),
+        siamese_detach=bool(d.SIAMESE.DETACH_CENTERS),
+        gia_enabled=bool(d.GIA.ENABLED) and not plain,
+        gia_weight=float(d.GIA.LOSS_WEIGHT),
+    )
+
+
+def load_config(config_file: Optional[str], opts=None, base=None):
+    """Read a YAML (with ``_BASE_``) and trailing ``KEY VALUE`` overrides into ``base`` or a new cfg."""
+    cfg = base if base is not None else get_cfg()
+    if config_file:
+        cfg.merge_from_file(config_file)
+    if opts:
+        cfg.merge_from_list(list(opts))
+    return cfg
