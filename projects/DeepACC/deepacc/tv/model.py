@@ -1,0 +1,173 @@
+"""Faster R-CNN R-FPN + DeepACC head, built from ``torchvision.models.detection`` parts.
+
+The same YAML keys as Detectron2 select the same architecture: ``MODEL.RESNETS.DEPTH`` (18/34/50/101),
+``MODEL.RESNETS.NORM`` (FrozenBN, BN, SyncBN, GN), ``MODEL.BACKBONE.FREEZE_AT``, ``MODEL.FPN.*``,
+``MODEL.ANCHOR_GENERATOR.*``, ``MODEL.RPN.*``, ``MODEL.ROI_HEADS.*``, ``MODEL.ROI_BOX_HEAD.*`` and
+``MODEL.DEEPACC.*``. Detectron2's feature names map as res2..res5 -> body layers 1..4 and
+p2..p6 -> FPN outputs '0'..'3' and 'pool'.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
+
+from ..modeling import DeepACCHead
+from .roi_heads import DeepACCRoIHeads
+
+logger = logging.getLogger(__name__)
+
+_RES = {"res2": "layer1", "res3": "layer2", "res4": "layer3", "res5": "layer4"}
+_P = {"p2": "0", "p3": "1", "p4": "2", "p5": "3", "p6": "pool"}
+
+
+def _norm_layer(name: str):
+    if name in ("FrozenBN", ""):
+        return FrozenBatchNorm2d
+    if name in ("BN", "SyncBN"):
+        return nn.BatchNorm2d  # SyncBN: converted with convert_sync_batchnorm under DDP
+    if name == "GN":
+        return lambda c: nn.GroupNorm(32, c)
+    raise ValueError(f"MODEL.RESNETS.NORM {name!r} is not supported (FrozenBN, BN, SyncBN, GN)")
+
+
+def build_backbone(cfg) -> BackboneWithFPN:
+    depth = int(cfg.MODEL.RESNETS.DEPTH)
+    if depth not in (18, 34, 50, 101, 152):
+        raise ValueError(f"MODEL.RESNETS.DEPTH must be 18, 34, 50, 101 or 152, got {depth}")
+    resnet = getattr(torchvision.models, f"resnet{depth}")(weights=None, norm_layer=_norm_layer(cfg.MODEL.RESNETS.NORM))
+    in_features = list(cfg.MODEL.FPN.IN_FEATURES) or ["res2", "res3", "res4", "res5"]
+    # Detectron2's FREEZE_AT: 1 = stem, 2 = stem + res2, ...
+    stages = [["conv1", "bn1"], ["layer1"], ["layer2"], ["layer3"], ["layer4"]]
+    for stage in stages[: int(cfg.MODEL.BACKBONE.FREEZE_AT)]:
+        for name in stage:
+            for p in getattr(resnet, name).parameters():
+                p.requires_grad_(False)
+    width = 64 if depth < 50 else 256
+    channels = {"res2": width, "res3": width * 2, "res4": width * 4, "res5": width * 8}
+    return_layers = {_RES[f]: str(i) for i, f in enumerate(in_features)}
+    fpn_norm = cfg.MODEL.FPN.NORM
+    norm = None if fpn_norm == "" else (lambda c: nn.GroupNorm(32, c)) if fpn_norm == "GN" else None
+    if fpn_norm not in ("", "GN"):
+        raise ValueError(f"MODEL.FPN.NORM {fpn_norm!r} is not supported by this engine ('' or 'GN')")
+    return BackboneWithFPN(resnet, return_layers, [channels[f] for f in in_features],
+                           int(cfg.MODEL.FPN.OUT_CHANNELS), norm_layer=norm)
+
+
+class _Transform(GeneralizedRCNNTransform):
+    """Resize with ``INPUT.MIN_SIZE_TRAIN``/``MAX_SIZE_TRAIN`` in training, ``*_TEST`` otherwise."""
+
+    def __init__(self, cfg):
+        super().__init__(min_size=tuple(int(s) for s in cfg.INPUT.MIN_SIZE_TRAIN),
+                         max_size=int(cfg.INPUT.MAX_SIZE_TRAIN),
+                         image_mean=[float(v) for v in cfg.MODEL.PIXEL_MEAN],
+                         image_std=[float(v) for v in cfg.MODEL.PIXEL_STD])
+        if cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING != "choice":
+            raise ValueError("this engine samples INPUT.MIN_SIZE_TRAIN by 'choice' only")
+        self._test = ((int(cfg.INPUT.MIN_SIZE_TEST),), int(cfg.INPUT.MAX_SIZE_TEST))
+
+    def resize(self, image, target=None):
+        if self.training:
+            return super().resize(image, target)
+        train = (self.min_size, self.max_size)
+        self.min_size, self.max_size = self._test
+        try:
+            return super().resize(image, target)
+        finally:
+            self.min_size, self.max_size = train
+
+
+class DeepACCRCNN(nn.Module):
+    """Generalized R-CNN whose inference returns both the all-classes and the top-1 detections.
+
+    ``forward(images, targets)``: ``images`` is a list of (3, H, W) float tensors (already
+    normalised by the mapper), ``targets`` torchvision-style dicts (``boxes``, ``labels`` 1..K).
+    Training returns a loss dict; inference a list of dicts with ``boxes``, ``scores``, ``classes``
+    (core 0..K-1), ``class_probs`` and the same with the ``top1_`` prefix, in input-image coordinates.
+    """
+
+    def __init__(self, transform, backbone, rpn, roi_heads):
+        super().__init__()
+        self.transform, self.backbone, self.rpn, self.roi_heads = transform, backbone, rpn, roi_heads
+
+    @property
+    def head(self) -> DeepACCHead:
+        return self.roi_heads.box_head
+
+    def forward(self, images: List[torch.Tensor], targets: Optional[List[Dict[str, torch.Tensor]]] = None):
+        if self.training and targets is None:
+            raise ValueError("targets are required in training mode")
+        original_sizes = [tuple(img.shape[-2:]) for img in images]
+        image_list, targets = self.transform(images, targets)
+        features = self.backbone(image_list.tensors)
+        proposals, rpn_losses = self.rpn(image_list, features, targets)
+        detections, head_losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
+        if self.training:
+            return {**rpn_losses, **head_losses}
+        for det, resized, orig in zip(detections, image_list.image_sizes, original_sizes):
+            ratio_h, ratio_w = orig[0] / resized[0], orig[1] / resized[1]
+            scale = torch.tensor([ratio_w, ratio_h, ratio_w, ratio_h], device=det["boxes"].device)
+            det["boxes"] = det["boxes"] * scale
+            det["top1_boxes"] = det["top1_boxes"] * scale
+        return detections
+
+
+def build_model(cfg) -> DeepACCRCNN:
+    """Build the torchvision-engine model described by ``cfg`` (random init; see ``load_weights``)."""
+    backbone = build_backbone(cfg)
+    rpn_in = list(cfg.MODEL.RPN.IN_FEATURES)
+    if any(f not in _P for f in rpn_in):
+        raise ValueError(f"MODEL.RPN.IN_FEATURES must be among {list(_P)} for the FPN backbone, got {rpn_in}")
+    sizes = [tuple(float(s) for s in level) for level in cfg.MODEL.ANCHOR_GENERATOR.SIZES]
+    ratios = [tuple(float(r) for r in level) for level in cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS]
+    if len(ratios) == 1:
+        ratios = ratios * len(sizes)
+    if len(sizes) != len(rpn_in):
+        raise ValueError(f"{len(sizes)} anchor size levels for {len(rpn_in)} RPN feature maps")
+    anchors = AnchorGenerator(tuple(sizes), tuple(ratios))
+    rpn = RegionProposalNetwork(
+        anchors,
+        RPNHead(int(cfg.MODEL.FPN.OUT_CHANNELS), anchors.num_anchors_per_location()[0]),
+        fg_iou_thresh=float(cfg.MODEL.RPN.IOU_THRESHOLDS[1]),
+        bg_iou_thresh=float(cfg.MODEL.RPN.IOU_THRESHOLDS[0]),
+        batch_size_per_image=int(cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE),
+        positive_fraction=float(cfg.MODEL.RPN.POSITIVE_FRACTION),
+        pre_nms_top_n=dict(training=int(cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN), testing=int(cfg.MODEL.RPN.PRE_NMS_TOPK_TEST)),
+        post_nms_top_n=dict(training=int(cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN), testing=int(cfg.MODEL.RPN.POST_NMS_TOPK_TEST)),
+        nms_thresh=float(cfg.MODEL.RPN.NMS_THRESH),
+    )
+    roi_in = [_P[f] for f in cfg.MODEL.ROI_HEADS.IN_FEATURES]
+    pooler = MultiScaleRoIAlign(roi_in, int(cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION),
+                                int(cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO))
+    head = DeepACCHead.from_config(cfg, int(cfg.MODEL.FPN.OUT_CHANNELS))
+    roi_heads = DeepACCRoIHeads.from_config(cfg, pooler, head)
+    return DeepACCRCNN(_Transform(cfg), backbone, rpn, roi_heads)
+
+
+_IMAGENET_ALIASES = ("torchvision://", "detectron2://ImageNetPretrained/", "imagenet")
+
+
+def load_imagenet_backbone(model: DeepACCRCNN, depth: int) -> None:
+    """Load torchvision's ImageNet weights into the ResNet body (needs network access once)."""
+    weights = torchvision.models.get_model_weights(f"resnet{depth}").DEFAULT
+    try:
+        state = weights.get_state_dict(progress=True)
+    except Exception as e:  # no network, proxy, ...
+        raise RuntimeError(
+            f"could not fetch ImageNet weights for ResNet-{depth} ({e}). Put a checkpoint path in MODEL.WEIGHTS, "
+            "or set MODEL.WEIGHTS '' to train from scratch (use MODEL.RESNETS.NORM GN then).") from e
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = model.backbone.body.load_state_dict(state, strict=False)
+    logger.info("Loaded ImageNet weights for ResNet-%d (missing %d, unexpected %d keys).", depth, len(missing), len(unexpected))
+
+
+def is_imagenet_weights(path: str) -> bool:
+    return any(path.startswith(a) for a in _IMAGENET_ALIASES)

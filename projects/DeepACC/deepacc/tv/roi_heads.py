@@ -1,0 +1,77 @@
+"""torchvision ``RoIHeads`` that runs the DeepACC core head (box branch only)."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import torch
+from torchvision.models.detection.roi_heads import RoIHeads
+
+from ..modeling import DeepACCHead, box_regression_loss, select_detections
+from .data import tv_to_core_labels
+
+
+class DeepACCRoIHeads(RoIHeads):
+    """Proposal sampling and box coding are torchvision's; everything after ROI pooling is the core's.
+
+    ``box_head`` is the core :class:`~deepacc.modeling.DeepACCHead` (box head + classifier + box
+    regressor); ``box_predictor`` is unused.
+    """
+
+    def __init__(self, box_roi_pool, head: DeepACCHead, *, fg_iou_thresh, bg_iou_thresh, batch_size_per_image,
+                 positive_fraction, bbox_reg_weights, score_thresh, nms_thresh, detections_per_img,
+                 smooth_l1_beta=0.0, box_loss_weight=1.0):
+        super().__init__(box_roi_pool, head, None, fg_iou_thresh, bg_iou_thresh, batch_size_per_image,
+                         positive_fraction, bbox_reg_weights, score_thresh, nms_thresh, detections_per_img)
+        self.smooth_l1_beta = float(smooth_l1_beta)
+        self.box_loss_weight = float(box_loss_weight)
+
+    @classmethod
+    def from_config(cls, cfg, pooler, head: DeepACCHead) -> "DeepACCRoIHeads":
+        if len(cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS) != 1:
+            raise ValueError("MODEL.ROI_HEADS.IOU_THRESHOLDS must have one value (fg >= t, bg < t)")
+        if not cfg.MODEL.ROI_HEADS.PROPOSAL_APPEND_GT:
+            raise ValueError("this engine always appends ground-truth boxes to the proposals")
+        if cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE != "smooth_l1":
+            raise ValueError("this engine supports MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE 'smooth_l1' only")
+        t = float(cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS[0])
+        return cls(pooler, head, fg_iou_thresh=t, bg_iou_thresh=t,
+                   batch_size_per_image=int(cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE),
+                   positive_fraction=float(cfg.MODEL.ROI_HEADS.POSITIVE_FRACTION),
+                   bbox_reg_weights=tuple(float(w) for w in cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS),
+                   score_thresh=float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST),
+                   nms_thresh=float(cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST),
+                   detections_per_img=int(cfg.TEST.DETECTIONS_PER_IMAGE),
+                   smooth_l1_beta=float(cfg.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA),
+                   box_loss_weight=float(cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT))
+
+    def forward(self, features: Dict[str, torch.Tensor], proposals: List[torch.Tensor], image_shapes,
+                targets: Optional[List[Dict[str, torch.Tensor]]] = None):
+        head: DeepACCHead = self.box_head
+        k = head.num_classes
+        if self.training:
+            proposals, _, labels, regression_targets = self.select_training_samples(proposals, targets)
+        pooled = self.box_roi_pool(features, proposals, image_shapes)
+        num_per_image = [len(p) for p in proposals]
+        out, deltas = head(pooled, num_per_image)
+        if self.training:
+            core_labels = tv_to_core_labels(torch.cat(labels), k)
+            losses = head.classifier.losses(out, core_labels)
+            losses["loss_box_reg"] = self.box_loss_weight * box_regression_loss(
+                deltas, torch.cat(regression_targets), core_labels, k, self.smooth_l1_beta)
+            return [], losses
+        probs = out.probs()
+        boxes = self.box_coder.decode(deltas, proposals)  # (R, K or 1, 4)
+        if boxes.shape[1] == 1:
+            boxes = boxes[:, 0]
+        results = []
+        for b, p, size in zip(boxes.split(num_per_image), probs.split(num_per_image), image_shapes):
+            det = {}
+            for prefix, top1 in (("", False), ("top1_", True)):
+                sel = select_detections(b, p, size, self.score_thresh, self.nms_thresh, self.detections_per_img, top1)
+                det[prefix + "boxes"] = sel["boxes"]
+                det[prefix + "scores"] = sel["scores"]
+                det[prefix + "classes"] = sel["classes"]
+                det[prefix + "class_probs"] = p[sel["proposal_index"]]
+            det["labels"] = det["classes"] + 1  # torchvision convention
+            results.append(det)
+        return results, {}

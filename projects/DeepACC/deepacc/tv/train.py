@@ -1,0 +1,371 @@
+"""Training and evaluation loop of the torchvision engine.
+
+SGD with momentum and weight decay, linear warm-up then multi-step decay (fvcore param schedulers),
+AMP on GPU, fvcore checkpointing with atomic writes, ``--resume`` at the exact iteration (the data
+stream is replayed from that iteration), periodic evaluation, metrics as JSON lines (and TensorBoard
+when installed), a progress bar with ETA, and DDP across processes / machines.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from fvcore.common.checkpoint import PeriodicCheckpointer
+from fvcore.common.param_scheduler import MultiStepParamScheduler
+from torch import nn
+from tqdm import tqdm
+
+from ..config import resolve_epoch_schedule
+from . import comm
+from .checkpoint import AtomicCheckpointer
+from .data import build_test_loader, build_train_loader
+from .model import build_model, is_imagenet_weights, load_imagenet_backbone
+
+logger = logging.getLogger("deepacc")
+
+
+# --------------------------------------------------------------------------------------------- setup
+def setup_logging(output_dir: Optional[str]) -> None:
+    rank = comm.get_rank()
+    root = logging.getLogger()
+    if getattr(root, "_deepacc_configured", False):
+        return
+    root.setLevel(logging.INFO)
+    fmt = logging.Formatter(f"[%(asctime)s r{rank}] %(name)s %(levelname)s: %(message)s", "%m/%d %H:%M:%S")
+    if rank == 0:
+        h = logging.StreamHandler()
+        h.setFormatter(fmt)
+        root.addHandler(h)
+    if output_dir:
+        os.makedirs(output_dir, exist_ok=True)
+        fh = logging.FileHandler(os.path.join(output_dir, "log.txt" if rank == 0 else f"log.txt.rank{rank}"))
+        fh.setFormatter(fmt)
+        root.addHandler(fh)
+    root._deepacc_configured = True
+
+
+def resolve_device(cfg) -> torch.device:
+    want = str(cfg.MODEL.DEVICE)
+    if want.startswith("cuda"):
+        if not torch.cuda.is_available():
+            logger.warning("MODEL.DEVICE is %s but CUDA is not available: running on CPU.", want)
+            return torch.device("cpu")
+        if comm.get_world_size() > 1:
+            return torch.device("cuda", torch.cuda.current_device())
+    return torch.device(want)
+
+
+def seed_all(seed: int) -> int:
+    if seed < 0:
+        seed = int.from_bytes(os.urandom(2), "little")
+    seed += comm.get_rank()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return seed
+
+
+def dataset_dicts(names) -> List[Dict]:
+    from ..data.catalog import get_dataset_dicts
+
+    out = []
+    for name in names:
+        out.extend(get_dataset_dicts(name))
+    return out
+
+
+# ----------------------------------------------------------------------------------- optimisation
+def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD; norm-layer parameters use ``WEIGHT_DECAY_NORM``, biases ``BIAS_LR_FACTOR``/``WEIGHT_DECAY_BIAS``."""
+    norm_types = (nn.GroupNorm, nn.BatchNorm2d, nn.SyncBatchNorm, nn.LayerNorm)
+    base_lr, wd = float(cfg.SOLVER.BASE_LR), float(cfg.SOLVER.WEIGHT_DECAY)
+    wd_bias = wd if cfg.SOLVER.WEIGHT_DECAY_BIAS is None else float(cfg.SOLVER.WEIGHT_DECAY_BIAS)
+    groups, seen = [], set()
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            lr, decay = base_lr, wd
+            if isinstance(module, norm_types):
+                decay = float(cfg.SOLVER.WEIGHT_DECAY_NORM)
+            elif name == "bias":
+                lr, decay = base_lr * float(cfg.SOLVER.BIAS_LR_FACTOR), wd_bias
+            groups.append({"params": [p], "lr": lr, "weight_decay": decay, "initial_lr": lr})
+    return torch.optim.SGD(groups, lr=base_lr, momentum=float(cfg.SOLVER.MOMENTUM),
+                           nesterov=bool(cfg.SOLVER.NESTEROV))
+
+
+class WarmupMultiStep:
+    """LR multiplier: fvcore ``MultiStepParamScheduler`` (x GAMMA at each of SOLVER.STEPS) times a
+    linear or constant warm-up over ``WARMUP_ITERS`` starting at ``WARMUP_FACTOR``."""
+
+    def __init__(self, cfg):
+        self.max_iter = int(cfg.SOLVER.MAX_ITER)
+        steps = [int(s) for s in cfg.SOLVER.STEPS if 0 < int(s) < self.max_iter]
+        if len(steps) < len(cfg.SOLVER.STEPS):
+            logger.warning("SOLVER.STEPS %s outside (0, MAX_ITER=%d) are ignored.", list(cfg.SOLVER.STEPS), self.max_iter)
+        gamma = float(cfg.SOLVER.GAMMA)
+        self.steps = MultiStepParamScheduler([gamma ** i for i in range(len(steps) + 1)], num_updates=self.max_iter,
+                                             milestones=steps) if steps else None
+        self.warmup_iters = int(cfg.SOLVER.WARMUP_ITERS)
+        self.warmup_factor = float(cfg.SOLVER.WARMUP_FACTOR)
+        self.method = cfg.SOLVER.WARMUP_METHOD
+        if self.method not in ("linear", "constant"):
+            raise ValueError(f"SOLVER.WARMUP_METHOD {self.method!r}: use 'linear' or 'constant'")
+
+    def __call__(self, it: int) -> float:
+        value = self.steps(min(it, self.max_iter - 1) / self.max_iter) if self.steps else 1.0
+        if it < self.warmup_iters:
+            if self.method == "constant":
+                return value * self.warmup_factor
+            alpha = it / self.warmup_iters
+            return value * (self.warmup_factor * (1 - alpha) + alpha)
+        return value
+
+
+def build_lr_scheduler(cfg, optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+    if cfg.SOLVER.LR_SCHEDULER_NAME != "WarmupMultiStepLR":
+        raise ValueError(f"SOLVER.LR_SCHEDULER_NAME {cfg.SOLVER.LR_SCHEDULER_NAME!r}: this engine has WarmupMultiStepLR")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupMultiStep(cfg))
+
+
+# ------------------------------------------------------------------------------------- evaluation
+def to_prediction(det: Dict[str, torch.Tensor], image_id=None) -> Dict:
+    """One image's model output -> the project's prediction dict (numpy, image coordinates)."""
+    def part(prefix):
+        return {
+            "boxes": det[prefix + "boxes"].detach().float().cpu().numpy(),
+            "scores": det[prefix + "scores"].detach().float().cpu().numpy(),
+            "classes": det[prefix + "classes"].detach().cpu().numpy().astype(np.int64),
+            "class_probs": det[prefix + "class_probs"].detach().float().cpu().numpy(),
+        }
+    out = {"instances": part(""), "instances_top1": part("top1_")}
+    if image_id is not None:
+        out["image_id"] = image_id
+    return out
+
+
+@torch.no_grad()
+def inference_on_dataset(model: nn.Module, loader, evaluator, device, amp: bool = False) -> Dict:
+    model.eval()
+    evaluator.reset()
+    total = len(loader)
+    bar = tqdm(loader, total=total, desc="inference", disable=not comm.is_main_process(), leave=False)
+    start = time.perf_counter()
+    for batch in bar:
+        images = [b[0].to(device, non_blocking=True) for b in batch]
+        with torch.autocast(device_type=device.type, enabled=amp and device.type == "cuda"):
+            outputs = model(images)
+        evaluator.process([to_prediction(o, b[2]["image_id"]) for o, b in zip(outputs, batch)])
+    elapsed = time.perf_counter() - start
+    logger.info("Inference on %d images of this process: %.3f s/image.", total, elapsed / max(total, 1))
+    return evaluator.evaluate()
+
+
+def build_evaluator(cfg, dataset_name: str, dicts: List[Dict]):
+    from ..evaluation import MetaphaseEvaluator
+
+    out = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+    return MetaphaseEvaluator(dicts, output_dir=out, score_thresh=cfg.TEST.DEEPACC.SCORE_THRESH,
+                              nms_thresh=cfg.TEST.DEEPACC.NMS_THRESH, iou_thresh=cfg.TEST.DEEPACC.IOU_THRESH,
+                              distributed=True)
+
+
+def test(cfg, model: nn.Module, device) -> Dict[str, Dict]:
+    """Evaluate on every dataset of ``DATASETS.TEST``; prints the paper-style table."""
+    from ..evaluation import format_table
+
+    results = {}
+    for name in cfg.DATASETS.TEST:
+        dicts = dataset_dicts([name])
+        res = inference_on_dataset(model, build_test_loader(cfg, dicts), build_evaluator(cfg, name, dicts),
+                                   device, bool(cfg.SOLVER.AMP.ENABLED))
+        if comm.is_main_process():
+            logger.info("Evaluation on %s:\n%s", name, format_table(res))
+            print(f"\nDeepACC evaluation on {name} ({len(dicts)} images):\n{format_table(res)}\n", flush=True)
+        results[name] = res
+    return results
+
+
+# ---------------------------------------------------------------------------------------- writers
+class MetricsWriter:
+    """JSON lines in ``OUTPUT_DIR/metrics.json`` (Detectron2's format), plus TensorBoard when installed."""
+
+    def __init__(self, output_dir: str):
+        self.path = os.path.join(output_dir, "metrics.json")
+        self.tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(output_dir)
+        except Exception:  # tensorboard is optional
+            self.tb = None
+
+    def write(self, iteration: int, scalars: Dict[str, float]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"iteration": iteration, **scalars}, sort_keys=True) + "\n")
+        if self.tb is not None:
+            for k, v in scalars.items():
+                if isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, iteration)
+
+    def close(self):
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _flatten(results: Dict[str, Dict]) -> Dict[str, float]:
+    flat = {}
+    for ds, res in results.items():
+        for k, v in res.items():
+            if isinstance(v, (int, float)):
+                flat[f"{ds}/{k}"] = float(v)
+    return flat
+
+
+# ---------------------------------------------------------------------------------------- trainer
+class Trainer:
+    """Builds model, optimiser, scheduler, data and checkpointer from a config and runs training."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.device = resolve_device(cfg)
+        self.train_dicts = dataset_dicts(cfg.DATASETS.TRAIN)
+        resolve_epoch_schedule(cfg, len(self.train_dicts))
+        model = build_model(cfg)
+        if cfg.MODEL.RESNETS.NORM == "SyncBN" and comm.get_world_size() > 1:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model.to(self.device)
+        self.optimizer = build_optimizer(cfg, self.model)
+        self.scheduler = build_lr_scheduler(cfg, self.optimizer)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=bool(cfg.SOLVER.AMP.ENABLED) and self.device.type == "cuda")
+        self.checkpointer = AtomicCheckpointer(self.model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(),
+                                               optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler)
+        self.ddp = self.model
+        if comm.get_world_size() > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=False,
+                                                           find_unused_parameters=False)
+        self.start_iter = 0
+        self.max_iter = int(cfg.SOLVER.MAX_ITER)
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        """Resume from ``OUTPUT_DIR/last_checkpoint`` (with optimiser, scheduler, iteration) when
+        ``resume`` and one exists; otherwise load ``MODEL.WEIGHTS`` (a checkpoint path, or an
+        ImageNet alias such as ``detectron2://ImageNetPretrained/MSRA/R-101.pkl`` which this engine
+        reads as torchvision's ImageNet ResNet weights)."""
+        weights = str(self.cfg.MODEL.WEIGHTS)
+        if resume and self.checkpointer.has_checkpoint():
+            ckpt = self.checkpointer.resume_or_load(weights, resume=True)
+            self.start_iter = int(ckpt.get("iteration", -1)) + 1
+            logger.info("Resuming from %s at iteration %d.", self.checkpointer.get_checkpoint_file(), self.start_iter)
+        elif weights and is_imagenet_weights(weights):
+            load_imagenet_backbone(self.model, int(self.cfg.MODEL.RESNETS.DEPTH))
+        elif weights:
+            self.checkpointer.load(weights, checkpointables=[])
+
+    def train(self) -> Dict[str, Dict]:
+        cfg = self.cfg
+        main = comm.is_main_process()
+        if self.start_iter >= self.max_iter:
+            logger.info("Training already finished (iteration %d of %d).", self.start_iter, self.max_iter)
+            return test(cfg, self.model, self.device) if cfg.DATASETS.TEST else {}
+        loader = build_train_loader(cfg, self.train_dicts, start_iter=self.start_iter)
+        periodic = PeriodicCheckpointer(self.checkpointer, int(cfg.SOLVER.CHECKPOINT_PERIOD), max_iter=self.max_iter)
+        writer = MetricsWriter(cfg.OUTPUT_DIR) if main else None
+        amp = self.scaler.is_enabled()
+        clip = cfg.SOLVER.CLIP_GRADIENTS
+        eval_period = int(cfg.TEST.EVAL_PERIOD)
+        logger.info("Training %d images from iteration %d to %d on %s (%d process(es)).", len(self.train_dicts),
+                    self.start_iter, self.max_iter, self.device, comm.get_world_size())
+        bar = tqdm(total=self.max_iter, initial=self.start_iter, desc="train", disable=not main, dynamic_ncols=True)
+        results: Dict[str, Dict] = {}
+        data_iter = iter(loader)
+        self.ddp.train()
+        t_last = time.perf_counter()
+        for it in range(self.start_iter, self.max_iter):
+            t0 = time.perf_counter()
+            batch = next(data_iter)
+            data_time = time.perf_counter() - t0
+            images = [b[0].to(self.device, non_blocking=True) for b in batch]
+            targets = [{k: v.to(self.device) for k, v in b[1].items()} for b in batch]
+            with torch.autocast(device_type=self.device.type, enabled=amp):
+                loss_dict = self.ddp(images, targets)
+            losses = sum(loss_dict.values())
+            if not torch.isfinite(losses):
+                raise FloatingPointError(f"Loss became infinite or NaN at iteration {it}: "
+                                         f"{ {k: float(v) for k, v in loss_dict.items()} }")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(losses).backward()
+            if clip.ENABLED:
+                self.scaler.unscale_(self.optimizer)
+                params = [p for p in self.model.parameters() if p.grad is not None]
+                if clip.CLIP_TYPE == "value":
+                    torch.nn.utils.clip_grad_value_(params, float(clip.CLIP_VALUE))
+                else:
+                    torch.nn.utils.clip_grad_norm_(params, float(clip.CLIP_VALUE), float(clip.NORM_TYPE))
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.scheduler.step()
+            periodic.step(it)  # saves model_{it:07d}.pth every CHECKPOINT_PERIOD and model_final at the end
+
+            if (it + 1) % 20 == 0 or it == self.start_iter or it + 1 == self.max_iter:
+                scalars = comm.reduce_dict_mean({k: float(v.detach()) for k, v in loss_dict.items()})
+                now = time.perf_counter()
+                scalars.update(total_loss=sum(scalars.values()), lr=lr, data_time=data_time, time=now - t_last)
+                t_last = now
+                if main:
+                    writer.write(it, scalars)
+                    bar.set_postfix(loss=f"{scalars['total_loss']:.3f}", lr=f"{lr:.2g}")
+            bar.update(1)
+            last = it + 1 == self.max_iter
+            if cfg.DATASETS.TEST and ((eval_period > 0 and (it + 1) % eval_period == 0) or last):
+                results = test(cfg, self.model, self.device)
+                if main:
+                    writer.write(it, _flatten(results))
+                self.ddp.train()
+        bar.close()
+        if writer is not None:
+            writer.close()
+        comm.synchronize()
+        return results
+
+
+def main(args) -> Dict:
+    """Entry point of one process (called directly or by :func:`~deepacc.tv.launch.launch`)."""
+    from ..config import get_cfg, load_config
+
+    cfg = load_config(args.config_file, args.opts, get_cfg())
+    setup_logging(cfg.OUTPUT_DIR)
+    seed = seed_all(int(cfg.SEED))
+    if comm.is_main_process():
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
+            f.write(cfg.dump())
+    logger.info("Engine: torchvision %s, torch %s; seed %d; config %s", __import__("torchvision").__version__,
+                torch.__version__, seed, args.config_file)
+    if args.eval_only:
+        device = resolve_device(cfg)
+        model = build_model(cfg).to(device)
+        ckpt = AtomicCheckpointer(model, cfg.OUTPUT_DIR)
+        ckpt.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        return test(cfg, model, device)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def launch_main(args) -> None:
+    from .launch import launch
+
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
