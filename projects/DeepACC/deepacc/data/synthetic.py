@@ -46,6 +46,7 @@ import numpy as np
 
 from ..karyotype import ACROCENTRIC, CLASS_NAMES
 from .bands import load_ideograms
+from .compose import crop_to_mask, place_patch, rotate_patch, spread_ellipse
 from .karyotypes import parse_karyotype
 
 __all__ = [
@@ -191,23 +192,8 @@ def _render_chromosome(rng: np.random.Generator, name: str, length: float, width
     return out
 
 
-def _rotate(patch: np.ndarray, angle_deg: float) -> np.ndarray:
-    h, w = patch.shape
-    M = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), angle_deg, 1.0)
-    c, s = abs(M[0, 0]), abs(M[0, 1])
-    nw, nh = int(math.ceil(h * s + w * c)) + 2, int(math.ceil(h * c + w * s)) + 2
-    M[0, 2] += nw / 2.0 - w / 2.0
-    M[1, 2] += nh / 2.0 - h / 2.0
-    return cv2.warpAffine(patch, M, (nw, nh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-
-
 def _crop_to_mask(patch: np.ndarray):
-    m = patch > MASK_THRESHOLD
-    rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
-    if rows.size == 0:
-        return None
-    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    return patch[r0:r1, c0:c1], m[r0:r1, c0:c1]
+    return crop_to_mask(patch, patch > MASK_THRESHOLD)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -279,18 +265,13 @@ def generate_spread(rng: np.random.Generator, width: int = 1600, height: int = 1
         if name in ("Y",):
             w *= 0.9
         img = _render_chromosome(rng, name, L, w, p)
-        rot = _crop_to_mask(_rotate(img, float(rng.uniform(0, 360))))
+        rot = _crop_to_mask(rotate_patch(img, float(rng.uniform(0, 360))))
         if rot is None:
             continue
         patches.append((name, rot[0], rot[1]))
         total_area += float(rot[1].sum())
     order = rng.permutation(len(patches))
-    area = total_area / p["density"]
-    aspect = 0.75 + 0.5 * rng.random()
-    rx = min(math.sqrt(area * aspect / math.pi), width * 0.46)
-    ry = min(math.sqrt(area / aspect / math.pi), height * 0.46)
-    cx = width / 2.0 + (width / 2.0 - rx) * (rng.random() * 1.4 - 0.7)
-    cy = height / 2.0 + (height / 2.0 - ry) * (rng.random() * 1.4 - 0.7)
+    cx, cy, rx, ry = spread_ellipse(rng, total_area, p["density"], width, height)
 
     # interphase nuclei, mostly outside the spread
     for _ in range(int(p["nuclei"])):
@@ -313,23 +294,11 @@ def generate_spread(rng: np.random.Generator, width: int = 1600, height: int = 1
     for i in order:
         name, patch, m = patches[i]
         h, w = m.shape
-        if w >= width or h >= height:
-            continue
         allow = 0.35 if rng.random() < p["overlap_rate"] else 0.0
-        best = None
-        msum = float(m.sum())
-        for _try in range(25):
-            t = rng.random() * 2 * np.pi
-            rr = math.sqrt(rng.random()) * (1.0 + 0.1 * _try / 25)
-            px = int(round(cx + rr * rx * math.cos(t) - w / 2.0))
-            py = int(round(cy + rr * ry * math.sin(t) - h / 2.0))
-            px, py = min(max(px, 0), width - w), min(max(py, 0), height - h)
-            ov = np.count_nonzero(occ[py:py + h, px:px + w] & m) / msum
-            if best is None or ov < best[0]:
-                best = (ov, px, py)
-            if ov <= allow:
-                break
-        _, px, py = best
+        pos = place_patch(rng, m, (cx, cy, rx, ry), occ, allow)
+        if pos is None:
+            continue
+        px, py = pos
         np.maximum(dark[py:py + h, px:px + w], patch, out=dark[py:py + h, px:px + w])
         occ[py:py + h, px:px + w] |= m
         anns.append({"bbox": [float(px), float(py), float(px + w), float(py + h)], "bbox_mode": 0,

@@ -1,0 +1,218 @@
+#!/usr/bin/env python
+"""Compose metaphase images from real G-banded single-chromosome crops -> COCO dataset.
+
+    python datasets/prepare_gband_cells.py --src /path/to/gband_cells --out $DETECTRON2_DATASETS/gband_cells
+        [--size 1280x960] [--seed 0] [--split 0.7,0.15,0.15] [--limit N] [--workers W]
+
+Input layout: ``<src>/<case>.<cell>.tiff/claseK/claseK_i_<case>.<cell>.tiff`` (8-bit grayscale, dark
+chromosome on white), ``K`` = 1..22, 23 = X, 24 = Y. Folders with any other class (``clase25`` =
+unknown) are skipped and counted.
+
+One image per real cell: every crop of the cell is rotated by a random angle and placed in an
+elliptic spread on a white canvas, where chromosomes may touch and a fraction overlap
+(darkest-pixel blending: ``min`` of the gray values). The mask of a crop is its pixels darker than
+``255 - MASK_DARKNESS`` after removing specks smaller than 5 % of the largest component; boxes are
+tight around the placed mask. The crops' own staining is kept untouched, so each image carries its
+cell's real batch effect. The ``karyotype`` stored per image is the one of the crops present
+(derived from the class folders), e.g. ``46,XY`` or ``45,XX,-7`` when a crop is missing.
+
+Splits are by **case** (the first number of the cell folder, e.g. 97002023): cases are shuffled with
+``--seed`` and cut by ``--split`` fractions (at least one case per split), so no case appears in two
+splits and the assignment does not depend on ``--limit``. ``--limit N`` keeps N cells in total
+(~70/15/15, at least one per split) for quick runs.
+
+Case 426 is known to hold labelling errors: cells whose case id is ``426`` or ends with ``426`` are
+excluded by default (``--keep-case-426`` keeps them); the number excluded is printed and written to
+``<out>/prepare_report.json``.
+
+Output: ``<out>/<split>/<case>.<cell>.png`` and ``<out>/annotations/<split>.json``.
+"""
+import argparse
+import json
+import os
+import re
+import sys
+import zlib
+from collections import Counter, defaultdict
+
+import cv2
+import numpy as np
+
+from deepacc.data.coco import write_coco_json
+from deepacc.data.compose import crop_to_mask, place_patch, rotate_patch, spread_ellipse
+from deepacc.data.images import ImageError, read_image
+from deepacc.data.karyotypes import format_karyotype
+from deepacc.karyotype import CLASS_NAMES
+
+MASK_DARKNESS = 25
+CELL_RE = re.compile(r"^([^./]+)\.(\d+)\.tiff?$", re.IGNORECASE)
+CLASS_RE = re.compile(r"^clase(\d+)$", re.IGNORECASE)
+SPLITS = ("train", "val", "test")
+
+
+def scan(src):
+    """``(cells, report)``; cells: list of dicts {name, case, crops: [(path, class name)]}."""
+    cells, report = [], Counter()
+    if not os.path.isdir(src):
+        raise FileNotFoundError(f"{src}: source folder not found")
+    for cell in sorted(os.listdir(src)):
+        m = CELL_RE.match(cell)
+        cdir = os.path.join(src, cell)
+        if not m or not os.path.isdir(cdir):
+            report["ignored_entries"] += 1
+            continue
+        crops = []
+        for cls in sorted(os.listdir(cdir)):
+            km = CLASS_RE.match(cls)
+            files = sorted(f for f in os.listdir(os.path.join(cdir, cls)) if f.lower().endswith((".tif", ".tiff"))) \
+                if os.path.isdir(os.path.join(cdir, cls)) else []
+            k = int(km.group(1)) if km else -1
+            if not 1 <= k <= 24:
+                report["skipped_unknown_class_crops"] += len(files)
+                report[f"skipped_{cls}"] += len(files)
+                continue
+            crops += [(os.path.join(cdir, cls, f), CLASS_NAMES[k - 1]) for f in files]
+        cells.append({"name": cell[: -len(".tiff")] if cell.lower().endswith(".tiff") else cell[:-4],
+                      "case": m.group(1), "crops": crops})
+    return cells, report
+
+
+def assign_splits(cases, seed, fractions):
+    cases = sorted(set(cases))
+    order = [cases[i] for i in np.random.default_rng(seed).permutation(len(cases))]
+    n = len(order)
+    n_val = max(1, int(round(fractions[1] * n))) if n >= 3 else 0
+    n_test = max(1, int(round(fractions[2] * n))) if n >= 3 else 0
+    out = {}
+    for i, c in enumerate(order):
+        out[c] = "val" if i < n_val else "test" if i < n_val + n_test else "train"
+    return out
+
+
+def _cell_rng(seed, name):
+    return np.random.default_rng([seed, zlib.crc32(name.encode())])
+
+
+def compose_cell(cell, width, height, seed=0, density=(0.08, 0.14), overlap_rate=(0.04, 0.15)):
+    """Compose one cell's crops into a spread: ``(image uint8, annotations, problems)``."""
+    rng = _cell_rng(seed, cell["name"])
+    pieces, problems = [], []
+    for path, name in cell["crops"]:
+        try:
+            a = read_image(path)
+        except ImageError as e:
+            problems.append(str(e))
+            continue
+        dark = rotate_patch(255 - a, float(rng.uniform(0, 360)), border=0)
+        mask = dark > MASK_DARKNESS
+        n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        if n <= 1:
+            problems.append(f"{path}: no chromosome pixels (crop is blank)")
+            continue
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        keep = np.zeros(n, bool)
+        keep[1:] = areas >= max(5, 0.05 * areas.max())
+        mask = keep[lab]
+        dark = np.where(mask | (cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0), dark, 0).astype(np.uint8)
+        cr = crop_to_mask(dark, mask)
+        pieces.append((name, cr[0], cr[1]))
+    canvas = np.zeros((height, width), np.uint8)
+    occ = np.zeros((height, width), bool)
+    anns = []
+    if not pieces:
+        return 255 - canvas, anns, problems
+    dens = float(rng.uniform(*density))
+    orate = float(rng.uniform(*overlap_rate))
+    ell = spread_ellipse(rng, float(sum(m.sum() for _, _, m in pieces)), dens, width, height)
+    for i in rng.permutation(len(pieces)):
+        name, d, m = pieces[i]
+        pos = place_patch(rng, m, ell, occ, 0.35 if rng.random() < orate else 0.0)
+        if pos is None:
+            problems.append(f"{cell['name']}: a chromosome {name} crop ({m.shape[1]}x{m.shape[0]}) does not fit "
+                            f"in {width}x{height}; skipped")
+            continue
+        x, y = pos
+        h, w = m.shape
+        # a dilated rim of the crop is pasted too (antialiased edge), the box follows the mask
+        np.maximum(canvas[y:y + h, x:x + w], d, out=canvas[y:y + h, x:x + w])
+        occ[y:y + h, x:x + w] |= m
+        anns.append({"bbox": [float(x), float(y), float(x + w), float(y + h)], "bbox_mode": 0,
+                     "category_id": CLASS_NAMES.index(name), "iscrowd": 0})
+    return 255 - canvas, anns, problems
+
+
+def _job(args):
+    cell, out, split, w, h, seed = args
+    img, anns, problems = compose_cell(cell, w, h, seed)
+    fn = os.path.join(out, split, cell["name"] + ".png")
+    os.makedirs(os.path.dirname(fn), exist_ok=True)
+    cv2.imwrite(fn, img, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    counts = Counter(CLASS_NAMES[a["category_id"]] for a in anns)
+    rec = {"file_name": fn, "height": h, "width": w, "annotations": anns, "case_id": cell["case"],
+           "karyotype": format_karyotype({n: counts.get(n, 0) for n in CLASS_NAMES})}
+    return rec, problems
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--src", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--size", default="1280x960")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default="0.7,0.15,0.15", help="train,val,test fractions of the cases")
+    p.add_argument("--limit", type=int, default=0, help="keep only N cells (quick runs)")
+    p.add_argument("--keep-case-426", action="store_true", help="keep case 426 (known labelling errors)")
+    p.add_argument("--workers", type=int, default=1)
+    a = p.parse_args(argv)
+    w, h = (int(v) for v in a.size.lower().split("x"))
+    fr = [float(v) for v in a.split.split(",")]
+    cells, report = scan(a.src)
+    if not a.keep_case_426:
+        bad = [c for c in cells if c["case"] == "426" or c["case"].endswith("426")]
+        report["excluded_case_426_cells"] = len(bad)
+        cells = [c for c in cells if c not in bad]
+    split_of = assign_splits([c["case"] for c in cells], a.seed, fr)
+    by_split = defaultdict(list)
+    for c in cells:
+        by_split[split_of[c["case"]]].append(c)
+    if a.limit:
+        quota = {"val": max(1, int(round(a.limit * fr[1]))), "test": max(1, int(round(a.limit * fr[2])))}
+        quota["train"] = max(1, a.limit - quota["val"] - quota["test"])
+        by_split = {s: v[: quota[s]] for s, v in by_split.items()}
+    jobs = [(c, os.path.abspath(a.out), s, w, h, a.seed) for s in SPLITS for c in by_split.get(s, [])]
+    if a.workers > 1:
+        import multiprocessing as mp
+
+        with mp.Pool(a.workers) as pool:
+            results = pool.map(_job, jobs, chunksize=4)
+    else:
+        results = [_job(j) for j in jobs]
+    recs = defaultdict(list)
+    n_problems = 0
+    for (c, _, s, *_), (rec, problems) in zip(jobs, results):
+        for pr in problems:
+            print("warning:", pr, file=sys.stderr)
+        n_problems += len(problems)
+        if not rec["annotations"]:
+            print(f"warning: {c['name']}: no usable crops, image dropped", file=sys.stderr)
+            continue
+        rec["image_id"] = len(recs[s]) + 1
+        recs[s].append(rec)
+    summary = {"source": os.path.abspath(a.src), "seed": a.seed, "size": [w, h], **dict(report),
+               "crop_problems": n_problems, "splits": {}}
+    for s in SPLITS:
+        js = write_coco_json(recs[s], os.path.join(a.out, "annotations", f"{s}.json"), os.path.abspath(a.out),
+                             info={"description": "DeepACC composed metaphases from real G-band crops", "split": s,
+                                   "seed": a.seed})
+        cases = sorted({r["case_id"] for r in recs[s]})
+        summary["splits"][s] = {"images": len(recs[s]), "cases": len(cases),
+                                "chromosomes": sum(len(r["annotations"]) for r in recs[s])}
+        print(f"{s:5s}: {len(recs[s]):4d} images, {len(cases):3d} cases -> {js}")
+    with open(os.path.join(a.out, "prepare_report.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    print(json.dumps({k: v for k, v in summary.items() if k != "splits"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
