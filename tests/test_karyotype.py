@@ -155,7 +155,7 @@ def test_uncertain_calls_flagged_by_score_and_margin():
     assert rows == {3, 7}
     msgs = [f.message for f in s.flags if f.kind == "uncertain_call"]
     assert any("score 0.55" in m for m in msgs)
-    assert any("margin 0.05" in m and f"runner-up: {CLASS_NAMES[other]}" in m for m in msgs)
+    assert any("margin 0.05" in m and f"runner-up: {CLASS_NAMES[other]}" in m and "at x=" in m for m in msgs)
     assert s.karyotype == "46,XX" and s.needs_review
     text = format_summary_text(s)
     assert "46,XX" in text and "Review flags (2)" in text and "cytogeneticist" in text

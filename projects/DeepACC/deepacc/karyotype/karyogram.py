@@ -23,6 +23,7 @@ import numpy as np
 
 from .classes import CLASS_NAMES, canonical_name
 from .overlay import GROUP_COLORS, group_of
+from .summary import top2_margin
 
 __all__ = ["ISCN_ROWS", "Cutout", "extract_chromosome", "render_karyogram"]
 
@@ -179,6 +180,8 @@ def render_karyogram(
     uncertain = set(int(i) for i in uncertain)
     abnormal = {c.name for c in summary.per_class if c.abnormal} if summary is not None else set()
 
+    margins = top2_margin(calls["class_probs"], len(class_names)) if "class_probs" in calls and len(names) else None
+    margin_thr = summary.thresholds.get("review_margin", 0.2) if summary is not None else 0.2
     cutouts = [extract_chromosome(image, b) for b in boxes]
     longest = max([c.image.shape[0] for c in cutouts] + [1])
     s = float(np.clip(max_chromosome_height / longest, 0.2, 6.0))
@@ -221,7 +224,7 @@ def render_karyogram(
     sub = f"{len(names)} chromosomes called"
     if summary is not None:
         sub += f"; {len(summary.flags)} review flag(s)" if summary.flags else "; no review flags"
-    sub += "  |  red frame = uncertain call (score shown); red label = unexpected copy number"
+    sub += "  |  red frame = uncertain call (score; m = top-2 margin); red label = unexpected copy number"
     _text(canvas, sub, margin, 50, 0.42, (80, 80, 80), 1, center=False)
 
     y = title_h
@@ -239,7 +242,10 @@ def render_karyogram(
                 canvas[top : top + h, cx + frame : cx + frame + w] = chrom[:, :, None]
                 if i in uncertain:
                     cv2.rectangle(canvas, (cx, top - frame), (cx + w + 2 * frame - 1, base_y - 1), _RED, 2)
-                    _text(canvas, f"{scores[i]:.2f}", cx + frame + w / 2, base_y + label_h + score_h - 2, 0.36, _RED)
+                    txt = f"{scores[i]:.2f}"
+                    if margins is not None and margins[i] < margin_thr:
+                        txt += f" m{margins[i]:.2f}"
+                    _text(canvas, txt, cx + frame + w / 2, base_y + label_h + score_h - 2, 0.36, _RED)
                 cx += w + 2 * frame + gap
             color = GROUP_COLORS[group_of(n)]
             cv2.line(canvas, (x, base_y + 2), (x + slot_w - 1, base_y + 2), color, 2)

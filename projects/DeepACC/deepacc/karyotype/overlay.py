@@ -70,10 +70,15 @@ def draw_overlay(
     """
     canvas = to_rgb(image)
     h, w = canvas.shape[:2]
-    scale = float(np.clip(max(h, w) / 1600.0, 0.35, 0.8))
-    thick = max(1, int(round(max(h, w) / 800)))
-    uncertain = set(int(i) for i in uncertain)
     boxes = np.asarray(calls["boxes"], dtype=np.float64).reshape(-1, 4)
+    # Label size follows the size of the chromosomes, so dense spreads stay readable.
+    if len(boxes):
+        size = float(np.median(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])))
+        scale = float(np.clip(size / 110.0, 0.3, 0.7))
+    else:
+        scale = 0.4
+    thick = max(1, int(round(max(h, w) / 1000)))
+    uncertain = set(int(i) for i in uncertain)
     scores = np.asarray(calls["scores"], dtype=np.float64).reshape(-1)
     classes = np.asarray(calls["classes"]).astype(int).reshape(-1)
     # Draw low scores first so confident boxes end up on top.
@@ -89,7 +94,7 @@ def draw_overlay(
             text += " ?"
         draw_label(canvas, text, (x0, y0 - 1), (220, 0, 0) if i in uncertain else color, scale)
     if legend:
-        canvas = _with_legend(canvas, scale)
+        canvas = _with_legend(canvas, float(np.clip(w / 1600.0, 0.4, 0.7)))
     return canvas
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "summarize",
     "format_summary_text",
     "karyotype_string",
+    "top2_margin",
 ]
 
 #: Shown in every JSON output and report: the result is a suggestion, not a diagnosis.
@@ -94,6 +95,17 @@ def select_calls(
     if probs is not None:
         out["class_probs"] = probs[keep]
     return out
+
+
+def top2_margin(class_probs, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Probability of the most probable foreground class minus that of the runner-up, per row of
+    ``class_probs`` (N, K+1); the background column is ignored."""
+    p = _as_numpy(class_probs).astype(np.float64)
+    p = p.reshape(len(p), -1)[:, :num_classes]
+    if p.shape[1] < 2:
+        return p[:, 0] if p.shape[1] else np.zeros(len(p))
+    top2 = -np.sort(-p, axis=1)[:, :2]
+    return top2[:, 0] - top2[:, 1]
 
 
 def karyotype_string(class_names: Sequence[str]) -> str:
@@ -227,11 +239,9 @@ def summarize(
         flags.insert(0, ReviewFlag("sex", "no X or Y chromosome called: sex cannot be inferred"))
 
     uncertain: List[int] = []
-    margins = None
-    if probs is not None and len(classes):
-        p = _as_numpy(probs).astype(np.float64).reshape(len(classes), -1)[:, : len(class_names)]
-        top2 = -np.sort(-p, axis=1)[:, :2] if p.shape[1] >= 2 else np.concatenate([p, np.zeros_like(p)], 1)
-        margins = top2[:, 0] - top2[:, 1]
+    margins = top2_margin(probs, len(class_names)) if probs is not None and len(classes) else None
+    boxes = calls.get("boxes") if hasattr(calls, "get") else None
+    boxes = None if boxes is None else _as_numpy(boxes).reshape(-1, 4)
     for i, name in enumerate(names):
         reasons = []
         if scores[i] < review_score:
@@ -244,7 +254,10 @@ def summarize(
             )
         if reasons:
             uncertain.append(i)
-            flags.append(ReviewFlag("uncertain_call", f"call #{i} ({name}): " + "; ".join(reasons),
+            where = ""
+            if boxes is not None:
+                where = f" at x={0.5 * (boxes[i, 0] + boxes[i, 2]):.0f}, y={0.5 * (boxes[i, 1] + boxes[i, 3]):.0f}"
+            flags.append(ReviewFlag("uncertain_call", f"uncertain call: chromosome {name}{where}: " + "; ".join(reasons),
                                     class_name=name, detection=i))
 
     thresholds = {"review_score": float(review_score), "review_margin": float(review_margin)}
