@@ -97,12 +97,19 @@ def _opts_set(opts, key: str) -> bool:
 def setup(args):
     """Config from ``args`` (``config_file``, ``opts``, ``eval_only``): Detectron2's defaults +
     DeepACC's keys + the YAML + the trailing overrides; datasets mirrored into Detectron2's
-    catalogs; ``SOLVER.EPOCHS`` turned into ``MAX_ITER`` / ``STEPS``; then ``default_setup``."""
+    catalogs; ``GeneralizedRCNN`` replaced by ``DeepACCRCNN`` (same training, plus the top-1 set
+    at inference); ``SOLVER.EPOCHS`` turned into ``MAX_ITER`` / ``STEPS``; then ``default_setup``."""
     cfg = get_cfg()
     if args.config_file:
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(list(args.opts or []))
     register_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+    if cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN":
+        # Same training; its inference also returns the top-1 set that mAP_max / Acc / AER need.
+        cfg.MODEL.META_ARCHITECTURE = "DeepACCRCNN"
+        switched_meta_arch = True
+    else:
+        switched_meta_arch = False
     if int(cfg.SOLVER.EPOCHS) > 0 and _opts_set(args.opts, "SOLVER.MAX_ITER"):
         # An iteration count given on the command line wins over the YAML's epoch count.
         cfg.SOLVER.EPOCHS = 0
@@ -116,6 +123,9 @@ def setup(args):
         logger.warning("INPUT.NORMALIZATION is 'per_image' but MODEL.PIXEL_MEAN/PIXEL_STD are %s/%s: images are "
                        "standardised twice (set them to [0, 0, 0] / [1, 1, 1])",
                        list(cfg.MODEL.PIXEL_MEAN), list(cfg.MODEL.PIXEL_STD))
+    if switched_meta_arch:
+        logger.info("MODEL.META_ARCHITECTURE GeneralizedRCNN -> DeepACCRCNN (adds the top-1 detection set "
+                    "to the inference outputs; training is the same)")
     if int(cfg.SOLVER.EPOCHS) > 0:
         logger.info("SOLVER.EPOCHS %d -> SOLVER.MAX_ITER %d, SOLVER.STEPS %s", cfg.SOLVER.EPOCHS,
                     cfg.SOLVER.MAX_ITER, tuple(cfg.SOLVER.STEPS))

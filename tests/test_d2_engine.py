@@ -1,0 +1,564 @@
+"""Detectron2 engine (deepacc.d2): heads from YAML, training/inference, evaluator, mapper, catalog.
+
+Skipped when Detectron2 is not installed (the torchvision engine's tests cover the same core).
+"""
+import copy
+import math
+import os
+import types
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("detectron2", reason="Detectron2 is not installed: the Detectron2 engine tests are skipped "
+                                         "(see docs/detectron2.md to install it)")
+
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+from detectron2.data import transforms as T  # noqa: E402
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluators  # noqa: E402
+from detectron2.layers import ShapeSpec  # noqa: E402
+from detectron2.modeling import build_model  # noqa: E402
+from detectron2.modeling.roi_heads import build_roi_heads  # noqa: E402
+from detectron2.structures import Boxes, Instances  # noqa: E402
+from detectron2.utils.events import EventStorage  # noqa: E402
+from PIL import Image  # noqa: E402
+from torchvision.models.detection._utils import BoxCoder  # noqa: E402
+
+import deepacc.d2  # noqa: E402,F401  (registers the heads and the datasets)
+from deepacc.d2 import (  # noqa: E402
+    DeepACCDatasetMapper,
+    DeepACCEvaluator,
+    DeepACCOutputLayers,
+    DeepACCRCNN,
+    DeepACCROIHeads,
+    register_datasets,
+)
+from deepacc.d2.train_net import get_cfg, main, setup  # noqa: E402
+from deepacc.data import catalog  # noqa: E402
+from deepacc.evaluation.evaluator import MetaphaseEvaluator, flatten_scalars  # noqa: E402
+from deepacc.karyotype.classes import CLASS_NAMES  # noqa: E402
+from deepacc.modeling import DecoupledBoxHead, DeepACCClassifier, DeepACCHead, select_detections  # noqa: E402
+
+torch.set_num_threads(1)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+K = len(CLASS_NAMES)
+
+TINY_YAML = """
+MODEL:
+  META_ARCHITECTURE: "DeepACCRCNN"
+  DEVICE: "cpu"
+  PIXEL_MEAN: [0.0, 0.0, 0.0]
+  PIXEL_STD: [1.0, 1.0, 1.0]
+  BACKBONE:
+    NAME: "build_resnet_fpn_backbone"
+    FREEZE_AT: 0
+  RESNETS:
+    DEPTH: 18
+    RES2_OUT_CHANNELS: 64
+    OUT_FEATURES: ["res2", "res3", "res4", "res5"]
+    NORM: "GN"
+  FPN:
+    IN_FEATURES: ["res2", "res3", "res4", "res5"]
+    OUT_CHANNELS: 32
+  ANCHOR_GENERATOR:
+    SIZES: [[16], [32], [64], [128], [256]]
+  RPN:
+    IN_FEATURES: ["p2", "p3", "p4", "p5", "p6"]
+    PRE_NMS_TOPK_TRAIN: 200
+    PRE_NMS_TOPK_TEST: 200
+    POST_NMS_TOPK_TRAIN: 50
+    POST_NMS_TOPK_TEST: 50
+  ROI_HEADS:
+    NAME: "DeepACCROIHeads"
+    NUM_CLASSES: 24
+    IN_FEATURES: ["p2", "p3", "p4", "p5"]
+    BATCH_SIZE_PER_IMAGE: 32
+  ROI_BOX_HEAD:
+    NUM_FC: 2
+    FC_DIM: 64
+    POOLER_RESOLUTION: 7
+INPUT:
+  MIN_SIZE_TRAIN: (96,)
+  MAX_SIZE_TRAIN: 128
+  MIN_SIZE_TEST: 96
+  MAX_SIZE_TEST: 128
+"""
+
+FPN_SHAPES = {f"p{i}": ShapeSpec(channels=256, stride=2 ** i) for i in range(2, 7)}
+
+
+@pytest.fixture
+def tiny_yaml(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_YAML)
+    return str(path)
+
+
+def tiny_cfg(tiny_yaml, opts=()):
+    cfg = get_cfg()
+    cfg.merge_from_file(tiny_yaml)
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def n_params(*modules):
+    return sum(p.numel() for m in modules for p in m.parameters())
+
+
+# ---------------------------------------------------------------------------------- registry / YAML
+def test_heads_and_meta_arch_are_found_by_name_from_yaml(tiny_yaml):
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(tiny_yaml))
+    assert type(model) is DeepACCRCNN
+    assert type(model.roi_heads) is DeepACCROIHeads
+    assert isinstance(model.roi_heads.box_head, DecoupledBoxHead)
+    assert model.roi_heads.box_head.decoupled
+    pred = model.roi_heads.box_predictor
+    assert isinstance(pred, DeepACCOutputLayers)
+    assert isinstance(pred.classifier, DeepACCClassifier)
+    assert pred.classifier.siamese_enabled and pred.classifier.aam_enabled and pred.classifier.gia_enabled
+    assert not hasattr(pred, "cls_score")  # the base class's linear classifier is replaced
+    assert pred.bbox_pred.out_features == 4 * K
+
+
+def test_deepacc_keys_come_from_the_core_config(tiny_yaml):
+    cfg = tiny_cfg(tiny_yaml, ["MODEL.DEEPACC.SIAMESE.THRESHOLD", "0.7", "MODEL.DEEPACC.GIA.ENABLED", "False"])
+    model = build_model(cfg)
+    clf = model.roi_heads.box_predictor.classifier
+    assert clf.threshold == pytest.approx(0.7)
+    assert not clf.gia_enabled
+    with pytest.raises(ValueError, match="NUM_CONV"):
+        build_model(tiny_cfg(tiny_yaml, ["MODEL.ROI_BOX_HEAD.NUM_CONV", "2"]))
+
+
+def _project_configs():
+    names = ["DeepACC_R101_FPN_2x.yaml", "faster_rcnn_R101_FPN_2x.yaml", "faster_rcnn_sep_R101_FPN_2x.yaml"]
+    abl = os.path.join(REPO, "configs", "ablation")
+    if os.path.isdir(abl):
+        names += [os.path.join("ablation", n) for n in sorted(os.listdir(abl)) if n.endswith(".yaml")]
+    return [n for n in names if os.path.exists(os.path.join(REPO, "configs", n))]
+
+
+@pytest.mark.parametrize("variant", ["deepacc", "plain_d2_standard", "sep", "no_siamese", "agnostic"])
+def test_same_yaml_same_head_parameter_count_on_both_engines(variant, tmp_path):
+    """ROI box head + predictor built by Detectron2 == the core head the torchvision engine builds."""
+    cfg = get_cfg()
+    opts = ["MODEL.ROI_HEADS.NAME", "DeepACCROIHeads", "MODEL.ROI_HEADS.NUM_CLASSES", "24",
+            "MODEL.ROI_HEADS.IN_FEATURES", "['p2','p3','p4','p5']", "MODEL.ROI_BOX_HEAD.NUM_FC", "2",
+            "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", "7"]
+    if variant == "plain_d2_standard":  # Detectron2's own StandardROIHeads + FastRCNNConvFCHead
+        opts += ["MODEL.ROI_HEADS.NAME", "StandardROIHeads", "MODEL.ROI_BOX_HEAD.NAME", "FastRCNNConvFCHead"]
+    elif variant == "sep":
+        opts += ["MODEL.DEEPACC.AAM.ENABLED", "False", "MODEL.DEEPACC.SIAMESE.ENABLED", "False",
+                 "MODEL.DEEPACC.GIA.ENABLED", "False"]
+    elif variant == "no_siamese":
+        opts += ["MODEL.DEEPACC.SIAMESE.ENABLED", "False"]
+    elif variant == "agnostic":
+        opts += ["MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", "True"]
+    cfg.merge_from_list(opts)
+    roi = build_roi_heads(cfg, FPN_SHAPES)
+    core = DeepACCHead.from_config(cfg, 256)
+    d2_count = n_params(roi.box_head, roi.box_predictor)
+    assert d2_count == n_params(core)
+    expected_fc = 256 * 7 * 7 * 1024 + 1024 + 1024 * 1024 + 1024
+    streams = 1 if variant == "plain_d2_standard" else 2
+    assert d2_count > streams * expected_fc  # the FC streams are really there
+
+
+@pytest.mark.parametrize("name", _project_configs() or ["<none>"])
+def test_project_configs_build_the_same_head_on_both_engines(name):
+    if name == "<none>":
+        pytest.skip("configs/ not found")
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs", name))
+    in_channels = int(cfg.MODEL.FPN.OUT_CHANNELS)
+    shapes = {f: ShapeSpec(channels=in_channels, stride=2 ** int(f[1])) for f in cfg.MODEL.ROI_HEADS.IN_FEATURES}
+    roi = build_roi_heads(cfg, shapes)
+    core = DeepACCHead.from_config(cfg, in_channels)
+    assert n_params(roi.box_head, roi.box_predictor) == n_params(core)
+
+
+# ---------------------------------------------------------------------------------- training
+def _targets(image_size, boxes, classes):
+    t = Instances(image_size)
+    t.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    t.gt_classes = torch.tensor(classes, dtype=torch.long)
+    return t
+
+
+def _proposals(image_size, boxes):
+    p = Instances(image_size)
+    p.proposal_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    p.objectness_logits = torch.zeros(len(p))
+    return p
+
+
+def _roi_heads(tiny_yaml, opts=()):
+    torch.manual_seed(0)
+    cfg = tiny_cfg(tiny_yaml, opts)
+    shapes = {f"p{i}": ShapeSpec(channels=32, stride=2 ** i) for i in range(2, 7)}
+    roi = build_roi_heads(cfg, shapes)
+    feats = {f"p{i}": torch.randn(2, 32, 128 // 2 ** i, 128 // 2 ** i) for i in range(2, 7)}
+    return roi, feats
+
+
+def _grads_ok(module):
+    missing = [n for n, p in module.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"no gradient reached {missing}"
+    assert all(torch.isfinite(p.grad).all() for p in module.parameters() if p.grad is not None)
+
+
+def test_roi_heads_forward_backward_non_empty(tiny_yaml):
+    roi, feats = _roi_heads(tiny_yaml)
+    roi.train()
+    size = (128, 128)
+    gt = [_targets(size, [[10, 10, 40, 60], [60, 20, 90, 50], [20, 70, 50, 120]], [0, 1, 22]),
+          _targets(size, [[5, 5, 60, 30]], [23])]
+    props = [_proposals(size, [[12, 8, 42, 58], [0, 0, 100, 100]]), _proposals(size, [[4, 6, 58, 32]])]
+    with EventStorage():
+        _, losses = roi(None, feats, props, gt)
+    assert set(losses) == {"loss_aam", "loss_siamese", "loss_gia", "loss_box_reg"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert losses["loss_aam"] > 0 and losses["loss_siamese"] > 0 and losses["loss_box_reg"] > 0
+    sum(losses.values()).backward()
+    _grads_ok(roi)
+
+
+def test_roi_heads_forward_backward_empty_batch(tiny_yaml):
+    """No proposal and no ground truth at all: losses are zero-valued and still backpropagate."""
+    roi, feats = _roi_heads(tiny_yaml)
+    roi.train()
+    size = (128, 128)
+    with EventStorage():
+        _, losses = roi(None, feats, [_proposals(size, []), _proposals(size, [])],
+                        [_targets(size, [], []), _targets(size, [], [])])
+    for k, v in losses.items():
+        assert torch.isfinite(v) and float(v) == 0.0, k
+    sum(losses.values()).backward()
+    for n, p in roi.box_predictor.named_parameters():
+        assert p.grad is not None and float(p.grad.abs().sum()) == 0.0, n
+
+
+def test_predictor_empty_batch_plain_classifier(tiny_yaml):
+    roi, _ = _roi_heads(tiny_yaml, ["MODEL.DEEPACC.AAM.ENABLED", "False", "MODEL.DEEPACC.SIAMESE.ENABLED", "False",
+                                    "MODEL.DEEPACC.GIA.ENABLED", "False"])
+    pred = roi.box_predictor
+    x = torch.empty(0, pred.classifier.cls_score.in_features)
+    with EventStorage():
+        out = pred((x, x), [0])
+        losses = pred.losses(out, [])
+    assert set(losses) == {"loss_cls", "loss_box_reg"}
+    sum(losses.values()).backward()
+    assert pred.classifier.cls_score.weight.grad is not None
+
+
+def test_model_trains_on_mixed_batch(tiny_yaml):
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(tiny_yaml))
+    model.train()
+    batch = [{"image": torch.randn(3, 96, 128), "height": 96, "width": 128,
+              "instances": _targets((96, 128), [[10, 10, 40, 30], [50, 20, 90, 60]], [3, 20])},
+             {"image": torch.randn(3, 96, 128), "height": 96, "width": 128, "instances": _targets((96, 128), [], [])}]
+    with EventStorage():
+        losses = model(batch)
+    assert {"loss_aam", "loss_siamese", "loss_gia", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"} <= set(losses)
+    sum(losses.values()).backward()
+    assert model.roi_heads.box_predictor.classifier.siamese_bias.grad is not None
+
+
+# ---------------------------------------------------------------------------------- inference
+def test_inference_returns_instances_with_class_probs_and_top1(tiny_yaml):
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(tiny_yaml, ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]))
+    model.eval()
+    with torch.no_grad():
+        outs = model([{"image": torch.randn(3, 96, 128), "height": 192, "width": 256},
+                      {"image": torch.randn(3, 96, 128)}])
+    assert len(outs) == 2
+    for out, size in zip(outs, [(192, 256), (96, 128)]):
+        for key in ("instances", "instances_top1"):
+            inst = out[key]
+            assert isinstance(inst, Instances) and inst.image_size == size and len(inst) > 0
+            assert inst.class_probs.shape == (len(inst), K + 1)
+            assert torch.allclose(inst.class_probs.sum(1), torch.ones(len(inst)), atol=1e-5)
+            assert torch.allclose(inst.scores, inst.class_probs[torch.arange(len(inst)), inst.pred_classes])
+            b = inst.pred_boxes.tensor
+            assert (b[:, 2] <= size[1] + 1e-3).all() and (b[:, 3] <= size[0] + 1e-3).all()
+        top1 = out["instances_top1"]
+        # top-1: each detection's class is its proposal's most probable foreground class
+        assert torch.equal(top1.pred_classes, top1.class_probs[:, :K].argmax(1))
+    # do_postprocess=False keeps GeneralizedRCNN's contract (a list of Instances)
+    with torch.no_grad():
+        raw = model.inference([{"image": torch.randn(3, 96, 128)}], do_postprocess=False)
+    assert isinstance(raw[0], Instances)
+
+
+def test_plain_d2_standard_roi_heads_also_give_top1(tiny_yaml):
+    torch.manual_seed(0)
+    cfg = tiny_cfg(tiny_yaml, ["MODEL.ROI_HEADS.NAME", "StandardROIHeads", "MODEL.ROI_BOX_HEAD.NAME",
+                               "FastRCNNConvFCHead", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"])
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        out = model([{"image": torch.randn(3, 96, 128)}])[0]
+    assert len(out["instances_top1"]) > 0
+    assert out["instances"].class_probs.shape[1] == K + 1
+
+
+@pytest.mark.parametrize("agnostic", [False, True])
+def test_detections_identical_to_core_pipeline_of_the_torchvision_engine(tiny_yaml, agnostic):
+    """Same weights + same pooled features + same proposals -> the same detections as the core head
+    followed by torchvision's box decoding and the core select_detections (the torchvision engine)."""
+    roi, _ = _roi_heads(tiny_yaml, ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.02",
+                                    "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", str(agnostic)])
+    roi.eval()
+    cfg = tiny_cfg(tiny_yaml, ["MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", str(agnostic)])
+    core = DeepACCHead.from_config(cfg, 32).eval()
+    core.box_head.load_state_dict(roi.box_head.state_dict())
+    core.classifier.load_state_dict(roi.box_predictor.classifier.state_dict())
+    core.bbox_pred.load_state_dict(roi.box_predictor.bbox_pred.state_dict())
+    g = torch.Generator().manual_seed(1)
+    sizes = [(100, 120), (90, 110)]
+    props = []
+    for n, (h, w) in zip([40, 30], sizes):
+        xy = torch.rand(n, 2, generator=g) * torch.tensor([w * 0.7, h * 0.7])
+        wh = 5 + torch.rand(n, 2, generator=g) * 30
+        props.append(_proposals((h, w), torch.cat([xy, xy + wh], 1).tolist()))
+    pooled = torch.randn(70, 32, 7, 7, generator=g)
+    with torch.no_grad():
+        preds = roi.box_predictor(roi.box_head(pooled), [40, 30])
+        d2_all, d2_top1 = roi.box_predictor.detection_sets(preds, props)
+        out, deltas = core(pooled, [40, 30])
+    coder = BoxCoder(tuple(cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS))
+    boxes = coder.decode(deltas, [p.proposal_boxes.tensor for p in props])
+    if agnostic:
+        boxes = boxes[:, 0]
+    probs = out.probs()
+    start = 0
+    for i, (p, size) in enumerate(zip(props, sizes)):
+        b, pr = boxes[start:start + len(p)], probs[start:start + len(p)]
+        start += len(p)
+        for d2, top1 in ((d2_all[i], False), (d2_top1[i], True)):
+            ref = select_detections(b, pr, size, 0.02, cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST, 100, top1=top1)
+            assert len(d2) == len(ref["scores"]) > 0
+            assert torch.equal(d2.pred_classes, ref["classes"])
+            assert torch.allclose(d2.scores, ref["scores"], atol=1e-6)
+            assert torch.allclose(d2.pred_boxes.tensor, ref["boxes"], atol=1e-3)
+            assert torch.allclose(d2.class_probs, pr[ref["proposal_index"]], atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------- evaluator
+def _random_dataset(n_images=4, seed=0, file_root="/nonexistent"):
+    rng = np.random.default_rng(seed)
+    dicts = []
+    for i in range(n_images):
+        anns = []
+        for c in rng.choice(K, size=10, replace=False):
+            for _ in range(2):
+                x, y = rng.uniform(0, 500, 2)
+                w, h = rng.uniform(10, 60, 2)
+                anns.append({"bbox": [float(x), float(y), float(x + w), float(y + h)], "bbox_mode": 0,
+                             "category_id": int(c), "iscrowd": 0})
+        dicts.append({"file_name": f"{file_root}/img{i}.png", "height": 600, "width": 600, "image_id": 100 + i,
+                      "annotations": anns, "karyotype": "46,XY"})
+    return dicts
+
+
+def _noisy_instances(d, rng, top1):
+    gt = np.array([a["bbox"] for a in d["annotations"]], dtype=np.float32)
+    cls = np.array([a["category_id"] for a in d["annotations"]])
+    keep = rng.random(len(gt)) < 0.85
+    boxes = gt[keep] + rng.normal(0, 3, size=(keep.sum(), 4)).astype(np.float32)
+    classes = np.where(rng.random(keep.sum()) < 0.8, cls[keep], rng.integers(0, K, keep.sum()))
+    n_fp = 3
+    boxes = np.concatenate([boxes, rng.uniform(0, 500, (n_fp, 2)).repeat(2, 1).astype(np.float32) + [0, 0, 30, 30]])
+    classes = np.concatenate([classes, rng.integers(0, K, n_fp)])
+    scores = rng.uniform(0.3 if top1 else 0.05, 1.0, len(boxes)).astype(np.float32)
+    probs = rng.dirichlet(np.ones(K + 1), len(boxes)).astype(np.float32)
+    inst = Instances((d["height"], d["width"]))
+    inst.pred_boxes = Boxes(torch.from_numpy(boxes))
+    inst.scores = torch.from_numpy(scores)
+    inst.pred_classes = torch.from_numpy(classes.astype(np.int64))
+    inst.class_probs = torch.from_numpy(probs)
+    return inst
+
+
+@pytest.fixture
+def temp_d2_dataset():
+    name = "test_d2_engine_eval_tmp"
+    dicts = _random_dataset()
+    DatasetCatalog.register(name, lambda: copy.deepcopy(dicts))
+    MetadataCatalog.get(name).set(thing_classes=list(CLASS_NAMES), evaluator_type="deepacc")
+    yield name, dicts
+    DatasetCatalog.remove(name)
+    MetadataCatalog.remove(name)
+
+
+def test_evaluator_equals_core_evaluator_and_combines_with_coco(temp_d2_dataset, tmp_path):
+    name, dicts = temp_d2_dataset
+    rng = np.random.default_rng(3)
+    inputs = [{"image_id": d["image_id"], "file_name": d["file_name"]} for d in dicts]
+    outputs = [{"instances": _noisy_instances(d, rng, False), "instances_top1": _noisy_instances(d, rng, True)}
+               for d in dicts]
+    ev = DeepACCEvaluator(name, str(tmp_path / "d2"), distributed=False)
+    coco = COCOEvaluator(name, tasks=("bbox",), distributed=False, output_dir=str(tmp_path / "coco"))
+    both = DatasetEvaluators([ev, coco])
+    both.reset()
+    both.process(inputs[:2], outputs[:2])
+    both.process(inputs[2:], outputs[2:])
+    res = both.evaluate()
+    assert set(res) == {"deepacc", "bbox"}
+
+    core = MetaphaseEvaluator(dicts, CLASS_NAMES, output_dir=None, distributed=False, save_plot=False)
+    core.process([{"image_id": d["image_id"],
+                   "instances": {"boxes": o["instances"].pred_boxes.tensor.numpy(),
+                                 "scores": o["instances"].scores.numpy(),
+                                 "classes": o["instances"].pred_classes.numpy()},
+                   "instances_top1": {"boxes": o["instances_top1"].pred_boxes.tensor.numpy(),
+                                      "scores": o["instances_top1"].scores.numpy(),
+                                      "classes": o["instances_top1"].pred_classes.numpy()}}
+                  for d, o in zip(dicts, outputs)])
+    ref = flatten_scalars(core.evaluate())
+    assert res["deepacc"].keys() == ref.keys()
+    for k, v in ref.items():
+        got = res["deepacc"][k]
+        assert (math.isnan(v) and math.isnan(got)) or got == pytest.approx(v, abs=1e-9), k
+    assert 0 < ref["mAP"] < 100 and 0 < ref["Acc"] < 100 and ref["AER"] > 0
+    # the same pycocotools AP@0.5 as Detectron2's COCOEvaluator on the same instances
+    assert res["deepacc"]["mAP"] == pytest.approx(res["bbox"]["AP50"], abs=1e-6)
+    assert res["deepacc"]["AP"] == pytest.approx(res["bbox"]["AP"], abs=1e-6)
+    assert os.path.exists(tmp_path / "d2" / "metrics_deepacc.json")
+
+
+def test_evaluator_requires_top1_set(temp_d2_dataset):
+    name, dicts = temp_d2_dataset
+    ev = DeepACCEvaluator(name, distributed=False)
+    inst = _noisy_instances(dicts[0], np.random.default_rng(0), False)
+    with pytest.raises(KeyError, match="DeepACCRCNN"):
+        ev.process([{"image_id": dicts[0]["image_id"]}], [{"instances": inst}])
+
+
+# ---------------------------------------------------------------------------------- data
+def _write_dataset(root, n=4, size=(96, 128), seed=0):
+    """Tiny images (dark boxes on a light background) and their dataset dicts."""
+    rng = np.random.default_rng(seed)
+    dicts = []
+    h, w = size
+    for i in range(n):
+        img = np.full((h, w), 220, np.uint8)
+        anns = []
+        for j in range(3):
+            x, y = int(rng.integers(2, w - 30)), int(rng.integers(2, h - 30))
+            bw, bh = int(rng.integers(8, 26)), int(rng.integers(8, 26))
+            img[y:y + bh, x:x + bw] = 40 + 30 * j
+            anns.append({"bbox": [float(x), float(y), float(x + bw), float(y + bh)], "bbox_mode": 0,
+                         "category_id": int((i + j) % K), "iscrowd": 0})
+        path = os.path.join(root, f"img{i}.png")
+        Image.fromarray(img).save(path)
+        dicts.append({"file_name": path, "height": h, "width": w, "image_id": i + 1, "annotations": anns})
+    return dicts
+
+
+def test_mapper_reads_grayscale_normalises_resizes_and_flips(tmp_path, tiny_yaml):
+    d = _write_dataset(str(tmp_path), n=1)[0]
+    cfg = tiny_cfg(tiny_yaml)
+    test_mapper = DeepACCDatasetMapper(cfg, False)
+    out = test_mapper(d)
+    img = out["image"]
+    assert img.dtype == torch.float32 and img.shape == (3, 96, 128)
+    assert torch.equal(img[0], img[1]) and torch.equal(img[0], img[2])
+    assert abs(float(img.mean())) < 1e-4 and float(img.std(unbiased=False)) == pytest.approx(1.0, abs=1e-3)
+    assert "instances" not in out and out["height"] == 96 and out["width"] == 128
+
+    # resize to MIN_SIZE 192 + a flip that always happens
+    flip = DeepACCDatasetMapper(True, augmentations=[T.ResizeShortestEdge(192, 1000), T.RandomFlip(prob=1.0)],
+                                normalization="none")
+    out = flip(d)
+    assert out["image"].shape == (3, 192, 256)
+    assert float(out["image"].max()) > 200  # "none": raw 0..255 values
+    b = torch.tensor([a["bbox"] for a in d["annotations"]]) * 2
+    expected = torch.stack([256 - b[:, 2], b[:, 1], 256 - b[:, 0], b[:, 3]], 1)
+    assert torch.allclose(out["instances"].gt_boxes.tensor, expected, atol=1e-3)
+    assert out["instances"].gt_classes.tolist() == [a["category_id"] for a in d["annotations"]]
+    # the flipped image really is flipped: the darkest box moved with its annotation
+    x0, y0, x1, y1 = [int(round(v)) for v in expected[0].tolist()]
+    assert float(out["image"][0, y0 + 2:y1 - 2, x0 + 2:x1 - 2].mean()) < 60
+
+    bad = dict(d, height=50)
+    with pytest.raises(Exception, match="img0.png"):
+        test_mapper(bad)
+    with pytest.raises(ValueError, match="NORMALIZATION"):
+        DeepACCDatasetMapper(False, augmentations=[], normalization="imagenet")
+
+
+def test_datasets_are_mirrored_into_detectron2_catalogs(tmp_path):
+    builtin = "deepacc_synth_quick_train"
+    assert builtin in DatasetCatalog.list()
+    assert MetadataCatalog.get(builtin).thing_classes == list(CLASS_NAMES)
+    assert MetadataCatalog.get(builtin).evaluator_type == "deepacc"
+
+    name = "test_d2_engine_catalog_tmp"
+    dicts = _write_dataset(str(tmp_path), n=2)
+    catalog.register(name, lambda: copy.deepcopy(dicts))
+    try:
+        assert register_datasets([name]) == [name]
+        assert register_datasets([name]) == [name]  # idempotent
+        assert DatasetCatalog.get(name) == dicts
+        assert MetadataCatalog.get(name).thing_classes == list(CLASS_NAMES)
+        with pytest.raises(KeyError, match="no_such_dataset"):
+            register_datasets(["no_such_dataset"])
+    finally:
+        catalog.unregister(name)
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+# ---------------------------------------------------------------------------------- train_net
+def _args(config_file, *opts, eval_only=False, resume=False):
+    return types.SimpleNamespace(config_file=config_file, opts=list(opts), eval_only=eval_only, resume=resume,
+                                 num_gpus=1, num_machines=1, machine_rank=0, dist_url="auto")
+
+
+@pytest.fixture
+def tiny_train_dataset(tmp_path):
+    names = ("test_d2_train_tmp", "test_d2_val_tmp")
+    dicts = _write_dataset(str(tmp_path), n=4)
+    catalog.register(names[0], lambda: copy.deepcopy(dicts))
+    catalog.register(names[1], lambda: copy.deepcopy(dicts[:2]))
+    yield names
+    for n in names:
+        catalog.unregister(n)
+        if n in DatasetCatalog.list():
+            DatasetCatalog.remove(n)
+            MetadataCatalog.remove(n)
+
+
+def test_setup_resolves_epochs_and_meta_arch(tiny_yaml, tiny_train_dataset, tmp_path):
+    train, val = tiny_train_dataset
+    common = ["DATASETS.TRAIN", f"('{train}',)", "DATASETS.TEST", f"('{val}',)", "OUTPUT_DIR", str(tmp_path / "out"),
+              "MODEL.META_ARCHITECTURE", "GeneralizedRCNN", "SOLVER.IMS_PER_BATCH", "3"]
+    cfg = setup(_args(tiny_yaml, *common, "SOLVER.EPOCHS", "5", "SOLVER.EPOCH_STEPS", "(2, 4)"))
+    assert cfg.SOLVER.MAX_ITER == 10 and tuple(cfg.SOLVER.STEPS) == (4, 8)  # 4 images / 3 per batch = 2 it/epoch
+    assert cfg.MODEL.META_ARCHITECTURE == "DeepACCRCNN"
+    assert train in DatasetCatalog.list()
+    cfg = setup(_args(tiny_yaml, *common, "SOLVER.EPOCHS", "5", "SOLVER.MAX_ITER", "7"))
+    assert cfg.SOLVER.MAX_ITER == 7 and cfg.SOLVER.EPOCHS == 0  # an explicit iteration count wins
+
+
+@pytest.mark.slow
+def test_train_evaluate_resume_eval_only(tiny_yaml, tiny_train_dataset, tmp_path):
+    train, val = tiny_train_dataset
+    out = str(tmp_path / "out")
+    common = ["DATASETS.TRAIN", f"('{train}',)", "DATASETS.TEST", f"('{val}',)", "OUTPUT_DIR", out,
+              "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.001", "SOLVER.WARMUP_ITERS", "1",
+              "DATALOADER.NUM_WORKERS", "0", "SOLVER.CHECKPOINT_PERIOD", "2", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
+    main(_args(tiny_yaml, *common, "SOLVER.MAX_ITER", "2"))
+    assert os.path.exists(os.path.join(out, "model_final.pth"))
+    res = main(_args(tiny_yaml, *common, "SOLVER.MAX_ITER", "3", resume=True))  # continues at iteration 2
+    with open(os.path.join(out, "last_checkpoint")) as f:
+        assert f.read().strip() == "model_final.pth"
+    res = main(_args(tiny_yaml, *common, "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"), eval_only=True))
+    assert {"deepacc", "bbox"} <= set(res)
+    for key in ("mAP", "mAP_max", "Acc", "AER", "num_gt"):
+        assert key in res["deepacc"]
+    assert res["deepacc"]["num_gt"] == 6
