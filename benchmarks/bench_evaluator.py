@@ -6,7 +6,8 @@ Synthetic test set shaped like the paper's (678 images of 1600 x 1200, 46 chromo
 class, 20 second-choice classes of the same proposals, 34 boxes on background) and the
 top-1 detections of the same proposals in ``instances_top1`` (80 per image).
 
-Measured (best of ``--repeat`` runs, single thread):
+Measured (best of ``--repeat`` runs, single thread; wall-clock and process CPU time, the latter
+being the steadier one on a shared machine):
 
 * ``coco_default``: the reference, ``COCOeval(gt, dt, "bbox")`` with default parameters,
   ``evaluate()`` + ``accumulate()`` only, on the ``instances`` detections, with the COCO ground
@@ -105,10 +106,10 @@ def time_coco_default(dicts, preds) -> float:
         gt.createIndex()
         dt = gt.loadRes(res)
         ev = COCOeval(gt, dt, "bbox")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         ev.evaluate()
         ev.accumulate()
-        t = time.perf_counter() - t0
+        t = (time.perf_counter() - t0, time.process_time() - c0)
         ev.summarize()
     return t, ev.stats
 
@@ -117,13 +118,13 @@ def time_evaluator(dicts, preds, output_dir=None):
     from deepacc.evaluation import MetaphaseEvaluator
 
     ev = MetaphaseEvaluator(dicts, output_dir=output_dir, distributed=False)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ev.reset()
     for p in preds:
         ev.process([p])
     with contextlib.redirect_stdout(io.StringIO()):
         res = ev.evaluate()
-    return time.perf_counter() - t0, res
+    return (time.perf_counter() - t0, time.process_time() - c0), res
 
 
 def main(argv=None):
@@ -150,19 +151,24 @@ def main(argv=None):
             t_ev.append(t)
             t, _ = time_evaluator(dicts, preds, output_dir=os.path.join(tmp, "out"))
             t_files.append(t)
-    ref, ev, files = min(t_ref), min(t_ev), min(t_files)
-    assert abs(100 * stats[1] - res["mAP"]) < 1e-9 and abs(100 * stats[0] - res["AP"]) < 1e-9
+    def best(ts):  # best wall time and best CPU time (the machine may be shared)
+        return min(t[0] for t in ts), min(t[1] for t in ts)
+
+    ref, ev, files = best(t_ref), best(t_ev), best(t_files)
+    assert 100 * stats[1] == res["mAP"] and 100 * stats[0] == res["AP"], "evaluator disagrees with COCOeval"
     rows = [("COCOeval default, evaluate+accumulate (reference)", ref),
             ("MetaphaseEvaluator, process+evaluate", ev),
             ("MetaphaseEvaluator, process+evaluate+files", files)]
     w = max(len(r[0]) for r in rows)
-    print(f"| {'what'.ljust(w)} | time (s) | ratio |")
-    print(f"|{'-' * (w + 2)}|---------:|------:|")
+    print(f"| {'what'.ljust(w)} | wall (s) | ratio | CPU (s) | ratio |")
+    print(f"|{'-' * (w + 2)}|---------:|------:|--------:|------:|")
     for name, t in rows:
-        print(f"| {name.ljust(w)} | {t:8.3f} | {t / ref:5.2f} |")
+        print(f"| {name.ljust(w)} | {t[0]:8.3f} | {t[0] / ref[0]:5.2f} | {t[1]:7.3f} | {t[1] / ref[1]:5.2f} |")
     print(f"mAP {res['mAP']:.2f} (COCOeval AP50 {100 * stats[1]:.2f}), AP {res['AP']:.2f}, "
           f"mAP_max {res['mAP_max']:.2f}, AER {res['AER']:.2f}, Acc {res['Acc']:.2f}")
-    print(f"goal ratio <= 1.5: {'met' if ev / ref <= 1.5 else 'NOT met'} ({ev / ref:.2f})")
+    r_wall, r_cpu = ev[0] / ref[0], ev[1] / ref[1]
+    print(f"goal ratio <= 1.5 (evaluator without files / reference): wall {r_wall:.2f}, CPU {r_cpu:.2f}: "
+          f"{'met' if max(r_wall, r_cpu) <= 1.5 else 'NOT met'}")
     return 0
 
 

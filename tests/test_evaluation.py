@@ -439,3 +439,11 @@ def test_xywh_bbox_mode_and_crowd():
     crowd = [dict(dicts[0], annotations=dicts[0]["annotations"] + [
         {"bbox": [0, 0, 600, 500], "bbox_mode": 0, "category_id": 0, "iscrowd": 1}])] + dicts[1:]
     assert run_eval(crowd, preds)["num_gt"] == ref["num_gt"]
+
+
+def test_no_detections_at_all():
+    d = [{"image_id": 1, "annotations": [{"bbox": [0, 0, 10, 10], "bbox_mode": 0, "category_id": 3}]}]
+    empty = {"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "classes": np.zeros(0, dtype=int)}
+    res = run_eval(d, [{"image_id": 1, "instances": empty, "instances_top1": empty}])
+    assert res["mAP"] == 0.0 and res["mAP_max"] == 0.0 and res["AER"] == 100.0 and math.isnan(res["Acc"])
+    assert res["FN"] == 1 and res["count_error"]["histogram"] == {"1": 1}

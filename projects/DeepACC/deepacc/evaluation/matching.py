@@ -72,19 +72,27 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     order = np.argsort(-scores, kind="stable")
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
     areas = (x2 - x1) * (y2 - y1)
-    suppressed = np.zeros(n, dtype=bool)
-    keep: List[int] = []
     zero = boxes.dtype.type(0)
+    # the whole overlap matrix at once, element by element the same arithmetic as torchvision's
+    # kernel (inter / (area_i + area_j - inter) in the boxes' dtype); then the greedy pass on lists
+    w = np.maximum(zero, np.minimum(x2[:, None], x2[None, :]) - np.maximum(x1[:, None], x1[None, :]))
+    h = np.maximum(zero, np.minimum(y2[:, None], y2[None, :]) - np.maximum(y1[:, None], y1[None, :]))
+    inter = w * h
     with np.errstate(divide="ignore", invalid="ignore"):
-        for i in order:
-            if suppressed[i]:
-                continue
-            keep.append(int(i))
-            w = np.maximum(zero, np.minimum(x2[i], x2) - np.maximum(x1[i], x1))
-            h = np.maximum(zero, np.minimum(y2[i], y2) - np.maximum(y1[i], y1))
-            inter = w * h
-            ovr = inter / (areas[i] + areas - inter)
-            suppressed |= ovr > iou_threshold
+        over = inter / (areas[:, None] + areas[None, :] - inter) > iou_threshold
+    np.fill_diagonal(over, False)
+    rows, cols = np.nonzero(over)
+    neighbours: List[List[int]] = [[] for _ in range(n)]
+    for r, c in zip(rows.tolist(), cols.tolist()):
+        neighbours[r].append(c)
+    suppressed = [False] * n
+    keep: List[int] = []
+    for i in order.tolist():
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        for j in neighbours[i]:
+            suppressed[j] = True
     return np.asarray(keep, dtype=np.int64)
 
 
@@ -112,15 +120,20 @@ def _greedy(iou: np.ndarray, allowed: Optional[np.ndarray], iou_thresh: float) -
     cand = iou >= iou_thresh
     if allowed is not None:
         cand &= allowed
-    free = np.ones(n_gt, dtype=bool)
-    rows = np.flatnonzero(cand.any(axis=1))  # only detections that can claim anything
-    for d in rows:
-        ok = cand[d] & free
-        if not ok.any():
-            continue
-        g = int(np.argmax(np.where(ok, iou[d], -1.0)))
-        out[d] = g
-        free[g] = False
+    rows, cols = np.nonzero(cand)  # row-major: grouped by detection, in score order
+    vals = iou[rows, cols].tolist()
+    claimed = set()
+    d_prev, best_g, best_v = -1, -1, -1.0
+    for d, g, v in zip(rows.tolist(), cols.tolist(), vals):
+        if d != d_prev:
+            if best_g >= 0:
+                out[d_prev] = best_g
+                claimed.add(best_g)
+            d_prev, best_g, best_v = d, -1, -1.0
+        if g not in claimed and v > best_v:  # strict: ties keep the first ground truth
+            best_g, best_v = g, v
+    if best_g >= 0:
+        out[d_prev] = best_g
     return out
 
 
