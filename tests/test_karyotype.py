@@ -239,3 +239,14 @@ def test_overlay_colours_by_denver_group():
     ov3 = draw_overlay(img, calls)  # legend strip added below, image untouched
     assert ov3.shape[0] > 200 and ov3.shape[1] == 300
     np.testing.assert_array_equal(ov3[:200], ov)
+
+
+def test_extract_chromosome_keeps_pieces_on_axis_drops_crossing_neighbour():
+    img = np.full((140, 140), 235, np.uint8)
+    cv2.rectangle(img, (60, 20), (72, 80), 60, -1)  # chromosome, split by a pale gap near its end ...
+    cv2.rectangle(img, (60, 90), (72, 110), 60, -1)  # ... this end piece belongs to it
+    cv2.line(img, (38, 40), (52, 18), 60, 5)  # a neighbour crossing the box corner
+    cut = extract_chromosome(img, [50, 16, 82, 114])
+    h, w = cut.image.shape
+    assert cut.mask_found
+    assert h >= 88 and w <= 15, (h, w)

@@ -6,8 +6,9 @@ the same scale, so relative lengths are kept.
 
 Each chromosome is cut out of its box and separated from the background and from neighbours that
 reach into the box by a foreground mask: the dark chromosome is thresholded (Otsu) against the light
-background, gaps at pale bands are closed, and only the mask components that reach the central part
-of the box are kept. The cut-out is then rotated so that the principal axis of the mask (from the
+background, gaps at pale bands are closed, the mask is limited to the box, and only the component
+covering the centre of the box is kept, with the pieces lying on its principal axis (a chromosome
+split at a pale band). The cut-out is then rotated so that the principal axis of the mask (from the
 image moments) is vertical. Which end is the short arm is not determined: chromosomes are upright
 but may be upside down. Touching or overlapping chromosomes cannot be separated by a threshold and
 keep the parts of their neighbours that overlap the box centre.
@@ -55,10 +56,24 @@ class Cutout:
     mask_found: bool
 
 
+def _axis(mask: np.ndarray):
+    """Centroid, unit direction of the principal axis and half-width of a binary mask."""
+    ys, xs = np.nonzero(mask)
+    cx, cy = xs.mean(), ys.mean()
+    cov = np.cov(np.stack([xs - cx, ys - cy])) if len(xs) > 1 else np.zeros((2, 2))
+    evals, evecs = np.linalg.eigh(cov)
+    return (cx, cy), evecs[:, 1], math.sqrt(3.0 * max(evals[0], 0.0))
+
+
 def _foreground_mask(crop: np.ndarray, inner: Tuple[int, int, int, int]) -> Optional[np.ndarray]:
     """Mask of the chromosome in ``crop`` (dark on light), or None when the threshold fails.
 
-    ``inner`` = (x0, y0, x1, y1) of the detection box inside the padded crop.
+    ``inner`` = (x0, y0, x1, y1) of the detection box inside the padded crop. The threshold is
+    computed on the padded crop; the mask is limited to the box plus 2 pixels. The main component
+    is the one covering most of the central half of the box; other components are kept when they
+    lie on its principal axis (a chromosome split at a pale band) or cover the centre as much.
+    Components are found after an erosion by about a quarter of the chromosome width, so that
+    neighbours touching the chromosome through a thin contact are separated, then grown back.
     """
     if crop.size == 0 or int(crop.max()) - int(crop.min()) < 12:
         return None
@@ -66,26 +81,50 @@ def _foreground_mask(crop: np.ndarray, inner: Tuple[int, int, int, int]) -> Opti
     _, mask = cv2.threshold(blur, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
     k = max(3, (min(crop.shape) // 25) | 1)
     mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    x0, y0, x1, y1 = inner
+    limit = np.zeros_like(mask)
+    limit[max(0, y0 - 2) : y1 + 2, max(0, x0 - 2) : x1 + 2] = 1
+    mask = mask * limit
+    if not mask.any():
+        return None
+    # Erode by about a quarter of the chromosome width: thin contacts with touching neighbours
+    # break, the components are chosen on the eroded mask and grown back inside the mask.
+    dt = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
+    r = int(0.5 * np.percentile(dt[mask > 0], 95))
+    core = mask
+    if r >= 1:
+        core = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+        if not core.any():
+            core, r = mask, 0
+    n, labels, stats, centroids = cv2.connectedComponentsWithStats(core, connectivity=8)
     if n <= 1:
         return None
-    x0, y0, x1, y1 = inner
     bw, bh = x1 - x0, y1 - y0
     # Central region of the box: the middle half in each direction (at least 3 px).
     cx0, cx1 = x0 + bw // 4, max(x0 + bw // 4 + 3, x1 - bw // 4)
     cy0, cy1 = y0 + bh // 4, max(y0 + bh // 4 + 3, y1 - bh // 4)
     central = labels[cy0:cy1, cx0:cx1]
-    ids, counts = np.unique(central[central > 0], return_counts=True)
-    if len(ids) == 0:
-        # Nothing in the centre (e.g. a bent chromosome): fall back on the largest component.
-        areas = stats[1:, cv2.CC_STAT_AREA]
-        ids = np.array([1 + int(np.argmax(areas))])
-    else:
-        areas = stats[ids, cv2.CC_STAT_AREA]
-        ids = ids[areas >= 0.2 * areas.max()]
+    central_count = np.bincount(central.ravel(), minlength=n)
+    central_count[0] = 0
+    areas = stats[:, cv2.CC_STAT_AREA].copy()
+    areas[0] = 0
+    main = int(np.argmax(central_count)) if central_count.max() > 0 else int(np.argmax(areas))
+    (mx, my), direction, half_width = _axis(labels == main)
+    ids = [main]
+    for j in range(1, n):
+        if j == main or areas[j] < 0.05 * areas[main]:
+            continue
+        dx, dy = centroids[j][0] - mx, centroids[j][1] - my
+        off_axis = abs(dx * direction[1] - dy * direction[0])
+        if off_axis <= half_width + 2 or (
+            areas[j] >= 0.5 * areas[main] and central_count[j] >= 0.3 * central_count[main]
+        ):
+            ids.append(j)
     keep = np.isin(labels, ids)
-    box_area = max(bw * bh, 1)
-    if keep[y0:y1, x0:x1].sum() < 0.03 * box_area:
+    if r >= 1:
+        grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 3, 2 * r + 3))
+        keep = (cv2.dilate(keep.astype(np.uint8), grow) > 0) & (mask > 0)
+    if keep[y0:y1, x0:x1].sum() < 0.03 * max(bw * bh, 1):
         return None
     return keep
 
