@@ -112,6 +112,12 @@ def _split_touching(comp: np.ndarray):
     markers[m == 0] = 3  # background marker
     cv2.watershed(rgb, markers)
     parts = [(markers == k) & (m > 0) for k in (1, 2)]
+    # watershed lines (-1) and the component's outer rim: give each such pixel to the nearest part
+    rest = (m > 0) & ~parts[0] & ~parts[1]
+    if rest.any():
+        d0 = cv2.distanceTransform((~parts[0]).astype(np.uint8), cv2.DIST_L2, 3)
+        d1 = cv2.distanceTransform((~parts[1]).astype(np.uint8), cv2.DIST_L2, 3)
+        parts = [parts[0] | (rest & (d0 <= d1)), parts[1] | (rest & (d0 > d1))]
     area = m.sum()
     if min(p.sum() for p in parts) < 0.2 * area:
         return None
