@@ -226,9 +226,8 @@ def summarize(
         per_class.append(cc)
         if cc.abnormal:
             if name in ("X", "Y"):
-                why = {"male": "a male karyotype (Y called)", "female": "a female karyotype (no Y called)",
-                       "undetermined": "an undetermined sex"}[inferred_sex]
-                msg = f"chromosome {name}: {cc.copies} cop{'y' if cc.copies == 1 else 'ies'} (expected {cc.expected} for {why})"
+                why = "with a Y called" if inferred_sex == "male" else "with no Y called"
+                msg = f"chromosome {name}: {cc.copies} cop{'y' if cc.copies == 1 else 'ies'} (expected {cc.expected} {why})"
             else:
                 msg = f"chromosome {name}: {cc.copies} cop{'y' if cc.copies == 1 else 'ies'} (expected 2)"
             flags.append(ReviewFlag("copy_number", msg, class_name=name))
