@@ -10,7 +10,7 @@ from deepacc.data.coco import load_coco_json, validate_coco_json
 from deepacc.data.images import read_image
 from deepacc.karyotype import CLASS_NAMES
 
-from _data_helpers import assert_box_tight, load_script
+from test_data_helpers import assert_box_tight, load_script
 
 
 # ---------------------------------------------------------------- G-band crops

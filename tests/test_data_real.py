@@ -11,7 +11,7 @@ from deepacc.data.coco import load_coco_json, validate_coco_json
 from deepacc.data.images import read_image
 from deepacc.karyotype import CLASS_NAMES
 
-from _data_helpers import SHARED_DATA, assert_box_tight, load_script
+from test_data_helpers import SHARED_DATA, assert_box_tight, load_script
 
 GBAND = os.path.join(SHARED_DATA, "gband_cells")
 MFISH = os.path.join(SHARED_DATA, "mfish")

@@ -1,4 +1,4 @@
-"""Shared helpers of the data tests (not a test module)."""
+"""Shared helpers of the data tests (no tests here)."""
 import importlib.util
 import os
 
