@@ -242,3 +242,20 @@ def test_entry_point_help():
     cmd = [exe, "--help"] if exe else [sys.executable, "-m", "deepacc.tools.predict", "--help"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--confidence-threshold" in r.stdout and "Exit status" in r.stdout
+
+
+def test_setup_cfg_threshold_and_device(tmp_path, capsys):
+    pytest.importorskip("deepacc.config")
+    import argparse
+
+    import torch
+
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text("MODEL:\n  ROI_HEADS:\n    SCORE_THRESH_TEST: 0.6\n")
+    args = argparse.Namespace(config_file=str(yaml), opts=["MODEL.DEVICE", "cuda", "MODEL.WEIGHTS", "w.pth"],
+                              confidence_threshold=0.3)
+    cfg = P.setup_cfg(args)
+    assert cfg.MODEL.WEIGHTS == "w.pth"
+    assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == pytest.approx(0.3)  # lowered to the threshold
+    if not torch.cuda.is_available():
+        assert cfg.MODEL.DEVICE == "cpu" and "CUDA is not available" in capsys.readouterr().err

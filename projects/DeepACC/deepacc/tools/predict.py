@@ -379,12 +379,9 @@ class _SetupError(RuntimeError):
 def setup_cfg(args):
     """Config from ``--config-file`` and trailing ``opts`` (``MODEL.DEVICE`` falls back to cpu when
     CUDA is not available); ``MODEL.ROI_HEADS.SCORE_THRESH_TEST`` is set to the confidence threshold."""
-    from deepacc.config import get_cfg
+    from deepacc.config import load_config
 
-    cfg = get_cfg()
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(list(args.opts or []))
+    cfg = load_config(args.config_file or None, list(args.opts or []))
     if "ROI_HEADS" in cfg.MODEL and "SCORE_THRESH_TEST" in cfg.MODEL.ROI_HEADS:
         cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = min(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, args.confidence_threshold)
     dev = str(cfg.MODEL.get("DEVICE", "cpu"))
