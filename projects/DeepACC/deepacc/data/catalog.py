@@ -130,6 +130,7 @@ def _generate_quick(target: str) -> None:
     parent = os.path.dirname(target) or "."
     tmp = tempfile.mkdtemp(prefix=f".{QUICK_DIR}.tmp-", dir=parent)
     try:
+        os.chmod(tmp, 0o755)  # mkdtemp creates 0700; the data is meant to be shared
         for split, (n, seed) in QUICK_SPEC.items():
             generate_dataset(tmp, n, seed=seed, width=QUICK_SIZE[0], height=QUICK_SIZE[1], split=split, progress=False)
         try:
