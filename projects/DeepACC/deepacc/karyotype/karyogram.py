@@ -183,6 +183,15 @@ def _rotate(cut: np.ndarray, mask: np.ndarray, angle: float) -> Tuple[np.ndarray
     return rot, rotm
 
 
+def _fit(s: str, max_w: int, scale: float, thickness: int) -> str:
+    """``s`` cut (with '...') to fit in ``max_w`` pixels."""
+    if cv2.getTextSize(s, _FONT, scale, thickness)[0][0] <= max_w:
+        return s
+    while len(s) > 4 and cv2.getTextSize(s + "...", _FONT, scale, thickness)[0][0] > max_w:
+        s = s[:-1]
+    return s + "..."
+
+
 def _text(canvas, s, x, y, scale, color, thickness=1, center=True):
     (tw, th), _ = cv2.getTextSize(s, _FONT, scale, thickness)
     xx = int(x - tw / 2) if center else int(x)
@@ -207,7 +216,9 @@ def render_karyogram(
         summary: optional :class:`~deepacc.karyotype.summary.KaryotypeSummary` of the calls: gives
             the title (karyotype string), the uncertain calls and the classes with abnormal copy numbers.
         uncertain: rows of ``calls`` to mark (red frame + score); default ``summary.uncertain``.
-        max_chromosome_height: height in pixels of the longest chromosome; one scale for all.
+        max_chromosome_height: height in pixels of the longest chromosomes (one scale for all: the
+            90th percentile of the cut-out heights is drawn at 90 % of it; a cut-out that would be
+            taller is shrunk on its own).
         title: first line of the header (default: the suggested karyotype).
     """
     boxes = np.asarray(calls["boxes"], dtype=np.float64).reshape(-1, 4)
@@ -222,13 +233,18 @@ def render_karyogram(
     margins = top2_margin(calls["class_probs"], len(class_names)) if "class_probs" in calls and len(names) else None
     margin_thr = summary.thresholds.get("review_margin", 0.2) if summary is not None else 0.2
     cutouts = [extract_chromosome(image, b) for b in boxes]
-    longest = max([c.image.shape[0] for c in cutouts] + [1])
-    s = float(np.clip(max_chromosome_height / longest, 0.2, 6.0))
+    # One scale for all: the 90th percentile of the heights is drawn 90 % of max_chromosome_height
+    # tall, so that one huge box (a false call over a cluster) cannot shrink every chromosome; a
+    # cut-out that would end up taller than max_chromosome_height is shrunk on its own.
+    heights = np.array([c.image.shape[0] for c in cutouts] + [1], np.float64)
+    ref = float(np.percentile(heights, 90)) if len(cutouts) else 1.0
+    s = float(np.clip(0.9 * max_chromosome_height / max(ref, 1.0), 0.2, 6.0))
     scaled: List[np.ndarray] = []
     for c in cutouts:
         h, w = c.image.shape
-        nh, nw = max(1, int(round(h * s))), max(1, int(round(w * s)))
-        interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+        si = min(s, max_chromosome_height / h)
+        nh, nw = max(1, int(round(h * si))), max(1, int(round(w * si)))
+        interp = cv2.INTER_AREA if si < 1 else cv2.INTER_LINEAR
         scaled.append(cv2.resize(c.image, (nw, nh), interpolation=interp))
 
     by_class: Dict[str, List[int]] = {n: [] for row in ISCN_ROWS for n in row}
@@ -259,7 +275,7 @@ def render_karyogram(
     head = title
     if head is None:
         head = f"Suggested karyotype: {summary.karyotype}" if summary is not None else "Karyogram"
-    _text(canvas, head, margin, 28, 0.75, _BLACK, 2, center=False)
+    _text(canvas, _fit(head, width - 2 * margin, 0.75, 2), margin, 28, 0.75, _BLACK, 2, center=False)
     sub = f"{len(names)} chromosomes called"
     if summary is not None:
         sub += f"; {len(summary.flags)} review flag(s)" if summary.flags else "; no review flags"
@@ -284,7 +300,8 @@ def render_karyogram(
                     txt = f"{scores[i]:.2f}"
                     if margins is not None and margins[i] < margin_thr:
                         txt += f" m{margins[i]:.2f}"
-                    _text(canvas, txt, cx + frame + w / 2, base_y + label_h + score_h - 2, 0.36, _RED)
+                    if cv2.getTextSize(txt, _FONT, 0.36, 1)[0][0] <= w + 2 * frame + gap:  # only when it fits
+                        _text(canvas, txt, cx + frame + w / 2, base_y + label_h + score_h - 2, 0.36, _RED)
                 cx += w + 2 * frame + gap
             color = GROUP_COLORS[group_of(n)]
             cv2.line(canvas, (x, base_y + 2), (x + slot_w - 1, base_y + 2), color, 2)

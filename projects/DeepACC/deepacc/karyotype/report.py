@@ -19,6 +19,8 @@ from .summary import REVIEW_NOTE
 
 __all__ = ["build_report_html", "write_report", "atomic_write_bytes"]
 
+_MAX_OPEN_UNCERTAIN = 8
+
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#1a1a1a;max-width:1340px}
 h1{font-size:24px;margin:0 0 6px} h2{font-size:19px;margin:28px 0 6px;border-bottom:2px solid #ccc;padding-bottom:4px}
@@ -30,7 +32,7 @@ th{background:#f2f2f2}
 .bad{background:#ffd9d9;font-weight:bold;color:#a00}
 .ok{color:#060}
 .kt{font-size:20px;font-weight:bold;font-family:monospace}
-.flags li{color:#a00}
+.flags li{color:#a00} details{margin:0 0 8px 22px} summary{cursor:pointer;color:#a00}
 .figs{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
 .figs figure{margin:0;flex:1 1 560px;max-width:100%}
 .figs img{max-width:100%;border:1px solid #ccc}
@@ -85,9 +87,17 @@ def _spread_section(rec: Mapping, idx: int, output_dir: str, embed: bool) -> str
     )
     flags = s.get("flags", [])
     if flags:
+        main = [f for f in flags if f.get("kind") != "uncertain_call"]
+        unc = [f for f in flags if f.get("kind") == "uncertain_call"]
         out.append(f'<p><b>Review flags ({len(flags)})</b></p><ul class="flags">')
-        out.extend(f"<li>{e(f['message'])}</li>" for f in flags)
+        out.extend(f"<li>{e(f['message'])}</li>" for f in main)
         out.append("</ul>")
+        if unc:
+            # A long list of uncertain calls is folded (click to open) so the page stays readable.
+            opened = " open" if len(unc) <= _MAX_OPEN_UNCERTAIN else ""
+            out.append(f'<details{opened}><summary>{len(unc)} uncertain call(s)</summary><ul class="flags">')
+            out.extend(f"<li>{e(f['message'])}</li>" for f in unc)
+            out.append("</ul></details>")
     else:
         out.append("<p><b>Review flags:</b> none</p>")
     # Per-class copy numbers: one column per class.
