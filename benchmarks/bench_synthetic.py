@@ -27,20 +27,25 @@ def main():
         for batch in a.batches.split(","):
             rng = np.random.default_rng(0)
             generate_spread(rng, w, h, batch=batch)  # warm-up (band table, caches)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             for _ in range(a.n):
                 generate_spread(rng, w, h, batch=batch)
             render = a.n / (time.perf_counter() - t)
+            render_cpu = a.n / (time.process_time() - c)
             with tempfile.TemporaryDirectory() as tmp:
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 generate_dataset(tmp, a.n, seed=0, width=w, height=h, batch=batch, progress=False)
                 full = a.n / (time.perf_counter() - t)
-            rows.append((size, batch, render, full))
+                full_cpu = a.n / (time.process_time() - c)
+            rows.append((size, batch, render, render_cpu, full, full_cpu))
     print(f"synthetic generator, 1 process, cv2 threads = 1, {a.n} spreads per row (cpu: {os.cpu_count()} cores visible)")
-    print(f"| {'size':9s} | {'batch':8s} | {'render spreads/s':>16s} | {'render+PNG+json spreads/s':>25s} |")
-    print(f"|{'-' * 11}|{'-' * 10}|{'-' * 18}|{'-' * 27}|")
-    for size, batch, r, f in rows:
-        print(f"| {size:9s} | {batch:8s} | {r:16.1f} | {f:25.1f} |")
+    print("spreads/s = per wall-clock second; spreads/CPU-s = per second of this process's CPU time (one core;"
+          " unaffected by other load on the machine)")
+    print(f"| {'size':9s} | {'batch':8s} | {'render /s':>9s} | {'render /CPU-s':>13s} | {'+PNG+json /s':>12s} "
+          f"| {'+PNG+json /CPU-s':>16s} |")
+    print(f"|{'-' * 11}|{'-' * 10}|{'-' * 11}|{'-' * 15}|{'-' * 14}|{'-' * 18}|")
+    for size, batch, r, rc, f, fc in rows:
+        print(f"| {size:9s} | {batch:8s} | {r:9.1f} | {rc:13.1f} | {f:12.1f} | {fc:16.1f} |")
 
 
 if __name__ == "__main__":

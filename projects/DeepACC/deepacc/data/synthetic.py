@@ -369,7 +369,7 @@ def _work(args):
     rng = np.random.default_rng(seed_seq)
     image, anns, info = generate_spread(rng, width, height, karyotype, batch)
     os.makedirs(os.path.dirname(img_path), exist_ok=True)
-    if not cv2.imwrite(img_path, image, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+    if not cv2.imwrite(img_path, image, [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]):
         raise OSError(f"{img_path}: could not write image")
     return idx, anns, info
 
