@@ -55,13 +55,16 @@ def parse_karyotype(text: str) -> Dict[str, int]:
 
 
 def format_karyotype(counts: Mapping[str, int]) -> str:
-    """ISCN-style string from per-class counts (inverse of :func:`parse_karyotype`)."""
-    c = {canonical_name(k): int(v) for k, v in counts.items()}
-    total = sum(c.values())
-    sex = "X" * c.get("X", 0) + "Y" * c.get("Y", 0)
-    out = [str(total), sex or "--"]
-    for name in CLASS_NAMES[:22]:
-        d = c.get(name, 0) - 2
-        out.extend(["-" + name] * max(0, -d))
-        out.extend(["+" + name] * max(0, d))
-    return ",".join(out)
+    """ISCN-style string from per-class counts (inverse of :func:`parse_karyotype`).
+
+    Delegates to :func:`deepacc.evaluation.karyotype_string.numerical_karyotype`, the project's
+    single implementation of the string layout.
+    """
+    from ..evaluation.karyotype_string import numerical_karyotype
+
+    names = []
+    for k, v in counts.items():
+        if int(v) < 0:
+            raise ValueError(f"negative count {v} for chromosome {k!r}")
+        names.extend([canonical_name(k)] * int(v))
+    return numerical_karyotype(names)
