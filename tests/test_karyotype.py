@@ -250,3 +250,43 @@ def test_extract_chromosome_keeps_pieces_on_axis_drops_crossing_neighbour():
     h, w = cut.image.shape
     assert cut.mask_found
     assert h >= 88 and w <= 15, (h, w)
+
+
+def test_scale_cutouts_one_scale_and_robust_to_a_huge_box():
+    from deepacc.karyotype.karyogram import scale_cutouts
+
+    ims = [np.full((h, 12), 80, np.uint8) for h in (100, 90, 80, 60, 50, 40, 30, 20, 100, 95)]
+    out, s = scale_cutouts(ims, 150)
+    for o, i in zip(out, ims):  # one scale for all (up to rounding to whole pixels)
+        assert abs(o.shape[0] - i.shape[0] * s) <= 0.51 and abs(o.shape[1] - i.shape[1] * s) <= 0.51
+    assert max(o.shape[0] for o in out) <= 150
+    huge = ims + [np.full((900, 700), 200, np.uint8)]
+    out2, s2 = scale_cutouts(huge, 150)
+    assert s2 == pytest.approx(s, rel=0.1)  # the outlier does not shrink the others
+    assert out2[-1].shape[0] <= 150  # it is shrunk on its own
+
+
+def test_report_html_is_offline_escaped_and_folds_long_uncertain_lists(tmp_path):
+    from deepacc.karyotype.report import build_report_html, write_report
+
+    _, boxes, classes = make_spread("46,XY", seed=2)
+
+    def record(n_low, name):
+        pred = fake_prediction(boxes, classes)
+        pred["instances_top1"]["scores"][:n_low] = 0.6
+        s = summarize(select_calls(pred["instances_top1"]))
+        return {"file_name": f"/x/{name}", "name": name, "summary": s.to_dict(),
+                "outputs": {"overlay": "a.overlay.png", "karyogram": "a.karyogram.png"}}
+
+    (tmp_path / "a.karyogram.png").write_bytes(cv2.imencode(".png", np.zeros((4, 4), np.uint8))[1].tobytes())
+    recs = [record(2, "few<b>.png"), record(12, "many.png")]
+    html = build_report_html(recs, str(tmp_path), failures=[("/x/bad.tif", "corrupt <file>")])
+    assert "few&lt;b&gt;.png" in html and "corrupt &lt;file&gt;" in html  # escaped
+    assert html.count("<details open>") == 1 and html.count("<details>") == 1
+    assert "12 uncertain call(s)" in html
+    assert 'src="a.karyogram.png"' in html and html.count("image missing") == 2  # one overlay per spread absent
+    assert "<script" not in html and "http" not in html
+    emb = build_report_html(recs, str(tmp_path), embed_images=True)
+    assert "data:image/png;base64," in emb and 'src="a.karyogram.png"' not in emb
+    path = write_report(recs, str(tmp_path))
+    assert open(path, encoding="utf-8").read().startswith("<!DOCTYPE html>")

@@ -26,7 +26,7 @@ from .classes import CLASS_NAMES, canonical_name
 from .overlay import GROUP_COLORS, group_of
 from .summary import top2_margin
 
-__all__ = ["ISCN_ROWS", "Cutout", "extract_chromosome", "render_karyogram"]
+__all__ = ["ISCN_ROWS", "Cutout", "extract_chromosome", "scale_cutouts", "render_karyogram"]
 
 #: Class names of each karyogram row, in ISCN order.
 ISCN_ROWS: Tuple[Tuple[str, ...], ...] = (
@@ -199,6 +199,25 @@ def _text(canvas, s, x, y, scale, color, thickness=1, center=True):
     return tw, th
 
 
+def scale_cutouts(images: Sequence[np.ndarray], max_height: int = 150) -> Tuple[List[np.ndarray], float]:
+    """Resize the cut-outs to one common scale; returns ``(resized, scale)``.
+
+    The 90th percentile of the heights is drawn at 90 % of ``max_height``, so that one huge box (a
+    false call over a cluster) cannot shrink every chromosome; a cut-out that would end up taller
+    than ``max_height`` is shrunk on its own.
+    """
+    heights = np.array([im.shape[0] for im in images], np.float64)
+    ref = float(np.percentile(heights, 90)) if len(heights) else 1.0
+    s = float(np.clip(0.9 * max_height / max(ref, 1.0), 0.2, 6.0))
+    out: List[np.ndarray] = []
+    for im in images:
+        h, w = im.shape[:2]
+        si = min(s, max_height / h)
+        nh, nw = max(1, int(round(h * si))), max(1, int(round(w * si)))
+        out.append(cv2.resize(im, (nw, nh), interpolation=cv2.INTER_AREA if si < 1 else cv2.INTER_LINEAR))
+    return out, s
+
+
 def render_karyogram(
     image: np.ndarray,
     calls: Mapping[str, np.ndarray],
@@ -233,19 +252,7 @@ def render_karyogram(
     margins = top2_margin(calls["class_probs"], len(class_names)) if "class_probs" in calls and len(names) else None
     margin_thr = summary.thresholds.get("review_margin", 0.2) if summary is not None else 0.2
     cutouts = [extract_chromosome(image, b) for b in boxes]
-    # One scale for all: the 90th percentile of the heights is drawn 90 % of max_chromosome_height
-    # tall, so that one huge box (a false call over a cluster) cannot shrink every chromosome; a
-    # cut-out that would end up taller than max_chromosome_height is shrunk on its own.
-    heights = np.array([c.image.shape[0] for c in cutouts] + [1], np.float64)
-    ref = float(np.percentile(heights, 90)) if len(cutouts) else 1.0
-    s = float(np.clip(0.9 * max_chromosome_height / max(ref, 1.0), 0.2, 6.0))
-    scaled: List[np.ndarray] = []
-    for c in cutouts:
-        h, w = c.image.shape
-        si = min(s, max_chromosome_height / h)
-        nh, nw = max(1, int(round(h * si))), max(1, int(round(w * si)))
-        interp = cv2.INTER_AREA if si < 1 else cv2.INTER_LINEAR
-        scaled.append(cv2.resize(c.image, (nw, nh), interpolation=interp))
+    scaled, _ = scale_cutouts([c.image for c in cutouts], max_chromosome_height)
 
     by_class: Dict[str, List[int]] = {n: [] for row in ISCN_ROWS for n in row}
     # Within a slot, most confident first (left).
