@@ -1,0 +1,65 @@
+"""Engine-independent entry points: a predictor for one metaphase image on either engine."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable, Dict
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+Predictor = Callable[[np.ndarray], Dict]
+
+
+class TorchvisionPredictor:
+    """Runs the torchvision-engine model on one grayscale image (HxW uint8).
+
+    Returns the project's prediction dict (``instances`` and ``instances_top1``, numpy arrays in the
+    input image's coordinates). Loads ``MODEL.WEIGHTS`` (a checkpoint written by this engine).
+    """
+
+    def __init__(self, cfg):
+        from .tv.checkpoint import AtomicCheckpointer
+        from .tv.model import build_model
+        from .tv.train import resolve_device
+
+        self.cfg = cfg.clone()
+        self.device = resolve_device(cfg)
+        self.model = build_model(cfg).to(self.device).eval()
+        weights = str(cfg.MODEL.WEIGHTS)
+        if weights:
+            if not os.path.isfile(weights):
+                raise FileNotFoundError(f"MODEL.WEIGHTS {weights!r} is not a file (give a checkpoint, e.g. "
+                                        "output/.../model_final.pth)")
+            AtomicCheckpointer(self.model).load(weights, checkpointables=[])
+        else:
+            logger.warning("MODEL.WEIGHTS is empty: predicting with a randomly initialised model.")
+
+    @torch.no_grad()
+    def __call__(self, gray: np.ndarray) -> Dict:
+        from .tv.data import to_model_input
+        from .tv.train import to_prediction
+
+        image = to_model_input(gray, self.cfg.INPUT.NORMALIZATION).to(self.device)
+        with torch.autocast(device_type=self.device.type,
+                            enabled=bool(self.cfg.SOLVER.AMP.ENABLED) and self.device.type == "cuda"):
+            det = self.model([image])[0]
+        return to_prediction(det)
+
+
+def build_predictor(cfg, engine: str = "auto") -> Predictor:
+    """A callable ``predictor(gray_uint8_image) -> prediction dict`` on the chosen engine.
+
+    ``auto`` uses Detectron2 when it is importable (as ``train_net.py`` does, so a model is read by
+    the engine that trained it), otherwise torchvision.
+    """
+    from .tools.train import choose_engine
+
+    engine = choose_engine(engine)
+    if engine == "detectron2":
+        from .d2 import build_predictor as build_d2_predictor
+
+        return build_d2_predictor(cfg)
+    return TorchvisionPredictor(cfg)

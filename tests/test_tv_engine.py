@@ -1,0 +1,181 @@
+"""The torchvision engine: label conversion, data mapping, schedule, checkpoints, resume, DDP, eval-only."""
+import glob
+import json
+import os
+import re
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from deepacc.config import get_cfg, load_config
+from deepacc.tv.checkpoint import AtomicCheckpointer
+from deepacc.tv.data import MetaphaseMapper, core_to_tv_labels, normalize_image, tv_to_core_labels
+from deepacc.tv.model import build_model
+from deepacc.tv.train import WarmupMultiStep
+from tv_tiny import QUICK_CONFIG, TINY_OPTS, train_net
+
+
+def tiny_cfg(*extra):
+    return load_config(QUICK_CONFIG, TINY_OPTS + list(extra))
+
+
+def test_label_conversion_between_engine_and_core():
+    tv = torch.tensor([0, 1, 2, 23, 24, 0])
+    core = tv_to_core_labels(tv, 24)
+    assert core.tolist() == [24, 0, 1, 22, 23, 24]  # background -> K, class "1" -> 0, "Y" -> 23
+    fg = core < 24
+    assert torch.equal(core_to_tv_labels(core[fg]), tv[fg])
+
+
+def test_per_image_normalisation():
+    img = np.array([[0, 50], [100, 250]], dtype=np.uint8)
+    out = normalize_image(img, "per_image")
+    assert out.mean() == pytest.approx(0.0, abs=1e-6) and out.std() == pytest.approx(1.0, abs=1e-5)
+    assert np.all(normalize_image(np.full((3, 3), 7, np.uint8), "per_image") == 0)
+    assert normalize_image(img, "none")[1, 1] == 250.0
+    with pytest.raises(ValueError, match="per_image"):
+        normalize_image(img, "zscore")
+
+
+def test_mapper_flip_moves_boxes_with_pixels(tmp_path):
+    import cv2
+
+    img = np.full((40, 60), 255, np.uint8)
+    img[10:20, 5:15] = 0  # a dark chromosome at x 5..15
+    path = str(tmp_path / "a.png")
+    cv2.imwrite(path, img)
+    d = {"file_name": path, "height": 40, "width": 60, "image_id": 1,
+         "annotations": [{"bbox": [5.0, 10.0, 15.0, 20.0], "bbox_mode": 0, "category_id": 20, "iscrowd": 0}]}
+    mapper = MetaphaseMapper(get_cfg(), is_train=True)
+    seen = set()
+    torch.manual_seed(0)
+    for _ in range(20):
+        image, target, _ = mapper(d)
+        x0, y0, x1, y1 = target["boxes"][0].round().int().tolist()
+        plane = image[0].numpy()
+        assert plane[y0:y1, x0:x1].max() < plane.mean()  # the box still covers the dark pixels
+        assert target["labels"].tolist() == [21]  # core 20 -> torchvision 21
+        seen.add(x0)
+    assert seen == {5, 45}  # both orientations occur (p = 0.5)
+
+
+def test_mapper_rejects_size_mismatch(tmp_path):
+    import cv2
+
+    path = str(tmp_path / "b.png")
+    cv2.imwrite(path, np.zeros((10, 12), np.uint8))
+    with pytest.raises(ValueError, match="b.png.*12x10"):
+        MetaphaseMapper(get_cfg(), False)({"file_name": path, "height": 20, "width": 12, "annotations": []})
+
+
+def test_warmup_multistep_schedule():
+    cfg = get_cfg()
+    cfg.merge_from_list(["SOLVER.MAX_ITER", 100, "SOLVER.STEPS", (60, 90), "SOLVER.WARMUP_ITERS", 10,
+                         "SOLVER.WARMUP_FACTOR", 0.1, "SOLVER.GAMMA", 0.1])
+    f = WarmupMultiStep(cfg)
+    assert f(0) == pytest.approx(0.1)
+    assert f(5) == pytest.approx(0.1 * 0.5 + 0.5)
+    assert f(10) == pytest.approx(1.0) and f(59) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.1) and f(89) == pytest.approx(0.1)
+    assert f(90) == pytest.approx(0.01) and f(99) == pytest.approx(0.01)
+
+
+def test_epoch_schedule_from_config():
+    from deepacc.config import resolve_epoch_schedule
+
+    cfg = load_config(os.path.join(os.path.dirname(QUICK_CONFIG), "..", "DeepACC_R101_FPN_2x.yaml"))
+    resolve_epoch_schedule(cfg, 2034)  # the paper's training set, batch size 1
+    assert cfg.SOLVER.MAX_ITER == 24 * 2034 and cfg.SOLVER.STEPS == (16 * 2034, 22 * 2034)
+    assert cfg.SOLVER.BASE_LR == 0.02 and cfg.SOLVER.MOMENTUM == 0.9 and cfg.INPUT.RANDOM_FLIP == "horizontal"
+
+
+def test_model_outputs_both_detection_sets_in_image_coordinates():
+    torch.manual_seed(0)
+    cfg = tiny_cfg("INPUT.MIN_SIZE_TEST", "100", "INPUT.MAX_SIZE_TEST", "400")
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        out = model([torch.randn(3, 150, 200)])[0]  # resized to 100x133 inside, boxes mapped back
+    for prefix in ("", "top1_"):
+        assert out[prefix + "class_probs"].shape[1] == 25
+        b = out[prefix + "boxes"]
+        assert b.shape[0] > 0 and float(b[:, 2].max()) <= 200 + 1e-3 and float(b[:, 3].max()) <= 150 + 1e-3
+        assert float(b[:, 2].max()) > 140  # not left in the 133-pixel-wide resized frame
+    # top-1 detections carry the arg-max foreground class of their proposal
+    probs = out["top1_class_probs"]
+    assert torch.equal(probs[:, :24].argmax(1), out["top1_classes"])
+
+
+def test_atomic_checkpoint_survives_a_failed_save(tmp_path, monkeypatch):
+    model = torch.nn.Linear(3, 2)
+    ck = AtomicCheckpointer(model, str(tmp_path))
+    ck.save("model_final", iteration=1)
+    good = (tmp_path / "model_final.pth").read_bytes()
+
+    def broken_save(obj, f, *a, **k):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt  # killed mid-write
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(KeyboardInterrupt):
+        ck.save("model_final", iteration=2)
+    assert (tmp_path / "model_final.pth").read_bytes() == good
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_final.pth"]  # no temp file left
+
+
+def _iterations(output_dir):
+    with open(os.path.join(output_dir, "metrics.json")) as f:
+        return [json.loads(line)["iteration"] for line in f if '"total_loss"' in line]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_last_checkpoint(tiny_data_root, tmp_path):
+    out = str(tmp_path / "run")
+    args = ["--config-file", QUICK_CONFIG] + TINY_OPTS + [
+        "SOLVER.MAX_ITER", "40", "SOLVER.CHECKPOINT_PERIOD", "3", "DATASETS.TEST", "()", "OUTPUT_DIR", out]
+    proc = train_net(args, tiny_data_root, popen=True)
+    deadline = time.time() + 300
+    while not glob.glob(os.path.join(out, "model_0000005.pth")):
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline, "no checkpoint written"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # no chance to clean up
+    proc.wait()
+    last = open(os.path.join(out, "last_checkpoint")).read().strip()
+    done = int(re.search(r"model_(\d+)\.pth", last).group(1))
+    assert done >= 5 and not glob.glob(os.path.join(out, ".tmp-*"))
+
+    res = train_net(["--resume"] + args[:-4] + ["SOLVER.MAX_ITER", str(done + 4), "OUTPUT_DIR", out], tiny_data_root)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"at iteration {done + 1}" in res.stdout + res.stderr
+    iters = _iterations(out)
+    assert iters[-1] == done + 3  # the last iteration of the resumed run
+    assert os.path.exists(os.path.join(out, "model_final.pth"))
+    state = torch.load(os.path.join(out, "model_final.pth"), map_location="cpu", weights_only=False)
+    assert state["iteration"] == done + 3 and "optimizer" in state and "scheduler" in state
+
+
+@pytest.mark.slow
+def test_two_process_gloo_training_and_eval_only(tiny_data_root, tmp_path):
+    out = str(tmp_path / "ddp")
+    base = ["--config-file", QUICK_CONFIG] + TINY_OPTS
+    res = train_net(["--num-gpus", "2", "--dist-url", "auto"] + base + [
+        "SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2", "OUTPUT_DIR", out], tiny_data_root)
+    log = res.stdout + res.stderr
+    assert res.returncode == 0, log
+    assert "running on the torchvision engine" in log and "(2 process(es))" in log
+    assert "mAP_max" in log  # evaluation ran across both processes and printed the table
+    final = os.path.join(out, "model_final.pth")
+    model = build_model(tiny_cfg())
+    AtomicCheckpointer(model).load(final, checkpointables=[])  # loads into a fresh model
+    state = torch.load(final, map_location="cpu", weights_only=False)
+    assert torch.equal(model.state_dict()["roi_heads.box_head.bbox_pred.weight"],
+                       state["model"]["roi_heads.box_head.bbox_pred.weight"])
+
+    res = train_net(["--eval-only"] + base + ["MODEL.WEIGHTS", final, "OUTPUT_DIR", str(tmp_path / "ev")], tiny_data_root)
+    assert res.returncode == 0, res.stdout + res.stderr
+    metrics = json.load(open(tmp_path / "ev" / "inference" / "deepacc_synth_quick_val" / "metrics_deepacc.json"))
+    assert metrics["num_images"] == 2 and "mAP_max" in metrics
