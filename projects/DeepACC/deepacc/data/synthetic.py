@@ -146,8 +146,11 @@ def _render_chromosome(rng: np.random.Generator, name: str, length: float, width
                        p: Dict[str, float]) -> np.ndarray:
     """Darkness map (float32, 0..1) of one straight-frame, bent chromosome (long axis = rows)."""
     ideo = load_ideograms()[name]
-    r0 = width / 4.0  # chromatid radius
-    sep0 = width / 2.0  # distance between chromatid axes
+    # sister chromatids: axis distance sep0, radius r0, total width sep0 + 2 r0 = width; a small
+    # gap factor gives one body with a faint groove, a large one two distinct chromatids
+    gap = 0.55 + 0.4 * float(rng.random())
+    sep0 = gap * width / 2.0
+    r0 = (width - sep0) / 2.0
     bend = float(rng.normal(0.0, 0.10)) * length  # parabolic bend amplitude (px)
     wiggle = float(rng.normal(0.0, 0.02)) * length
     pad = r0 + 3.0
@@ -157,8 +160,11 @@ def _render_chromosome(rng: np.random.Generator, name: str, length: float, width
     yc = np.clip(yy, 0.0, length)
     f = yc / max(length, 1e-6)
     # band pattern along the axis (row profile), blurred according to band resolution
-    sigma_band = (0.25 + (1.0 - p["band_sharpness"]) * 1.6) * (width / 10.0)
-    band = _smooth1d(ideo.darkness_at(f).astype(np.float32), sigma_band)
+    sigma_band = (0.25 + (1.0 - p["band_sharpness"]) * 1.6 + 0.5 * p["condensation"]) * (width / 10.0)
+    # each band's darkness varies a little from cell to cell
+    jitter = np.clip(ideo.darkness + rng.normal(0.0, 0.07, ideo.darkness.shape), 0.0, 1.0).astype(np.float32)
+    idx = np.minimum(np.searchsorted(ideo.ends, f, side="right"), len(ideo.ends) - 1)
+    band = _smooth1d(jitter[idx], sigma_band)
     # chromatid radius and separation along the axis: primary constriction, stalks
     cen = ideo.centromere
     cw = max(1.0, 0.55 * r0) / max(length, 1e-6)
@@ -173,14 +179,17 @@ def _render_chromosome(rng: np.random.Generator, name: str, length: float, width
         rad = rad * (1.0 - 0.7 * st)
         sep = sep * (1.0 - 0.8 * st)
         band = band * (1.0 - 0.6 * st)
+        sat = f < max(b for _, b in ideo.stalks)  # satellites: small and paler than the arm
+        band = np.where(sat, band * 0.5, band)
+        rad = np.where(sat, rad * 0.8, rad)
     # slight random chromatid splay near the telomeres
     splay = 1.0 + 0.25 * float(rng.random()) * (np.abs(f - 0.5) * 2) ** 3
     sep = sep * splay
     centre = Wt / 2.0 + bend * ((f - 0.5) ** 2 - 1.0 / 12) * 4.0 + wiggle * np.sin(2 * np.pi * f + rng.random() * 6.28)
     dy = (yy - yc)[:, None]  # nonzero beyond the telomeres: rounded caps
     xs = (np.arange(Wt, dtype=np.float32) + 0.5)[None, :]
-    base = 1.0 - p["contrast"]
-    tone = (base + p["contrast"] * band)[:, None]
+    lo = 0.3 + 0.45 * (1.0 - p["contrast"])  # darkness of the palest (gneg) bands
+    tone = (lo + (1.0 - lo) * band)[:, None]
     out = np.zeros((H, Wt), np.float32)
     for side in (-1.0, 1.0):
         cx = (centre + side * sep / 2.0)[:, None]
@@ -188,7 +197,11 @@ def _render_chromosome(rng: np.random.Generator, name: str, length: float, width
         r = rad[:, None]
         cover = np.clip((r - d) + 0.5, 0.0, 1.0)
         mass = np.sqrt(np.clip(1.0 - (d / np.maximum(r, 1e-3)) ** 2, 0.0, 1.0))
-        np.maximum(out, cover * tone * (0.7 + 0.3 * mass), out=out)
+        np.maximum(out, cover * tone * (0.75 + 0.25 * mass), out=out)
+    # chromatin texture: a smooth random modulation of about +-12 %
+    tex = _low_freq_field(rng, H, Wt, (max(2, int(Wt / 5)), max(3, int(H / 5))))
+    out *= 1.0 + 0.12 * tex
+    np.clip(out, 0.0, 1.0, out=out)
     return out
 
 
