@@ -17,6 +17,7 @@ Each reads ``<root>/<dir>/annotations/<split>.json`` with images under ``<root>/
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -122,6 +123,9 @@ def get_metadata(name: str) -> Dict[str, Any]:
 QUICK_SPEC = {"train": (40, 1000), "val": (10, 1001)}
 QUICK_SIZE = (640, 480)
 QUICK_DIR = "deepacc_synth_quick"
+#: Bumped when the generator's output changes; an older quick set is kept but reported.
+QUICK_VERSION = 2
+_warned_stale = False
 
 
 def _generate_quick(target: str) -> None:
@@ -133,6 +137,8 @@ def _generate_quick(target: str) -> None:
         os.chmod(tmp, 0o755)  # mkdtemp creates 0700; the data is meant to be shared
         for split, (n, seed) in QUICK_SPEC.items():
             generate_dataset(tmp, n, seed=seed, width=QUICK_SIZE[0], height=QUICK_SIZE[1], split=split, progress=False)
+        with open(os.path.join(tmp, "GENERATOR.json"), "w") as f:
+            json.dump({"quick_version": QUICK_VERSION, "spec": QUICK_SPEC, "size": QUICK_SIZE}, f)
         try:
             os.rename(tmp, target)  # atomic; fails if another process finished first
         except OSError:
@@ -141,6 +147,23 @@ def _generate_quick(target: str) -> None:
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_stale(target: str) -> None:
+    global _warned_stale
+    if _warned_stale:
+        return
+    try:
+        with open(os.path.join(target, "GENERATOR.json")) as f:
+            version = json.load(f).get("quick_version")
+    except (OSError, ValueError):
+        version = None
+    if version != QUICK_VERSION:
+        import warnings
+
+        _warned_stale = True
+        warnings.warn(f"{target} was made by an older synthetic generator (version {version}, current "
+                      f"{QUICK_VERSION}); delete the folder to regenerate it", stacklevel=3)
 
 
 def ensure_synth_quick(root: Optional[str] = None) -> str:
@@ -154,6 +177,7 @@ def ensure_synth_quick(root: Optional[str] = None) -> str:
     target = os.path.abspath(os.path.join(root, QUICK_DIR))
     done = lambda: all(os.path.exists(os.path.join(target, "annotations", f"{s}.json")) for s in QUICK_SPEC)  # noqa: E731
     if done():
+        _check_stale(target)
         return target
     os.makedirs(os.path.dirname(target), exist_ok=True)
     lock_path = target + ".lock"
