@@ -126,3 +126,25 @@ def test_generate_dataset_karyotype_list_and_shifted(tmp_path):
     assert [x["karyotype"] for x in d] == ["47,XY,+21", "45,X"]
     assert [len(x["annotations"]) for x in d] == [47, 45]
     assert json.load(open(j))["info"]["batch"] == "shifted"
+
+
+def test_band_table_script(tmp_path):
+    from test_data_helpers import SHARED_DATA, load_script
+    from deepacc.data.bands import BAND_TABLE
+
+    mod = load_script("make_band_table")
+    names = [str(i) for i in range(1, 23)] + ["X", "Y"]
+    rows = []
+    for n in names:
+        rows += [f"chr{n}\t0\t400\tp11\tgneg", f"chr{n}\t400\t500\tp11.1\tacen", f"chr{n}\t500\t600\tq11\tacen",
+                 f"chr{n}\t600\t1000\tq12\tgpos50"]
+    rows.append("chrM\t0\t100\tx\tgneg")
+    src = tmp_path / "c.tsv"
+    src.write_text("\n".join(rows) + "\n")
+    text = mod.build(str(src))
+    assert "UCSC Genome Browser" in text
+    line = [ln for ln in text.splitlines() if ln.startswith("7\t")][1]
+    assert line == "7\t1000\tp11.1\t0.400000\t0.500000\tacen"
+    real = os.path.join(SHARED_DATA, "hg38_cytoBand.tsv")
+    if os.path.exists(real):  # the shipped table is exactly what the script makes from the UCSC file
+        assert mod.build(real) == open(BAND_TABLE).read()
