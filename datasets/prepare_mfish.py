@@ -2,13 +2,15 @@
 """ADIR M-FISH image set #1 -> COCO dataset (whole real metaphase spreads).
 
     python datasets/prepare_mfish.py --src /path/to/mfish --out $DETECTRON2_DATASETS/mfish
-        [--seed 0] [--split 0.7,0.15,0.15] [--min-area 40] [--no-split-touching] [--limit N]
+        [--seed 0] [--split 0.7,0.15,0.15] [--min-area 40] [--no-split-touching] [--stretch] [--limit N]
 
 Input: ``<src>/<slide>__<code>/<img>D.tif`` (DAPI plane) and ``<img>K.tif`` (label image), see the
 set's README-ADIR.md (its copyright notice must travel with the images).
 
 * **Image**: the DAPI plane, read by ``deepacc.data.images.read_image`` and **inverted**
   (``255 - DAPI``), so chromosomes are dark on a light background like G-band images. Written as PNG.
+  DAPI is faint in this set (inverted chromosomes are light gray); ``--stretch`` adds a linear
+  stretch between the 0.5 and 99.5 percentiles.
 * **Boxes**: one per connected component (8-connectivity) of each class in the label image
   (0 background, 1..22, 23 = X, 24 = Y). Pixels labelled 255 (README: -1) are where chromosomes
   overlap: every connected overlap region is added to the mask of **every class touching it**
@@ -216,7 +218,15 @@ def assign_splits(slides, seed, fractions):
     return out
 
 
-def convert(item, out, split, min_area=40, split_touching=True):
+def stretch(img, lo_pct=0.5, hi_pct=99.5):
+    """Linear contrast stretch between two percentiles (used with ``--stretch``)."""
+    lo, hi = np.percentile(img, [lo_pct, hi_pct])
+    if hi <= lo:
+        return img
+    return np.clip(np.rint((img.astype(np.float32) - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+
+
+def convert(item, out, split, min_area=40, split_touching=True, do_stretch=False):
     """One spread -> (dataset dict without image_id, stats)."""
     try:
         dapi = read_image(item["dapi"])
@@ -230,7 +240,8 @@ def convert(item, out, split, min_area=40, split_touching=True):
     anns, st = boxes_from_labels(K, min_area, expected_counts(karyotype), split_touching)
     fn = os.path.join(out, split, item["stem"] + ".png")
     os.makedirs(os.path.dirname(fn), exist_ok=True)
-    cv2.imwrite(fn, 255 - dapi)
+    img = 255 - dapi
+    cv2.imwrite(fn, stretch(img) if do_stretch else img)
     rec = {"file_name": fn, "height": int(K.shape[0]), "width": int(K.shape[1]), "annotations": anns,
            "case_id": item["slide"]}
     if karyotype:
@@ -247,6 +258,8 @@ def main(argv=None):
     p.add_argument("--min-area", type=int, default=40)
     p.add_argument("--no-split-touching", action="store_true")
     p.add_argument("--limit", type=int, default=0, help="keep only N spreads (quick runs)")
+    p.add_argument("--stretch", action="store_true",
+                   help="stretch the inverted DAPI between its 0.5 and 99.5 percentiles (default: as stored)")
     a = p.parse_args(argv)
     fr = [float(v) for v in a.split.split(",")]
     out = os.path.abspath(a.out)
@@ -264,7 +277,7 @@ def main(argv=None):
     for s in SPLITS:
         recs = []
         for it in by_split.get(s, []):
-            rec, st, err = convert(it, out, s, a.min_area, not a.no_split_touching)
+            rec, st, err = convert(it, out, s, a.min_area, not a.no_split_touching, a.stretch)
             total.update(st)
             if err:
                 print("warning:", err, file=sys.stderr)

@@ -288,7 +288,7 @@ def generate_spread(rng: np.random.Generator, width: int = 1600, height: int = 1
 
     # interphase nuclei, mostly outside the spread
     for _ in range(int(p["nuclei"])):
-        nuc = _nucleus(rng, len1 * (0.45 + 0.3 * rng.random()))
+        nuc = _nucleus(rng, len1 * (0.55 + 0.4 * rng.random()))
         for _try in range(10):
             ang = rng.random() * 2 * np.pi
             d = 1.05 + 0.8 * rng.random()
