@@ -290,3 +290,13 @@ def test_report_html_is_offline_escaped_and_folds_long_uncertain_lists(tmp_path)
     assert "data:image/png;base64," in emb and 'src="a.karyogram.png"' not in emb
     path = write_report(recs, str(tmp_path))
     assert open(path, encoding="utf-8").read().startswith("<!DOCTYPE html>")
+
+
+def test_flag_numbers_never_print_as_the_threshold():
+    img, boxes, classes = make_spread("46,XX", seed=4)
+    pred = fake_prediction(boxes, classes)
+    pred["instances_top1"]["scores"][0] = 0.6999
+    pred["instances_top1"]["scores"][1] = 0.58
+    msgs = [f.message for f in summarize(select_calls(pred["instances_top1"]), review_score=0.7).flags]
+    assert any("score 0.6999 < 0.7" in m for m in msgs), msgs
+    assert any("score 0.58 < 0.7" in m for m in msgs), msgs

@@ -260,7 +260,7 @@ def render_karyogram(
         by_class[names[i]].append(int(i))
 
     gap, frame, margin = 6, 3, 24
-    label_h, score_h = 22, 14
+    label_h, score_h = 22, 26
     min_slot = 44
     col_gap = 26
     title_h = 64
@@ -304,11 +304,12 @@ def render_karyogram(
                 canvas[top : top + h, cx + frame : cx + frame + w] = chrom[:, :, None]
                 if i in uncertain:
                     cv2.rectangle(canvas, (cx, top - frame), (cx + w + 2 * frame - 1, base_y - 1), _RED, 2)
-                    txt = f"{scores[i]:.2f}"
+                    lines = [f"{scores[i]:.2f}"]
                     if margins is not None and margins[i] < margin_thr:
-                        txt += f" m{margins[i]:.2f}"
-                    if cv2.getTextSize(txt, _FONT, 0.36, 1)[0][0] <= w + 2 * frame + gap:  # only when it fits
-                        _text(canvas, txt, cx + frame + w / 2, base_y + label_h + score_h - 2, 0.36, _RED)
+                        lines.append(f"m{margins[i]:.2f}")
+                    for k, txt in enumerate(lines):  # under the chromosome, only when it fits
+                        if cv2.getTextSize(txt, _FONT, 0.36, 1)[0][0] <= w + 2 * frame + gap:
+                            _text(canvas, txt, cx + frame + w / 2, base_y + label_h + 12 + 12 * k, 0.36, _RED)
                 cx += w + 2 * frame + gap
             color = GROUP_COLORS[group_of(n)]
             cv2.line(canvas, (x, base_y + 2), (x + slot_w - 1, base_y + 2), color, 2)

@@ -122,7 +122,11 @@ def _spread_section(rec: Mapping, idx: int, output_dir: str, embed: bool) -> str
         if src is None:
             figs.append(f"<figure><figcaption>{e(caption)}: image missing</figcaption></figure>")
         else:
-            figs.append(f'<figure><img src="{src}" alt="{e(key)} of {e(name)}"><figcaption>{e(caption)}</figcaption></figure>')
+            img = f'<img src="{src}" alt="{e(key)} of {e(name)}">'
+            if not embed:  # click to open the image at full size
+                img = f'<a href="{src}">{img}</a>'
+            figs.append(f"<figure>{img}<figcaption>{e(caption)} (click to enlarge)</figcaption></figure>"
+                        if not embed else f"<figure>{img}<figcaption>{e(caption)}</figcaption></figure>")
     out.append('<div class="figs">' + "".join(figs) + "</div></section>")
     return "\n".join(out)
 

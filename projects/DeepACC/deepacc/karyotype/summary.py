@@ -174,10 +174,13 @@ class KaryotypeSummary:
         return d
 
 
-def _fmt(x: float) -> str:
-    """Two decimals, or three when two would round up to a threshold-looking value."""
-    t = f"{x:.2f}"
-    return t if float(t) <= x else f"{x:.3f}"
+def _fmt(x: float, threshold: float) -> str:
+    """``x`` (below ``threshold``) with two decimals, or more when two would print it as the threshold."""
+    for nd in (2, 3, 4):
+        t = f"{x:.{nd}f}"
+        if float(t) < threshold:
+            return t
+    return f"{x:.6f}"
 
 
 def _expected_copies(name: str, inferred_sex: str) -> int:
@@ -250,12 +253,12 @@ def summarize(
     for i, name in enumerate(names):
         reasons = []
         if scores[i] < review_score:
-            reasons.append(f"score {_fmt(scores[i])} < {review_score:g}")
+            reasons.append(f"score {_fmt(scores[i], review_score)} < {review_score:g}")
         if margins is not None and margins[i] < review_margin:
             p_i = _as_numpy(probs)[i, : len(class_names)]
             second = int(np.argsort(-p_i, kind="stable")[1])
             reasons.append(
-                f"top-2 margin {_fmt(margins[i])} < {review_margin:g} (runner-up: {canonical_name(class_names[second])})"
+                f"top-2 margin {_fmt(margins[i], review_margin)} < {review_margin:g} (runner-up: {canonical_name(class_names[second])})"
             )
         if reasons:
             uncertain.append(i)
