@@ -214,6 +214,11 @@ def test_opts_reach_the_factory(spreads, tmp_path):
     assert seen["opts"] == ["MODEL.WEIGHTS", "w.pth", "MODEL.DEVICE", "cpu"]
     assert seen["engine"] == "torchvision" and seen["confidence_threshold"] == 0.3
     assert seen["config_file"] == "cfg.yaml"
+    # Options right after --input (argparse would read them as inputs) still reach the config.
+    seen.clear()
+    rc = P.main(["--output", str(tmp_path / "o2"), "--no-progress", "--input", str(folder / "spread_0.png"),
+                 "MODEL.WEIGHTS", "w.pth"], predictor_factory=factory, reader=lambda p: cv2.imread(p, 0))
+    assert rc == 0 and seen["opts"] == ["MODEL.WEIGHTS", "w.pth"] and seen["input"] == [str(folder / "spread_0.png")]
 
 
 def _chromium():

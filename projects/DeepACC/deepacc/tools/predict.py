@@ -37,6 +37,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import sys
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -402,6 +403,19 @@ def build_default_predictor(args) -> Predictor:
     return build_predictor(setup_cfg(args), engine=args.engine)
 
 
+_CFG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
+
+
+def _split_trailing_opts(args) -> None:
+    """``--input a.png MODEL.WEIGHTS w.pth``: argparse puts the options into ``--input``; move the
+    first config key (``MODEL.WEIGHTS``, not an existing path) and what follows into ``opts``."""
+    for k, item in enumerate(args.input):
+        if _CFG_KEY.match(item) and not os.path.exists(item):
+            args.opts = list(args.input[k:]) + list(args.opts or [])
+            args.input = args.input[:k]
+            return
+
+
 def main(argv: Optional[Sequence[str]] = None,
          predictor_factory: Optional[Callable[[argparse.Namespace], Predictor]] = None,
          reader: Optional[Callable[[str], np.ndarray]] = None) -> int:
@@ -413,8 +427,12 @@ def main(argv: Optional[Sequence[str]] = None,
     args = get_parser().parse_args(argv)
     if args.opts and args.opts[0] == "--":
         args.opts = args.opts[1:]
+    _split_trailing_opts(args)
     if len(args.opts) % 2:
         print(f"deepacc-predict: config options must be KEY VALUE pairs, got {args.opts}", file=sys.stderr)
+        return 2
+    if not args.input:
+        print("deepacc-predict: --input needs at least one file, pattern or folder", file=sys.stderr)
         return 2
     paths, problems = expand_inputs(args.input, exclude_dir=args.output)
     for item, why in problems:
