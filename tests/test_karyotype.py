@@ -300,3 +300,23 @@ def test_flag_numbers_never_print_as_the_threshold():
     msgs = [f.message for f in summarize(select_calls(pred["instances_top1"]), review_score=0.7).flags]
     assert any("score 0.6999 < 0.7" in m for m in msgs), msgs
     assert any("score 0.58 < 0.7" in m for m in msgs), msgs
+
+
+@pytest.mark.parametrize("angle", [0, 40, 90, 180, 250])
+def test_extract_chromosome_puts_the_constriction_in_the_upper_half(angle):
+    # Upright rod with a constriction at 30 % of its length, then rotated by `angle`.
+    rod = np.full((120, 40), 235, np.uint8)
+    cv2.rectangle(rod, (12, 10), (28, 110), 60, -1)
+    rod[36:42, 12:16] = 235  # constriction: both sides pinched
+    rod[36:42, 24:29] = 235
+    big = np.full((200, 200), 235, np.uint8)
+    big[40:160, 80:120] = rod
+    M = cv2.getRotationMatrix2D((100, 100), angle, 1.0)
+    img = cv2.warpAffine(big, M, (200, 200), borderValue=235)
+    ys, xs = np.nonzero(img < 150)
+    cut = extract_chromosome(img, [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    h = cut.mask.shape[0]
+    width = cut.mask.sum(axis=1)
+    narrow = int(np.argmin(width[int(0.15 * h) : int(0.85 * h)])) + int(0.15 * h)
+    assert narrow < 0.5 * h, (narrow, h)
+    assert h > 3 * cut.mask.shape[1]

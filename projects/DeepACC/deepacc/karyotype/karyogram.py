@@ -9,9 +9,12 @@ reach into the box by a foreground mask: the dark chromosome is thresholded (Ots
 background, gaps at pale bands are closed, the mask is limited to the box, and only the component
 covering the centre of the box is kept, with the pieces lying on its principal axis (a chromosome
 split at a pale band). The cut-out is then rotated so that the principal axis of the mask (from the
-image moments) is vertical. Which end is the short arm is not determined: chromosomes are upright
-but may be upside down. Touching or overlapping chromosomes cannot be separated by a threshold and
-keep the parts of their neighbours that overlap the box centre.
+image moments) is vertical, and by 180 degrees more when the narrowest point of its width profile
+(taken as the centromere) lies in the lower half, so that the short arm points up as in ISCN
+karyograms. This is a heuristic: acrocentric chromosomes and chromosomes without a visible
+constriction keep whichever end came up, and a bend or a neighbour can be mistaken for the
+constriction. Bent chromosomes are turned, not straightened. Overlapping chromosomes, or
+chromosomes touching over a broad contact, keep the part of their neighbour inside the box.
 """
 from __future__ import annotations
 
@@ -47,13 +50,15 @@ class Cutout:
 
     ``image``: uint8 grayscale, background set to 255; ``mask``: bool, same shape; ``angle``: degrees
     the crop was rotated by (counter-clockwise); ``mask_found``: False when no usable foreground mask
-    was found and the whole box was kept.
+    was found and the whole box was kept; ``flipped``: turned by 180 degrees so that the clearest
+    constriction (taken as the centromere) is in the upper half, i.e. the short arm up.
     """
 
     image: np.ndarray
     mask: np.ndarray
     angle: float
     mask_found: bool
+    flipped: bool = False  # turned by 180 degrees to put the short arm up
 
 
 def _axis(mask: np.ndarray):
@@ -165,7 +170,39 @@ def extract_chromosome(
     if len(ys):
         cut = cut[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
         mask = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-    return Cutout(image=cut, mask=mask, angle=angle, mask_found=found)
+    flipped = False
+    if upright and found:
+        c = _centromere_row(mask)
+        if c is not None and c > 0.5 * mask.shape[0]:
+            # The constriction is in the lower half: the short arm is below. Turn by 180 degrees.
+            cut, mask = cut[::-1, ::-1].copy(), mask[::-1, ::-1].copy()
+            angle = (angle + 180.0) % 360.0
+            flipped = True
+    return Cutout(image=cut, mask=mask, angle=angle, mask_found=found, flipped=flipped)
+
+
+def _centromere_row(mask: np.ndarray) -> Optional[int]:
+    """Row of a clear constriction (primary constriction = centromere) of an upright mask, or None.
+
+    The width profile (mask pixels per row, smoothed) is searched between 15 % and 85 % of the
+    length; the narrowest row counts as a constriction when it is below 80 % of the median width.
+    Acrocentric chromosomes (constriction at the very end) and chromosomes without a visible
+    constriction give None and are left as they are.
+    """
+    h = mask.shape[0]
+    if h < 12:
+        return None
+    width = mask.sum(axis=1).astype(np.float64)
+    k = max(3, (h // 15) | 1)
+    smooth = np.convolve(width, np.ones(k) / k, mode="same")
+    lo, hi = int(0.15 * h), int(0.85 * h)
+    inner = smooth[lo:hi]
+    if inner.size == 0:
+        return None
+    j = int(np.argmin(inner))
+    if inner[j] >= 0.8 * float(np.median(smooth[width > 0])):
+        return None
+    return lo + j
 
 
 def _rotate(cut: np.ndarray, mask: np.ndarray, angle: float) -> Tuple[np.ndarray, np.ndarray]:
