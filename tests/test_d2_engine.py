@@ -34,7 +34,7 @@ from deepacc.d2 import (  # noqa: E402
     DeepACCROIHeads,
     register_datasets,
 )
-from deepacc.d2.train_net import get_cfg, main, setup  # noqa: E402
+from deepacc.d2.train_net import Trainer, get_cfg, main, setup  # noqa: E402
 from deepacc.data import catalog  # noqa: E402
 from deepacc.evaluation.evaluator import MetaphaseEvaluator, flatten_scalars  # noqa: E402
 from deepacc.karyotype.classes import CLASS_NAMES  # noqa: E402
@@ -132,12 +132,14 @@ def test_deepacc_keys_come_from_the_core_config(tiny_yaml):
         build_model(tiny_cfg(tiny_yaml, ["MODEL.ROI_BOX_HEAD.NUM_CONV", "2"]))
 
 
-def _project_configs():
-    names = ["DeepACC_R101_FPN_2x.yaml", "faster_rcnn_R101_FPN_2x.yaml", "faster_rcnn_sep_R101_FPN_2x.yaml"]
-    abl = os.path.join(REPO, "configs", "ablation")
-    if os.path.isdir(abl):
-        names += [os.path.join("ablation", n) for n in sorted(os.listdir(abl)) if n.endswith(".yaml")]
-    return [n for n in names if os.path.exists(os.path.join(REPO, "configs", n))]
+def _project_configs(sub=("", "ablation", "quick")):
+    names = []
+    for d in sub:
+        folder = os.path.join(REPO, "configs", d)
+        if os.path.isdir(folder):
+            names += [os.path.join(d, n) for n in sorted(os.listdir(folder))
+                      if n.endswith(".yaml") and not n.startswith("Base-")]
+    return names
 
 
 @pytest.mark.parametrize("variant", ["deepacc", "plain_d2_standard", "sep", "no_siamese", "agnostic"])
@@ -177,6 +179,24 @@ def test_project_configs_build_the_same_head_on_both_engines(name):
     roi = build_roi_heads(cfg, shapes)
     core = DeepACCHead.from_config(cfg, in_channels)
     assert n_params(roi.box_head, roi.box_predictor) == n_params(core)
+
+
+@pytest.mark.parametrize("name", _project_configs(("quick",)) or ["<none>"])
+def test_quick_configs_same_head_as_the_torchvision_engine_model(name):
+    """The torchvision engine's whole model, built from the same YAML, has the same ROI head size."""
+    if name == "<none>":
+        pytest.skip("configs/quick not found")
+    tv_model = pytest.importorskip("deepacc.tv.model", reason="torchvision engine not available")
+    from deepacc.config import load_config
+
+    path = os.path.join(REPO, "configs", name)
+    tv_cfg = load_config(path, ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu"])
+    tv = tv_model.build_model(tv_cfg)
+    d2_cfg = get_cfg()
+    d2_cfg.merge_from_file(path)
+    d2_cfg.merge_from_list(["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu"])
+    d2 = build_model(d2_cfg)
+    assert n_params(d2.roi_heads.box_head, d2.roi_heads.box_predictor) == n_params(tv.head)
 
 
 # ---------------------------------------------------------------------------------- training
@@ -554,9 +574,11 @@ def test_train_evaluate_resume_eval_only(tiny_yaml, tiny_train_dataset, tmp_path
               "DATALOADER.NUM_WORKERS", "0", "SOLVER.CHECKPOINT_PERIOD", "2", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
     main(_args(tiny_yaml, *common, "SOLVER.MAX_ITER", "2"))
     assert os.path.exists(os.path.join(out, "model_final.pth"))
-    res = main(_args(tiny_yaml, *common, "SOLVER.MAX_ITER", "3", resume=True))  # continues at iteration 2
-    with open(os.path.join(out, "last_checkpoint")) as f:
-        assert f.read().strip() == "model_final.pth"
+    trainer = Trainer(setup(_args(tiny_yaml, *common, "SOLVER.MAX_ITER", "3", resume=True)))
+    trainer.resume_or_load(resume=True)
+    assert trainer.start_iter == 2  # continues after the 2 finished iterations
+    trainer.train()
+    assert torch.load(os.path.join(out, "model_final.pth"), weights_only=False)["iteration"] == 2
     res = main(_args(tiny_yaml, *common, "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"), eval_only=True))
     assert {"deepacc", "bbox"} <= set(res)
     for key in ("mAP", "mAP_max", "Acc", "AER", "num_gt"):
