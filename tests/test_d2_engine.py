@@ -584,3 +584,36 @@ def test_train_evaluate_resume_eval_only(tiny_yaml, tiny_train_dataset, tmp_path
     for key in ("mAP", "mAP_max", "Acc", "AER", "num_gt"):
         assert key in res["deepacc"]
     assert res["deepacc"]["num_gt"] == 6
+
+
+# ---------------------------------------------------------------------------------- predictor
+def test_predictor_from_framework_free_cfg(tiny_yaml, tmp_path):
+    """deepacc-predict's path: a framework-free cfg -> Detectron2 model -> the project's prediction dict."""
+    from deepacc.config import load_config
+    from deepacc.d2 import build_predictor, to_detectron2_cfg
+    from deepacc.d2.evaluator import instances_to_dict
+
+    torch.manual_seed(0)
+    cfg = load_config(tiny_yaml, ["MODEL.DEEPACC.SIAMESE.THRESHOLD", "0.3", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+                                  "MODEL.META_ARCHITECTURE", "GeneralizedRCNN"])
+    d2cfg = to_detectron2_cfg(cfg)
+    assert d2cfg.MODEL.DEEPACC.SIAMESE.THRESHOLD == pytest.approx(0.3) and d2cfg.MODEL.META_ARCHITECTURE == "DeepACCRCNN"
+    model = build_model(d2cfg).eval()
+    weights = str(tmp_path / "w.pth")
+    torch.save({"model": model.state_dict()}, weights)
+    cfg.merge_from_list(["MODEL.WEIGHTS", weights])
+    predictor = build_predictor(cfg)
+    d = _write_dataset(str(tmp_path), n=1, size=(150, 200))[0]
+    gray = np.asarray(Image.open(d["file_name"]))
+    out = predictor(gray)
+    with torch.no_grad():
+        ref = model([DeepACCDatasetMapper(d2cfg, False)(d)])[0]
+    for key in ("instances", "instances_top1"):
+        r = instances_to_dict(ref[key])
+        assert set(out[key]) == {"boxes", "scores", "classes", "class_probs"} and len(r["scores"]) > 0
+        np.testing.assert_allclose(out[key]["boxes"], r["boxes"], atol=1e-3)
+        np.testing.assert_allclose(out[key]["scores"], r["scores"], atol=1e-6)
+        assert out[key]["boxes"][:, 2].max() <= 200 + 1e-3 and out[key]["boxes"][:, 3].max() <= 150 + 1e-3
+    with pytest.raises(FileNotFoundError, match="no_such.pth"):
+        cfg.merge_from_list(["MODEL.WEIGHTS", str(tmp_path / "no_such.pth")])
+        build_predictor(cfg)

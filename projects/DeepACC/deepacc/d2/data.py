@@ -108,16 +108,23 @@ class DeepACCDatasetMapper:
             "normalization": cfg.INPUT.NORMALIZATION,
         }
 
-    def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
-        d = copy.deepcopy(dataset_dict)
-        gray = read_image(d["file_name"])
-        utils.check_image_size(d, gray)
+    def prepare_image(self, gray: np.ndarray):
+        """``(H, W)`` grayscale -> ``(image (3, h, w) float32 tensor, applied transforms)``."""
+        if gray.ndim != 2:
+            raise ValueError(f"expected a (H, W) grayscale image, got shape {gray.shape}")
         image = _normalize_image(gray, self.normalization).astype(np.float32, copy=False)
         aug = T.AugInput(image)
         transforms = self.augmentations(aug)
         image = aug.image
         h, w = image.shape[:2]
-        d["image"] = torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0).expand(3, h, w).contiguous()
+        return torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0).expand(3, h, w).contiguous(), transforms
+
+    def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
+        d = copy.deepcopy(dataset_dict)
+        gray = read_image(d["file_name"])
+        utils.check_image_size(d, gray)
+        d["image"], transforms = self.prepare_image(gray)
+        h, w = d["image"].shape[1:]
         annotations = d.pop("annotations", None)
         if not self.is_train or annotations is None:
             return d

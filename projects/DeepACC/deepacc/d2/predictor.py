@@ -1,0 +1,74 @@
+"""``Detectron2Predictor``: one metaphase image -> the project's prediction dict, on Detectron2.
+
+Used by ``deepacc-predict`` (through :func:`deepacc.engine.build_predictor`) when the engine is
+Detectron2. It reads the same configs as ``train_net.py`` and a checkpoint written by this engine.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Dict
+
+import numpy as np
+import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+
+from .data import DeepACCDatasetMapper
+from .evaluator import instances_to_dict
+
+__all__ = ["Detectron2Predictor", "build_predictor", "to_detectron2_cfg"]
+
+logger = logging.getLogger(__name__)
+
+
+def to_detectron2_cfg(cfg):
+    """A Detectron2 config (Detectron2's defaults + DeepACC's keys) holding the values of ``cfg``
+    (a Detectron2 or framework-free :func:`deepacc.config.get_cfg` config); ``GeneralizedRCNN``
+    becomes ``DeepACCRCNN``. Returns a new, frozen config."""
+    from .train_net import get_cfg
+
+    out = get_cfg()
+    out.merge_from_other_cfg(cfg)
+    if out.MODEL.META_ARCHITECTURE == "GeneralizedRCNN":
+        out.MODEL.META_ARCHITECTURE = "DeepACCRCNN"
+    out.freeze()
+    return out
+
+
+class Detectron2Predictor:
+    """Runs the Detectron2-engine model on one grayscale image (``(H, W)`` uint8).
+
+    Returns ``{"instances": {...}, "instances_top1": {...}}`` (numpy ``boxes``, ``scores``,
+    ``classes``, ``class_probs``, in the input image's coordinates). Loads ``MODEL.WEIGHTS``.
+    """
+
+    def __init__(self, cfg):
+        self.cfg = to_detectron2_cfg(cfg)
+        self.model = build_model(self.cfg).eval()
+        weights = str(self.cfg.MODEL.WEIGHTS)
+        if weights:
+            if "://" not in weights and not os.path.isfile(weights):
+                raise FileNotFoundError(f"MODEL.WEIGHTS {weights!r} is not a file (give a checkpoint, e.g. "
+                                        "output/.../model_final.pth)")
+            DetectionCheckpointer(self.model).load(weights)
+        else:
+            logger.warning("MODEL.WEIGHTS is empty: predicting with a randomly initialised model.")
+        self.mapper = DeepACCDatasetMapper(self.cfg, False)
+        self.amp = bool(self.cfg.SOLVER.AMP.ENABLED) and self.model.device.type == "cuda"
+
+    @torch.no_grad()
+    def __call__(self, gray: np.ndarray) -> Dict:
+        gray = np.asarray(gray)
+        image, _ = self.mapper.prepare_image(gray)
+        h, w = gray.shape[:2]
+        with torch.autocast(device_type=self.model.device.type, enabled=self.amp):
+            out = self.model([{"image": image, "height": h, "width": w}])[0]
+        return {"instances": instances_to_dict(out["instances"]),
+                "instances_top1": instances_to_dict(out["instances_top1"])}
+
+
+def build_predictor(cfg) -> Detectron2Predictor:
+    """``predictor(gray_uint8_image) -> prediction dict`` on Detectron2 (see :class:`Detectron2Predictor`)."""
+    return Detectron2Predictor(cfg)
