@@ -264,3 +264,15 @@ def test_setup_cfg_threshold_and_device(tmp_path, capsys):
     assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == pytest.approx(0.3)  # lowered to the threshold
     if not torch.cuda.is_available():
         assert cfg.MODEL.DEVICE == "cpu" and "CUDA is not available" in capsys.readouterr().err
+
+
+def test_image_without_any_call(tmp_path):
+    img = np.full((120, 160), 230, np.uint8)
+    empty = {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
+             "classes": np.zeros(0, np.int64), "class_probs": np.zeros((0, 25), np.float32)}
+    calls, summary, overlay, karyogram, detections = P.postprocess(img, {"instances": empty, "instances_top1": empty})
+    assert detections == [] and summary.count == 0 and summary.needs_review
+    assert overlay.shape[1] == 160 and karyogram.ndim == 3
+    # Only low-scoring detections: none passes the threshold.
+    low = fake_prediction(np.array([[10, 10, 30, 60]], np.float32), np.array([3]), scores=[0.2])
+    assert P.postprocess(img, low)[1].count == 0
