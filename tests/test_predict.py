@@ -130,6 +130,11 @@ def test_rerun_skips_done_images_and_overwrite_redoes_them(spreads, tmp_path, ca
     assert P.main(["--input", str(folder), "--output", str(out), "--no-progress", "--overwrite"],
                   predictor_factory=factory_for(truth, built), reader=reader) == 0
     assert "4 processed, 0 already done" in capsys.readouterr().err
+    # Other thresholds: the old outputs do not count as done.
+    assert P.main(["--input", str(folder), "--output", str(out), "--no-progress", "--review-score", "0.95"],
+                  predictor_factory=factory_for(truth, built), reader=reader) == 0
+    assert "4 processed, 0 already done" in capsys.readouterr().err
+    assert json.loads((out / "spread_0.json").read_text())["settings"]["review_score"] == 0.95
 
 
 def test_interrupted_write_leaves_no_partial_file(spreads, tmp_path, monkeypatch):

@@ -22,8 +22,8 @@ class-agnostic NMS at IoU ``--nms-threshold`` (0.7).
 
 A file that cannot be read or processed is reported on stderr with the reason and skipped; all other
 files are processed. Every output is written through a temporary file and ``os.replace``, so a killed
-run leaves no half-written file; a rerun skips the images whose outputs are all present
-(``--overwrite`` redoes them).
+run leaves no half-written file; a rerun skips the images whose outputs are all present and were made
+from the same file with the same thresholds (``--overwrite`` redoes them anyway).
 
 Exit status: 0 when every input was processed (or skipped as already done), 1 when at least one
 input failed, 2 on a usage or set-up error (no input found, model could not be built).
@@ -239,7 +239,8 @@ def _outputs(output_dir: str, stem: str) -> Dict[str, str]:
     return {k: os.path.join(output_dir, stem + suf) for k, suf in OUTPUT_SUFFIXES.items()}
 
 
-def _load_done(output_dir: str, stem: str) -> Optional[dict]:
+def _load_done(output_dir: str, stem: str, path: str, settings: PredictSettings) -> Optional[dict]:
+    """The record of an image already done with the same input and settings, else None."""
     outs = _outputs(output_dir, stem)
     if not all(os.path.isfile(p) for p in outs.values()):
         return None
@@ -247,9 +248,11 @@ def _load_done(output_dir: str, stem: str) -> Optional[dict]:
         with open(outs["json"], "r", encoding="utf-8") as f:
             rec = json.load(f)
         rec["summary"]["karyotype"]  # noqa: B018  (a complete record)
-        return rec
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    if rec.get("file_name") != path or rec.get("settings") != asdict(settings):
+        return None  # another input with the same name, or other thresholds: redo
+    return rec
 
 
 def process_image(
@@ -267,7 +270,7 @@ def process_image(
     image never loads the model). ``reader`` defaults to :func:`deepacc.data.images.read_image`.
     """
     if not overwrite:
-        rec = _load_done(output_dir, stem)
+        rec = _load_done(output_dir, stem, path, settings)
         if rec is not None:
             return rec, True
     if reader is None:
