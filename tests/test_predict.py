@@ -135,6 +135,11 @@ def test_rerun_skips_done_images_and_overwrite_redoes_them(spreads, tmp_path, ca
                   predictor_factory=factory_for(truth, built), reader=reader) == 0
     assert "4 processed, 0 already done" in capsys.readouterr().err
     assert json.loads((out / "spread_0.json").read_text())["settings"]["review_score"] == 0.95
+    # Other weights on the command line: redone too.
+    assert P.main(["--input", str(folder), "--output", str(out), "--no-progress", "--review-score", "0.95",
+                   "MODEL.WEIGHTS", "other.pth"], predictor_factory=factory_for(truth, built), reader=reader) == 0
+    assert "4 processed, 0 already done" in capsys.readouterr().err
+    assert json.loads((out / "spread_0.json").read_text())["settings"]["opts"] == ["MODEL.WEIGHTS", "other.pth"]
 
 
 def test_interrupted_write_leaves_no_partial_file(spreads, tmp_path, monkeypatch):

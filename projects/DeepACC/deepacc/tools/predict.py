@@ -73,6 +73,8 @@ class PredictSettings:
     review_score: float = 0.7
     review_margin: float = 0.2
     engine: str = "auto"
+    config_file: str = ""  # recorded with the outputs: which model made them
+    opts: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -444,7 +446,7 @@ def main(argv: Optional[Sequence[str]] = None,
         print("deepacc-predict: no input image found", file=sys.stderr)
         return 2
     settings = PredictSettings(args.confidence_threshold, args.nms_threshold, args.review_score,
-                               args.review_margin, args.engine)
+                               args.review_margin, args.engine, args.config_file, [str(o) for o in args.opts])
     factory = predictor_factory or build_default_predictor
 
     def make():
