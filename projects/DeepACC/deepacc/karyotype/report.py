@@ -162,7 +162,12 @@ def build_report_html(
     if records:
         settings = records[0].get("settings", {})
         if settings:
-            parts.append('<p class="meta">Settings: ' + ", ".join(f"{e(str(k))} = {e(str(v))}" for k, v in settings.items()) + "</p>")
+            shown = []
+            for k, v in settings.items():
+                if v in ("", None, [], ()):
+                    continue
+                shown.append(f"{e(str(k))} = {e(' '.join(map(str, v)) if isinstance(v, (list, tuple)) else str(v))}")
+            parts.append('<p class="meta">Settings: ' + ", ".join(shown) + "</p>")
         parts.append('<table class="toc"><tr><th>#</th><th>spread</th><th>suggested karyotype</th><th>count</th><th>flags</th></tr>')
         for i, r in enumerate(records, 1):
             s = r["summary"]
