@@ -1,7 +1,7 @@
 """Overlay of the calls on the metaphase image: boxes coloured by Denver group, with labels."""
 from __future__ import annotations
 
-from typing import Collection, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Collection, Dict, Mapping, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -87,7 +87,8 @@ def draw_overlay(
         color = GROUP_COLORS[group_of(name)]
         x0, y0, x1, y1 = [int(round(v)) for v in boxes[i]]
         if i in uncertain:
-            cv2.rectangle(canvas, (x0 - thick - 1, y0 - thick - 1), (x1 + thick + 1, y1 + thick + 1), (220, 0, 0), thick)
+            o = thick + 1
+            cv2.rectangle(canvas, (x0 - o, y0 - o), (x1 + o, y1 + o), (220, 0, 0), thick)
         cv2.rectangle(canvas, (x0, y0), (x1, y1), color, thick)
         text = f"{name} {scores[i]:.2f}" if show_scores else name
         if i in uncertain:

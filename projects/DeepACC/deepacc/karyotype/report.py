@@ -13,7 +13,7 @@ import base64
 import datetime as _dt
 import html
 import os
-from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Iterable, Mapping, Optional, Sequence, Tuple
 
 from .summary import REVIEW_NOTE
 
@@ -83,7 +83,8 @@ def _spread_section(rec: Mapping, idx: int, output_dir: str, embed: bool) -> str
     out.append(
         f'<p>Suggested karyotype: <span class="kt">{e(s["karyotype"])}</span> &nbsp; '
         f'{s["count"]} chromosomes called; sex chromosomes: {e(s["sex_chromosomes"] or "none")} '
-        f'(inferred sex: {e(s["inferred_sex"])}); <b class="{"bad" if s.get("needs_review") else "ok"}">{review}</b></p>'
+        f'(inferred sex: {e(s["inferred_sex"])}); '
+        f'<b class="{"bad" if s.get("needs_review") else "ok"}">{review}</b></p>'
     )
     flags = s.get("flags", [])
     if flags:
@@ -168,7 +169,8 @@ def build_report_html(
                     continue
                 shown.append(f"{e(str(k))} = {e(' '.join(map(str, v)) if isinstance(v, (list, tuple)) else str(v))}")
             parts.append('<p class="meta">Settings: ' + ", ".join(shown) + "</p>")
-        parts.append('<table class="toc"><tr><th>#</th><th>spread</th><th>suggested karyotype</th><th>count</th><th>flags</th></tr>')
+        parts.append('<table class="toc"><tr><th>#</th><th>spread</th><th>suggested karyotype</th>'
+                     "<th>count</th><th>flags</th></tr>")
         for i, r in enumerate(records, 1):
             s = r["summary"]
             name = r.get("name") or os.path.basename(r.get("file_name", ""))
@@ -179,7 +181,8 @@ def build_report_html(
             )
         parts.append("</table>")
     if failures:
-        parts.append("<h2>Files that could not be processed</h2><table class=\"fail\"><tr><th>file</th><th>reason</th></tr>")
+        parts.append('<h2>Files that could not be processed</h2><table class="fail">'
+                     "<tr><th>file</th><th>reason</th></tr>")
         parts.extend(f"<tr><td>{e(str(f))}</td><td>{e(str(why))}</td></tr>" for f, why in failures)
         parts.append("</table>")
     for i, r in enumerate(records, 1):

@@ -236,7 +236,8 @@ def summarize(
         if cc.abnormal:
             if name in ("X", "Y"):
                 why = "with a Y called" if inferred_sex == "male" else "with no Y called"
-                msg = f"chromosome {name}: {cc.copies} cop{'y' if cc.copies == 1 else 'ies'} (expected {cc.expected} {why})"
+                copies = f"{cc.copies} cop{'y' if cc.copies == 1 else 'ies'}"
+                msg = f"chromosome {name}: {copies} (expected {cc.expected} {why})"
             else:
                 msg = f"chromosome {name}: {cc.copies} cop{'y' if cc.copies == 1 else 'ies'} (expected 2)"
             flags.append(ReviewFlag("copy_number", msg, class_name=name))
@@ -258,14 +259,16 @@ def summarize(
             p_i = _as_numpy(probs)[i, : len(class_names)]
             second = int(np.argsort(-p_i, kind="stable")[1])
             reasons.append(
-                f"top-2 margin {_fmt(margins[i], review_margin)} < {review_margin:g} (runner-up: {canonical_name(class_names[second])})"
+                f"top-2 margin {_fmt(margins[i], review_margin)} < {review_margin:g} "
+                f"(runner-up: {canonical_name(class_names[second])})"
             )
         if reasons:
             uncertain.append(i)
             where = ""
             if boxes is not None:
                 where = f" at x={0.5 * (boxes[i, 0] + boxes[i, 2]):.0f}, y={0.5 * (boxes[i, 1] + boxes[i, 3]):.0f}"
-            flags.append(ReviewFlag("uncertain_call", f"uncertain call: chromosome {name}{where}: " + "; ".join(reasons),
+            message = f"uncertain call: chromosome {name}{where}: " + "; ".join(reasons)
+            flags.append(ReviewFlag("uncertain_call", message,
                                     class_name=name, detection=i))
 
     thresholds = {"review_score": float(review_score), "review_margin": float(review_margin)}
