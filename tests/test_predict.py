@@ -286,3 +286,19 @@ def test_image_without_any_call(tmp_path):
     # Only low-scoring detections: none passes the threshold.
     low = fake_prediction(np.array([[10, 10, 30, 60]], np.float32), np.array([3]), scores=[0.2])
     assert P.postprocess(img, low)[1].count == 0
+
+
+def test_predictor_returning_torch_tensors(spreads, tmp_path):
+    import torch
+
+    folder, truth = spreads
+
+    def factory(args):
+        inner = factory_for(truth)(args)
+        return lambda img: {k: {kk: torch.as_tensor(np.asarray(vv)) for kk, vv in v.items()}
+                            for k, v in inner(img).items()}
+
+    out = tmp_path / "out"
+    assert P.main(["--input", str(folder / "spread_2.png"), "--output", str(out), "--no-progress"],
+                  predictor_factory=factory, reader=lambda p: cv2.imread(p, 0)) == 0
+    assert json.loads((out / "spread_2.json").read_text())["summary"]["karyotype"] == "47,XY,+21"

@@ -295,7 +295,7 @@ def process_image(
         "review_note": summary.review_note,
         "summary": summary.to_dict(),
         "detections": detections,
-        "num_raw_top1_detections": int(len(np.asarray(prediction["instances_top1"]["scores"]))),
+        "num_raw_top1_detections": int(len(prediction["instances_top1"]["scores"])),
         "settings": asdict(settings),
         "outputs": {k: os.path.basename(v) for k, v in outs.items()},
     }
