@@ -108,6 +108,16 @@ def test_model_outputs_both_detection_sets_in_image_coordinates():
     assert torch.equal(probs[:, :24].argmax(1), out["top1_classes"])
 
 
+def test_image_without_proposals_gives_empty_detections():
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg()).eval()
+    features = {k: torch.zeros(1, 32, 8, 8) for k in ("0", "1", "2", "3")}
+    with torch.no_grad():
+        out, _ = model.roi_heads(features, [torch.zeros(0, 4)], [(144, 192)])
+    for prefix in ("", "top1_"):
+        assert out[0][prefix + "boxes"].shape == (0, 4) and out[0][prefix + "class_probs"].shape == (0, 25)
+
+
 def test_atomic_checkpoint_survives_a_failed_save(tmp_path, monkeypatch):
     model = torch.nn.Linear(3, 2)
     ck = AtomicCheckpointer(model, str(tmp_path))

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence, Tuple
 
-import torch
-
 #: The 24 chromosome classes, in the contiguous index order used everywhere in the core.
 CLASS_NAMES: Tuple[str, ...] = tuple([str(i) for i in range(1, 23)] + ["X", "Y"])
 NUM_CLASSES: int = len(CLASS_NAMES)
@@ -71,17 +69,21 @@ def group_of(name) -> str:
     return GROUP_OF[canonical_name(name)]
 
 
-def group_index_tensor(class_names: Sequence[str] = CLASS_NAMES) -> torch.Tensor:
-    """Group id (0..6 for A..G) of each class in ``class_names``, looked up by name."""
+def group_index_tensor(class_names: Sequence[str] = CLASS_NAMES):
+    """Group id (0..6 for A..G) of each class in ``class_names``, looked up by name (a torch tensor)."""
+    import torch
+
     letters = sorted(DENVER_GROUPS)
     return torch.tensor([letters.index(group_of(n)) for n in class_names], dtype=torch.long)
 
 
-def adjacency_matrix(class_names: Sequence[str] = CLASS_NAMES) -> torch.Tensor:
-    """Boolean ``(K, K)`` matrix of the forbidden group inner-adjacency set F of Eq. 3.
+def adjacency_matrix(class_names: Sequence[str] = CLASS_NAMES):
+    """Boolean ``(K, K)`` torch matrix of the forbidden group inner-adjacency set F of Eq. 3.
 
     ``F[i, j]`` is true when classes ``i != j`` belong to the same Denver group.
     """
+    import torch
+
     g = group_index_tensor(class_names)
     same = g[:, None] == g[None, :]
     return same & ~torch.eye(len(class_names), dtype=torch.bool)

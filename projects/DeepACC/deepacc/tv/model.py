@@ -107,7 +107,8 @@ class DeepACCRCNN(nn.Module):
             raise ValueError("targets are required in training mode")
         original_sizes = [tuple(img.shape[-2:]) for img in images]
         image_list, targets = self.transform(images, targets)
-        features = self.backbone(image_list.tensors)
+        # channels-last convolutions are markedly faster on CPU (oneDNN) and on GPU tensor cores
+        features = self.backbone(image_list.tensors.contiguous(memory_format=torch.channels_last))
         proposals, rpn_losses = self.rpn(image_list, features, targets)
         detections, head_losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
         if self.training:
@@ -149,6 +150,7 @@ def build_model(cfg) -> DeepACCRCNN:
                                 int(cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO))
     head = DeepACCHead.from_config(cfg, int(cfg.MODEL.FPN.OUT_CHANNELS))
     roi_heads = DeepACCRoIHeads.from_config(cfg, pooler, head)
+    backbone = backbone.to(memory_format=torch.channels_last)
     return DeepACCRCNN(_Transform(cfg), backbone, rpn, roi_heads)
 
 

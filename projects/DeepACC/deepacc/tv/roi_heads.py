@@ -60,7 +60,8 @@ class DeepACCRoIHeads(RoIHeads):
                 deltas, torch.cat(regression_targets), core_labels, k, self.smooth_l1_beta)
             return [], losses
         probs = out.probs()
-        boxes = self.box_coder.decode(deltas, proposals)  # (R, K or 1, 4)
+        # (R, K or 1, 4); BoxCoder.decode skips its reshape when there are no proposals at all
+        boxes = self.box_coder.decode(deltas, proposals).reshape(deltas.shape[0], deltas.shape[1] // 4, 4)
         if boxes.shape[1] == 1:
             boxes = boxes[:, 0]
         results = []
