@@ -83,6 +83,24 @@ def test_warmup_multistep_schedule():
     assert f(90) == pytest.approx(0.01) and f(99) == pytest.approx(0.01)
 
 
+def test_training_checkpoint_loads_with_weights_only(tmp_path):
+    from deepacc.tv.train import build_lr_scheduler, build_optimizer
+
+    cfg = tiny_cfg("SOLVER.MAX_ITER", "100", "SOLVER.STEPS", "(60, 90)")
+    model = build_model(cfg)
+    opt = build_optimizer(cfg, model)
+    sched = build_lr_scheduler(cfg, opt)
+    opt.step()
+    sched.step()
+    AtomicCheckpointer(model, str(tmp_path), optimizer=opt, scheduler=sched).save("model_final", iteration=0)
+    state = torch.load(str(tmp_path / "model_final.pth"), map_location="cpu", weights_only=True)
+    assert state["scheduler"]["lr_lambdas"][0]["milestones"] == [60, 90]
+    fresh = build_model(cfg)
+    fresh_sched = build_lr_scheduler(cfg, build_optimizer(cfg, fresh))
+    AtomicCheckpointer(fresh, str(tmp_path), scheduler=fresh_sched).resume_or_load("", resume=True)
+    assert fresh_sched.last_epoch == 1
+
+
 def test_epoch_schedule_from_config():
     from deepacc.config import resolve_epoch_schedule
 

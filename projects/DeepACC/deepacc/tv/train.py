@@ -105,24 +105,29 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
 
 class WarmupMultiStep:
     """LR multiplier: fvcore ``MultiStepParamScheduler`` (x GAMMA at each of SOLVER.STEPS) times a
-    linear or constant warm-up over ``WARMUP_ITERS`` starting at ``WARMUP_FACTOR``."""
+    linear or constant warm-up over ``WARMUP_ITERS`` starting at ``WARMUP_FACTOR``.
+
+    Its attributes are plain numbers and lists: ``LambdaLR`` stores them in every checkpoint, which
+    must load with ``torch.load(weights_only=True)``.
+    """
 
     def __init__(self, cfg):
         self.max_iter = int(cfg.SOLVER.MAX_ITER)
-        steps = [int(s) for s in cfg.SOLVER.STEPS if 0 < int(s) < self.max_iter]
-        if len(steps) < len(cfg.SOLVER.STEPS):
+        self.milestones = [int(s) for s in cfg.SOLVER.STEPS if 0 < int(s) < self.max_iter]
+        if len(self.milestones) < len(cfg.SOLVER.STEPS):
             logger.warning("SOLVER.STEPS %s outside (0, MAX_ITER=%d) are ignored.", list(cfg.SOLVER.STEPS), self.max_iter)
-        gamma = float(cfg.SOLVER.GAMMA)
-        self.steps = MultiStepParamScheduler([gamma ** i for i in range(len(steps) + 1)], num_updates=self.max_iter,
-                                             milestones=steps) if steps else None
+        self.values = [float(cfg.SOLVER.GAMMA) ** i for i in range(len(self.milestones) + 1)]
         self.warmup_iters = int(cfg.SOLVER.WARMUP_ITERS)
         self.warmup_factor = float(cfg.SOLVER.WARMUP_FACTOR)
-        self.method = cfg.SOLVER.WARMUP_METHOD
+        self.method = str(cfg.SOLVER.WARMUP_METHOD)
         if self.method not in ("linear", "constant"):
             raise ValueError(f"SOLVER.WARMUP_METHOD {self.method!r}: use 'linear' or 'constant'")
 
     def __call__(self, it: int) -> float:
-        value = self.steps(min(it, self.max_iter - 1) / self.max_iter) if self.steps else 1.0
+        value = 1.0
+        if self.milestones:
+            steps = MultiStepParamScheduler(self.values, num_updates=self.max_iter, milestones=self.milestones)
+            value = steps(min(it, self.max_iter - 1) / self.max_iter)
         if it < self.warmup_iters:
             if self.method == "constant":
                 return value * self.warmup_factor
