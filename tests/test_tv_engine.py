@@ -12,7 +12,8 @@ import torch
 
 from deepacc.config import get_cfg, load_config
 from deepacc.tv.checkpoint import AtomicCheckpointer
-from deepacc.tv.data import MetaphaseMapper, core_to_tv_labels, normalize_image, tv_to_core_labels
+from deepacc.data.transforms import normalize_image
+from deepacc.tv.data import MetaphaseMapper, core_to_tv_labels, tv_to_core_labels
 from deepacc.tv.model import build_model
 from deepacc.tv.train import WarmupMultiStep
 from tv_tiny import QUICK_CONFIG, TINY_OPTS, train_net

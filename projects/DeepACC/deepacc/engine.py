@@ -39,7 +39,7 @@ class TorchvisionPredictor:
 
     @torch.no_grad()
     def __call__(self, gray: np.ndarray) -> Dict:
-        from .tv.data import to_model_input
+        from .data.transforms import to_model_input
         from .tv.train import to_prediction
 
         image = to_model_input(gray, self.cfg.INPUT.NORMALIZATION).to(self.device)

@@ -9,30 +9,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..data.transforms import normalize_image, to_model_input  # noqa: F401  (re-exported)
 from . import comm
 
 logger = logging.getLogger(__name__)
-
-
-def normalize_image(gray: np.ndarray, mode: str = "per_image") -> np.ndarray:
-    """Pixel normalisation of paper §3.1, shared by both engines' mappers.
-
-    ``"per_image"``: ``(x - mean(x)) / std(x)`` over the image's own pixels (a constant image maps to
-    zeros). ``"none"``: the raw 0..255 values as float32 (then ``MODEL.PIXEL_MEAN/STD`` apply).
-    """
-    x = np.asarray(gray, dtype=np.float32)
-    if mode == "per_image":
-        std = float(x.std())
-        return (x - float(x.mean())) / (std if std > 1e-6 else 1.0)
-    if mode == "none":
-        return x
-    raise ValueError(f"INPUT.NORMALIZATION must be 'per_image' or 'none', got {mode!r}")
-
-
-def to_model_input(gray: np.ndarray, mode: str = "per_image") -> torch.Tensor:
-    """HxW uint8 grayscale -> (3, H, W) float tensor (the gray plane repeated, for ResNet stems)."""
-    x = torch.from_numpy(np.ascontiguousarray(normalize_image(gray, mode)))
-    return x.unsqueeze(0).expand(3, -1, -1).contiguous()
 
 
 def core_to_tv_labels(classes: torch.Tensor) -> torch.Tensor:

@@ -185,18 +185,13 @@ def build_evaluator(cfg, dataset_name: str, dicts: List[Dict]):
 
 
 def test(cfg, model: nn.Module, device) -> Dict[str, Dict]:
-    """Evaluate on every dataset of ``DATASETS.TEST``; prints the paper-style table."""
-    from ..evaluation import format_table
-
+    """Evaluate on every dataset of ``DATASETS.TEST``; the evaluator logs the paper-style tables."""
     results = {}
     for name in cfg.DATASETS.TEST:
         dicts = dataset_dicts([name])
         res = inference_on_dataset(model, build_test_loader(cfg, dicts), build_evaluator(cfg, name, dicts),
                                    device, bool(cfg.SOLVER.AMP.ENABLED))
-        if comm.is_main_process():
-            logger.info("Evaluation on %s:\n%s", name, format_table(res))
-            print(f"\nDeepACC evaluation on {name} ({len(dicts)} images):\n{format_table(res)}\n", flush=True)
-        results[name] = res
+        results[name] = res  # the evaluator has logged its tables (headline and per class)
     return results
 
 

@@ -1,0 +1,27 @@
+"""Pixel normalisation of paper §3.1, shared by both engines' mappers and the predictors."""
+from __future__ import annotations
+
+import numpy as np
+
+NORMALIZATIONS = ("per_image", "none")
+
+
+def normalize_image(gray: np.ndarray, mode: str = "per_image") -> np.ndarray:
+    """``"per_image"``: ``(x - mean(x)) / std(x)`` over the image's own pixels (a constant image maps
+    to zeros), paper §3.1. ``"none"``: the raw 0..255 values as float32 (``MODEL.PIXEL_MEAN/STD``
+    then apply inside the model)."""
+    x = np.asarray(gray, dtype=np.float32)
+    if mode == "per_image":
+        std = float(x.std())
+        return (x - float(x.mean())) / (std if std > 1e-6 else 1.0)
+    if mode == "none":
+        return x
+    raise ValueError(f"INPUT.NORMALIZATION must be one of {NORMALIZATIONS}, got {mode!r}")
+
+
+def to_model_input(gray: np.ndarray, mode: str = "per_image"):
+    """HxW uint8 grayscale -> (3, H, W) float torch tensor (the gray plane repeated for ResNet stems)."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(normalize_image(gray, mode)))
+    return x.unsqueeze(0).expand(3, -1, -1).contiguous()
