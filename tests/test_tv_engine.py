@@ -137,6 +137,42 @@ def test_image_without_proposals_gives_empty_detections():
         assert out[0][prefix + "boxes"].shape == (0, 4) and out[0][prefix + "class_probs"].shape == (0, 25)
 
 
+class _FakeWeights:
+    def __init__(self, state, fail=False):
+        self.state, self.fail = state, fail
+
+    def get_state_dict(self, progress=True):
+        if self.fail:
+            raise OSError("no network")
+        return self.state
+
+
+def test_imagenet_weights_are_loaded_and_rescaled_to_the_input_convention(monkeypatch):
+    import torchvision
+
+    from deepacc.tv.model import imagenet_input_scale, load_imagenet_backbone
+
+    cfg = load_config(os.path.join(os.path.dirname(QUICK_CONFIG), "..", "DeepACC_R101_FPN_2x.yaml"),
+                      ["MODEL.RESNETS.DEPTH", "18", "MODEL.WEIGHTS", ""])
+    reference = torchvision.models.resnet18(weights=None).state_dict()
+    enum = type("W", (), {"DEFAULT": _FakeWeights(reference)})
+    monkeypatch.setattr(torchvision.models, "get_model_weights", lambda name: enum)
+    model = build_model(cfg)
+    load_imagenet_backbone(model, cfg)
+    body = model.backbone.body.state_dict()
+    assert torch.equal(body["layer3.0.conv1.weight"], reference["layer3.0.conv1.weight"])
+    k = imagenet_input_scale(cfg)
+    assert torch.allclose(k, torch.full((3,), 1 / 57.375), rtol=1e-4)  # per-image z-scores x 57.375
+    assert torch.allclose(body["conv1.weight"], reference["conv1.weight"] * k.view(1, 3, 1, 1))
+    # raw 0..255 pixels with torchvision's own mean/std give back torchvision's filters
+    cfg.merge_from_list(["INPUT.NORMALIZATION", "none", "MODEL.PIXEL_STD", [58.395, 57.12, 57.375]])
+    assert torch.allclose(imagenet_input_scale(cfg), torch.ones(3), atol=1e-3)
+
+    enum.DEFAULT = _FakeWeights(reference, fail=True)
+    with pytest.raises(RuntimeError, match="ImageNet weights for ResNet-18.*MODEL.WEIGHTS"):
+        load_imagenet_backbone(model, cfg)
+
+
 def test_atomic_checkpoint_survives_a_failed_save(tmp_path, monkeypatch):
     model = torch.nn.Linear(3, 2)
     ck = AtomicCheckpointer(model, str(tmp_path))

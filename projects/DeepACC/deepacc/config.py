@@ -303,10 +303,18 @@ def head_options(cfg) -> dict:
 
 
 def load_config(config_file: Optional[str], opts=None, base=None):
-    """Read a YAML (with ``_BASE_``) and trailing ``KEY VALUE`` overrides into ``base`` or a new cfg."""
+    """Read a YAML (with ``_BASE_``) and trailing ``KEY VALUE`` overrides into ``base`` or a new cfg.
+
+    ``base`` may be Detectron2's config (with :func:`add_deepacc_config` applied): both engines read
+    configs through this function. An iteration count given on the command line
+    (``SOLVER.MAX_ITER``) wins over the YAML's ``SOLVER.EPOCHS``.
+    """
     cfg = base if base is not None else get_cfg()
     if config_file:
         cfg.merge_from_file(config_file)
+    opts = list(opts or [])
     if opts:
-        cfg.merge_from_list(list(opts))
+        cfg.merge_from_list(opts)
+        if "SOLVER.MAX_ITER" in opts[0::2]:
+            cfg.SOLVER.EPOCHS = 0
     return cfg

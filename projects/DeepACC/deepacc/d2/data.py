@@ -75,8 +75,8 @@ def register_datasets(names: Optional[Iterable[str]] = None) -> List[str]:
 
 
 def _normalize_image(gray: np.ndarray, mode: str) -> np.ndarray:
-    # The formula lives in one place, shared with the torchvision engine.
-    from ..tv.data import normalize_image
+    # The formula lives in one place, the core, shared with the torchvision engine.
+    from ..data.transforms import normalize_image
 
     return normalize_image(gray, mode)
 

@@ -26,7 +26,7 @@ from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, verify_resul
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..config import add_deepacc_config, resolve_epoch_schedule
+from ..config import add_deepacc_config, load_config, resolve_epoch_schedule
 from .data import DeepACCDatasetMapper, register_datasets
 from .evaluator import DeepACCEvaluator
 
@@ -90,19 +90,12 @@ class Trainer(DefaultTrainer):
         return build_detection_test_loader(cfg, dataset_name, mapper=DeepACCDatasetMapper(cfg, False))
 
 
-def _opts_set(opts, key: str) -> bool:
-    return bool(opts) and key in list(opts)[0::2]
-
-
 def setup(args):
     """Config from ``args`` (``config_file``, ``opts``, ``eval_only``): Detectron2's defaults +
     DeepACC's keys + the YAML + the trailing overrides; datasets mirrored into Detectron2's
     catalogs; ``GeneralizedRCNN`` replaced by ``DeepACCRCNN`` (same training, plus the top-1 set
     at inference); ``SOLVER.EPOCHS`` turned into ``MAX_ITER`` / ``STEPS``; then ``default_setup``."""
-    cfg = get_cfg()
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(list(args.opts or []))
+    cfg = load_config(args.config_file, args.opts, get_cfg())
     register_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
     if cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN":
         # Same training; its inference also returns the top-1 set that mAP_max / Acc / AER need.
@@ -110,19 +103,14 @@ def setup(args):
         switched_meta_arch = True
     else:
         switched_meta_arch = False
-    if int(cfg.SOLVER.EPOCHS) > 0 and _opts_set(args.opts, "SOLVER.MAX_ITER"):
-        # An iteration count given on the command line wins over the YAML's epoch count.
-        cfg.SOLVER.EPOCHS = 0
     if int(cfg.SOLVER.EPOCHS) > 0 and not getattr(args, "eval_only", False):
         num_images = sum(len(DatasetCatalog.get(name)) for name in cfg.DATASETS.TRAIN)
         resolve_epoch_schedule(cfg, num_images)
     cfg.freeze()
     default_setup(cfg, args)
-    if cfg.INPUT.NORMALIZATION == "per_image" and (any(float(v) != 0.0 for v in cfg.MODEL.PIXEL_MEAN)
-                                                  or any(float(v) != 1.0 for v in cfg.MODEL.PIXEL_STD)):
-        logger.warning("INPUT.NORMALIZATION is 'per_image' but MODEL.PIXEL_MEAN/PIXEL_STD are %s/%s: images are "
-                       "standardised twice (set them to [0, 0, 0] / [1, 1, 1])",
-                       list(cfg.MODEL.PIXEL_MEAN), list(cfg.MODEL.PIXEL_STD))
+    if cfg.INPUT.NORMALIZATION == "per_image" and any(float(v) != 0.0 for v in cfg.MODEL.PIXEL_MEAN):
+        logger.warning("INPUT.NORMALIZATION is 'per_image' but MODEL.PIXEL_MEAN is %s: the zero-mean images are "
+                       "shifted again (set it to [0, 0, 0]; MODEL.PIXEL_STD only scales)", list(cfg.MODEL.PIXEL_MEAN))
     if switched_meta_arch:
         logger.info("MODEL.META_ARCHITECTURE GeneralizedRCNN -> DeepACCRCNN (adds the top-1 detection set "
                     "to the inference outputs; training is the same)")

@@ -157,8 +157,15 @@ def build_model(cfg) -> DeepACCRCNN:
 _IMAGENET_ALIASES = ("torchvision://", "detectron2://ImageNetPretrained/", "imagenet")
 
 
-def load_imagenet_backbone(model: DeepACCRCNN, depth: int) -> None:
-    """Load torchvision's ImageNet weights into the ResNet body (needs network access once)."""
+def load_imagenet_backbone(model: DeepACCRCNN, cfg) -> None:
+    """Load torchvision's ImageNet weights into the ResNet body (needs network access once).
+
+    torchvision's weights expect ``(x / 255 - mean_c) / std_c``. The input scale this model feeds
+    its backbone is set by ``INPUT.NORMALIZATION`` and ``MODEL.PIXEL_STD`` (shared with Detectron2,
+    whose MSRA weights expect 0..255 pixels minus the mean); the first convolution's weights are
+    rescaled per input channel so the pretrained filters see the scale they were trained on.
+    """
+    depth = int(cfg.MODEL.RESNETS.DEPTH)
     weights = torchvision.models.get_model_weights(f"resnet{depth}").DEFAULT
     try:
         state = weights.get_state_dict(progress=True)
@@ -167,8 +174,26 @@ def load_imagenet_backbone(model: DeepACCRCNN, depth: int) -> None:
             f"could not fetch ImageNet weights for ResNet-{depth} ({e}). Put a checkpoint path in MODEL.WEIGHTS, "
             "or set MODEL.WEIGHTS '' to train from scratch (use MODEL.RESNETS.NORM GN then).") from e
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    state["conv1.weight"] = state["conv1.weight"] * imagenet_input_scale(cfg).view(1, 3, 1, 1)
     missing, unexpected = model.backbone.body.load_state_dict(state, strict=False)
     logger.info("Loaded ImageNet weights for ResNet-%d (missing %d, unexpected %d keys).", depth, len(missing), len(unexpected))
+
+
+#: torchvision's ImageNet input normalisation (RGB; the gray plane is repeated, so the order is moot).
+_TV_STD = (0.229, 0.224, 0.225)
+
+
+def imagenet_input_scale(cfg) -> torch.Tensor:
+    """Per-channel factor ``k`` with ``torchvision_input ~= k * model_input``.
+
+    ``per_image``: the mapper gives std-1 images and the model divides by ``PIXEL_STD``, while
+    torchvision's inputs have std ~1: ``k = PIXEL_STD``. ``none``: the model sees
+    ``(x - PIXEL_MEAN) / PIXEL_STD`` of 0..255 pixels: ``k = PIXEL_STD / (255 * std_c)``.
+    """
+    pixel_std = torch.tensor([float(v) for v in cfg.MODEL.PIXEL_STD])
+    if cfg.INPUT.NORMALIZATION == "per_image":
+        return pixel_std
+    return pixel_std / (255.0 * torch.tensor(_TV_STD))
 
 
 def is_imagenet_weights(path: str) -> bool:

@@ -268,7 +268,7 @@ class Trainer:
             self.start_iter = int(ckpt.get("iteration", -1)) + 1
             logger.info("Resuming from %s at iteration %d.", self.checkpointer.get_checkpoint_file(), self.start_iter)
         elif weights and is_imagenet_weights(weights):
-            load_imagenet_backbone(self.model, int(self.cfg.MODEL.RESNETS.DEPTH))
+            load_imagenet_backbone(self.model, self.cfg)
         elif weights:
             self.checkpointer.load(weights, checkpointables=[])
 
