@@ -42,6 +42,7 @@ from deepacc.data.coco import write_coco_json
 from deepacc.data.compose import crop_to_mask, place_patch, rotate_patch, spread_ellipse
 from deepacc.data.images import ImageError, read_image
 from deepacc.data.karyotypes import format_karyotype
+from deepacc.data.splits import limit_per_split
 from deepacc.karyotype import CLASS_NAMES
 
 MASK_DARKNESS = 25
@@ -175,10 +176,7 @@ def main(argv=None):
     by_split = defaultdict(list)
     for c in cells:
         by_split[split_of[c["case"]]].append(c)
-    if a.limit:
-        quota = {"val": max(1, int(round(a.limit * fr[1]))), "test": max(1, int(round(a.limit * fr[2])))}
-        quota["train"] = max(1, a.limit - quota["val"] - quota["test"])
-        by_split = {s: v[: quota[s]] for s, v in by_split.items()}
+    by_split = limit_per_split(by_split, a.limit, fr)
     jobs = [(c, os.path.abspath(a.out), s, w, h, a.seed) for s in SPLITS for c in by_split.get(s, [])]
     if a.workers > 1:
         import multiprocessing as mp

@@ -46,6 +46,7 @@ from PIL import Image
 from deepacc.data.coco import write_coco_json
 from deepacc.data.images import ImageError, read_image
 from deepacc.data.karyotypes import parse_karyotype
+from deepacc.data.splits import limit_per_split
 from deepacc.karyotype import CLASS_NAMES
 
 #: Karyotype codes of the ADIR M-FISH set #1 (README-ADIR.md), as ISCN strings without blanks.
@@ -268,10 +269,7 @@ def main(argv=None):
     by_split = defaultdict(list)
     for it in items:
         by_split[split_of[it["slide"]]].append(it)
-    if a.limit:
-        quota = {"val": max(1, int(round(a.limit * fr[1]))), "test": max(1, int(round(a.limit * fr[2])))}
-        quota["train"] = max(1, a.limit - quota["val"] - quota["test"])
-        by_split = {s: v[: quota[s]] for s, v in by_split.items()}
+    by_split = limit_per_split(by_split, a.limit, fr)
     summary = {"source": os.path.abspath(a.src), "seed": a.seed, "min_area": a.min_area, "splits": {}}
     total = Counter(report)
     for s in SPLITS:
