@@ -617,3 +617,16 @@ def test_predictor_from_framework_free_cfg(tiny_yaml, tmp_path):
     with pytest.raises(FileNotFoundError, match="no_such.pth"):
         cfg.merge_from_list(["MODEL.WEIGHTS", str(tmp_path / "no_such.pth")])
         build_predictor(cfg)
+
+
+def test_full_model_gradient_clipping_on_detectron2():
+    cfg = get_cfg()
+    cfg.merge_from_list(["SOLVER.CLIP_GRADIENTS.ENABLED", True, "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "full_model",
+                         "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", 6.5, "SOLVER.BASE_LR", 1.0, "SOLVER.MOMENTUM", 0.0,
+                         "SOLVER.WEIGHT_DECAY", 0.0])
+    model = torch.nn.Linear(2, 1, bias=False)
+    opt = Trainer.build_optimizer(cfg, model)
+    w0 = model.weight.detach().clone()
+    model.weight.grad = torch.tensor([[5.0, 12.0]])  # total norm 13, clipped to 6.5 before the SGD step
+    opt.step()
+    assert (w0 - model.weight.detach()).view(-1).tolist() == pytest.approx([2.5, 6.0], rel=1e-5)

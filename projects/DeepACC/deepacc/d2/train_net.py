@@ -27,6 +27,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import add_deepacc_config, load_config, resolve_epoch_schedule
+from ..solver import clip_gradients
 from .data import DeepACCDatasetMapper, register_datasets
 from .evaluator import DeepACCEvaluator
 
@@ -71,6 +72,28 @@ class Trainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        """Detectron2's optimizer, plus ``SOLVER.CLIP_GRADIENTS.CLIP_TYPE "full_model"`` (the norm of all
+        gradients together, as the torchvision engine and MMDetection's ``grad_clip`` do), which
+        Detectron2's config does not offer."""
+        clip = cfg.SOLVER.CLIP_GRADIENTS
+        if not (clip.ENABLED and clip.CLIP_TYPE == "full_model"):
+            return super().build_optimizer(cfg, model)
+        plain = cfg.clone()
+        plain.defrost()
+        plain.SOLVER.CLIP_GRADIENTS.ENABLED = False
+        optimizer = super().build_optimizer(plain, model)
+        clip = clip.clone()
+
+        class FullModelGradientClip(type(optimizer)):
+            def step(self, closure=None):
+                clip_gradients((p for g in self.param_groups for p in g["params"]), clip)
+                return super().step(closure)
+
+        optimizer.__class__ = FullModelGradientClip
+        return optimizer
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -23,6 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..config import resolve_epoch_schedule
+from ..solver import clip_gradients
 from . import comm
 from .checkpoint import AtomicCheckpointer
 from .data import build_test_loader, build_train_loader
@@ -307,11 +308,7 @@ class Trainer:
             self.scaler.scale(losses).backward()
             if clip.ENABLED:
                 self.scaler.unscale_(self.optimizer)
-                params = [p for p in self.model.parameters() if p.grad is not None]
-                if clip.CLIP_TYPE == "value":
-                    torch.nn.utils.clip_grad_value_(params, float(clip.CLIP_VALUE))
-                else:
-                    torch.nn.utils.clip_grad_norm_(params, float(clip.CLIP_VALUE), float(clip.NORM_TYPE))
+                clip_gradients(self.model.parameters(), clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             lr = self.optimizer.param_groups[0]["lr"]
