@@ -36,10 +36,9 @@ coordinates (a box ``[x0, y0, x1, y1]`` covers pixel columns ``x0 .. x1-1``).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Tuple
 
 import cv2
 import numpy as np

@@ -110,7 +110,7 @@ def _with_legend(canvas: np.ndarray, scale: float) -> np.ndarray:
     texts.append(("? = uncertain call", (220, 0, 0)))
     widths = [cv2.getTextSize(t, _FONT, scale, 1)[0][0] + 12 for t, _ in texts]
     w = canvas.shape[1]
-    lines, cur, x = [[]], 0, 0
+    lines, x = [[]], 0
     for (t, c), tw in zip(texts, widths):
         if x + tw > w - 8 and lines[-1]:
             lines.append([])

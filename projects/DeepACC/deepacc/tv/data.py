@@ -5,11 +5,10 @@ import itertools
 import logging
 from typing import Dict, Iterator, List, Optional, Sequence
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..data.transforms import normalize_image, to_model_input  # noqa: F401  (re-exported)
+from ..data.transforms import to_model_input
 from . import comm
 
 logger = logging.getLogger(__name__)
