@@ -67,8 +67,7 @@ def select_calls(
         dict with the same keys, numpy arrays sorted by decreasing score, plus ``"index"``: the row of
         each call in the input.
     """
-    import torch
-    from torchvision.ops import nms
+    from ..evaluation.matching import filter_top1
 
     boxes = _as_numpy(instances["boxes"]).astype(np.float32).reshape(-1, 4)
     scores = _as_numpy(instances["scores"]).astype(np.float32).reshape(-1)
@@ -85,11 +84,11 @@ def select_calls(
         probs = _as_numpy(probs).astype(np.float32)
         probs = probs.reshape(len(scores), probs.shape[-1] if probs.ndim == 2 else -1)
 
-    keep = np.nonzero(scores >= score_threshold)[0]
-    if len(keep) and nms_threshold is not None and nms_threshold < 1.0:
-        k = nms(torch.from_numpy(boxes[keep]), torch.from_numpy(scores[keep]), float(nms_threshold))
-        keep = keep[k.numpy()]
+    if nms_threshold is not None and nms_threshold < 1.0:
+        # the same filter as the evaluator's Acc / AER (one definition of "a call")
+        keep = filter_top1(boxes, scores, score_threshold, float(nms_threshold))
     else:
+        keep = np.nonzero(scores >= score_threshold)[0]
         keep = keep[np.argsort(-scores[keep], kind="stable")]
     out = {"boxes": boxes[keep], "scores": scores[keep], "classes": classes[keep], "index": keep}
     if probs is not None:
