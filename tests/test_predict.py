@@ -168,13 +168,13 @@ def test_interrupted_write_leaves_no_partial_file(spreads, tmp_path, monkeypatch
 
 
 def test_atomic_write_keeps_old_content_on_failure(tmp_path, monkeypatch):
-    from deepacc.karyotype.report import atomic_write_bytes
+    from deepacc.fileio import atomic_write
 
     f = tmp_path / "a.json"
-    atomic_write_bytes(str(f), b"old")
+    atomic_write(str(f), b"old")
     monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError):
-        atomic_write_bytes(str(f), b"new")
+        atomic_write(str(f), b"new")
     assert f.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
 

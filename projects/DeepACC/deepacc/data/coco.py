@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
+from ..fileio import atomic_write
 from ..karyotype import CLASS_NAMES, canonical_name
 from .images import ImageError, image_size, read_image
 
@@ -283,10 +284,6 @@ def write_coco_json(dicts: Iterable[Dict[str, Any]], json_file: str, image_root:
                     info: Optional[Dict[str, Any]] = None) -> str:
     """Write dataset dicts as COCO json (deterministic formatting); returns the path."""
     data = dicts_to_coco(dicts, image_root, info)
-    os.makedirs(os.path.dirname(os.path.abspath(json_file)), exist_ok=True)
-    tmp = json_file + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, separators=(",", ":"), sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, json_file)
+    text = json.dumps(data, separators=(",", ":"), sort_keys=False) + "\n"
+    atomic_write(json_file, text.encode("utf-8"))
     return json_file

@@ -15,9 +15,10 @@ import html
 import os
 from typing import Iterable, Mapping, Optional, Sequence, Tuple
 
+from ..fileio import atomic_write
 from .summary import REVIEW_NOTE
 
-__all__ = ["build_report_html", "write_report", "atomic_write_bytes"]
+__all__ = ["build_report_html", "write_report"]
 
 _MAX_OPEN_UNCERTAIN = 8
 
@@ -40,27 +41,6 @@ figcaption{font-size:12px;color:#555}
 .fail td{color:#a00;text-align:left}
 .toc td{text-align:left}
 """
-
-
-def atomic_write_bytes(path: str, data: bytes, durable: bool = False) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
-
-    A process killed at any point leaves either the old file or the new one, never a partial file.
-    ``durable=True`` also flushes the data to disk (``fsync``) before the rename, which protects
-    against power loss as well but can cost a lot on some file systems.
-    """
-    d = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _img_src(output_dir: str, rel: str, embed: bool) -> Optional[str]:
@@ -202,5 +182,5 @@ def write_report(
     """Write the report into ``output_dir`` (atomically) and return its path."""
     text = build_report_html(records, output_dir, failures=failures, title=title, embed_images=embed_images)
     path = os.path.join(output_dir, filename)
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write(path, text.encode("utf-8"))
     return path

@@ -183,9 +183,9 @@ def output_stems(paths: Sequence[str]) -> Dict[str, str]:
 
 # ------------------------------------------------------------------------------------- processing
 def _atomic_write(path: str, data: bytes) -> None:
-    from deepacc.karyotype.report import atomic_write_bytes
+    from deepacc.fileio import atomic_write
 
-    atomic_write_bytes(path, data)
+    atomic_write(path, data)
 
 
 def _png_bytes(rgb: np.ndarray) -> bytes:

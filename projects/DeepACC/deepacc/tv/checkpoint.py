@@ -2,27 +2,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 import torch
 from fvcore.common.checkpoint import Checkpointer
 
-
-def atomic_write_bytes(path: str, write_fn) -> None:
-    """Write through ``write_fn(file)`` into a temp file beside ``path``, fsync, then rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+from ..fileio import atomic_write
 
 
 class AtomicCheckpointer(Checkpointer):
@@ -38,9 +22,9 @@ class AtomicCheckpointer(Checkpointer):
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info("Saving checkpoint to %s", save_file)
-        atomic_write_bytes(save_file, lambda f: torch.save(data, f))
+        atomic_write(save_file, lambda f: torch.save(data, f), durable=True)
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         path = os.path.join(self.save_dir, "last_checkpoint")
-        atomic_write_bytes(path, lambda f: f.write(last_filename_basename.encode()))
+        atomic_write(path, last_filename_basename.encode(), durable=True)
