@@ -128,7 +128,8 @@ class ClassifierOutput:
     cos: Optional[torch.Tensor] = None
     #: ``(R, K+1)`` margin-branch probabilities ``softmax(s*cos)`` (None without a margin branch).
     margin_probs: Optional[torch.Tensor] = None
-    #: ``(B, K)`` most confident proposal of each class per image (margin branch), and its probability.
+    #: ``(B, K)`` most confident proposal of each class per image (margin branch), and its probability
+    #: (None unless the siamese branch or the GIA loss needs them).
     top_index: Optional[torch.Tensor] = None
     top_score: Optional[torch.Tensor] = None
     #: ``(R,)`` image of each proposal.
@@ -213,7 +214,9 @@ class DeepACCClassifier(nn.Module):
             if self.siamese_enabled:
                 logits = logits + self.siamese_bias * 0.0
             return ClassifierOutput(logits=logits, cos=cos, margin_probs=margin_probs, image_index=img)
-        top_score, top_index = select_local_centres(margin_probs.detach(), num_per_image)
+        top_score = top_index = None
+        if self.siamese_enabled or self.gia_enabled:  # only Eq. 2 and Eq. 3 use the local centres
+            top_score, top_index = select_local_centres(margin_probs.detach(), num_per_image)
         if self.siamese_enabled:
             logits = siamese_logits(
                 features, num_per_image, self.margin_branch.normalized_weight(), self.siamese_bias,
