@@ -1,0 +1,274 @@
+#!/usr/bin/env python
+"""Training and inference speed, DeepACC (Table 1 row f) vs plain Faster R-CNN (row a), side by side.
+
+Both models are built from the committed configs (``configs/DeepACC_R101_FPN_2x.yaml`` and
+``configs/faster_rcnn_R101_FPN_2x.yaml``, random weights: speed does not depend on them) on the
+same engine, device, thread count and synthetic 1600x1200 spreads, and timed interleaved (a, f, a,
+f, ...) so that machine noise hits both alike:
+
+* training: one SGD iteration as the trainer does it (forward with losses, backward, gradient
+  clipping, optimiser step; AMP with ``--amp`` on CUDA), seconds per iteration → iterations/s;
+* inference: one spread through the model in eval mode incl. resizing and both detection
+  selections, seconds per spread;
+* peak memory of one training iteration / inference above what was in use before it (activations,
+  gradients, optimiser state on the first step, workspace): on CUDA ``max_memory_allocated`` during
+  the timed iterations; on CPU the peak resident set size of a fresh process per model and phase
+  (the kernel's peak mark is reset after the model and data are built, then one step runs).
+
+    python benchmarks/bench_speed.py                                  # CPU, R101-FPN, 1600x1200
+    python benchmarks/bench_speed.py --device cuda --amp --train-iters 20 --infer-iters 20
+    python benchmarks/bench_speed.py --depth 50 --size 800x600       # smaller, for slow machines
+
+Ratios DeepACC / Faster R-CNN are what to compare across machines, not absolute times. Results
+go to ``benchmarks/results/speed_<device>_<tag>.{json,md}``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import statistics
+import sys
+import tempfile
+import subprocess
+import time
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "projects", "DeepACC"))
+
+MODELS = [("(a) Faster R-CNN", "faster_rcnn_R101_FPN_2x.yaml"), ("(f) DeepACC", "DeepACC_R101_FPN_2x.yaml")]
+
+
+def build(config: str, args, device):
+    from deepacc.config import get_cfg, load_config
+    from deepacc.tv.model import build_model
+    from deepacc.tv.train import build_optimizer
+
+    w, h = args.width, args.height
+    cfg = load_config(os.path.join(REPO, "configs", config),
+                      ["MODEL.WEIGHTS", "", "MODEL.DEVICE", device.type, "MODEL.RESNETS.DEPTH", args.depth,
+                       "INPUT.MIN_SIZE_TRAIN", (min(w, h),), "INPUT.MAX_SIZE_TRAIN", max(w, h),
+                       "INPUT.MIN_SIZE_TEST", min(w, h), "INPUT.MAX_SIZE_TEST", max(w, h),
+                       "SOLVER.IMS_PER_BATCH", args.batch], get_cfg())
+    torch.manual_seed(0)
+    model = build_model(cfg).to(device)
+    return cfg, model, build_optimizer(cfg, model)
+
+
+def make_batches(args, cfg):
+    """``--batch``-sized training batches and single test images from generated spreads (on disk, like training)."""
+    from deepacc.data.coco import load_coco_json
+    from deepacc.data.synthetic import generate_dataset
+    from deepacc.tv.data import MetaphaseMapper
+
+    tmp = tempfile.mkdtemp(prefix="deepacc_speed_")
+    n = max(2, args.batch * 2)
+    json_path = generate_dataset(tmp, n, seed=7, width=args.width, height=args.height, progress=False)
+    dicts = load_coco_json(json_path)
+    train_mapper, test_mapper = MetaphaseMapper(cfg, True), MetaphaseMapper(cfg, False)
+    train = [[train_mapper(d) for d in dicts[i:i + args.batch]] for i in range(0, n, args.batch)]
+    test = [test_mapper(d) for d in dicts]
+    return train, test
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def train_step(model, optimizer, cfg, batch, device, scaler, amp):
+    from deepacc.solver import clip_gradients
+
+    images = [b[0].to(device, non_blocking=True) for b in batch]
+    targets = [{k: v.to(device) for k, v in b[1].items()} for b in batch]
+    with torch.autocast(device_type=device.type, enabled=amp):
+        losses = sum(model(images, targets).values())
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(losses).backward()
+    if cfg.SOLVER.CLIP_GRADIENTS.ENABLED:
+        scaler.unscale_(optimizer)
+        clip_gradients(model.parameters(), cfg.SOLVER.CLIP_GRADIENTS)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+@torch.no_grad()
+def infer(model, image, device, amp):
+    with torch.autocast(device_type=device.type, enabled=amp):
+        return model([image[0].to(device)])
+
+
+def timed(fn, device):
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    dt = time.perf_counter() - t0
+    mem = (torch.cuda.max_memory_allocated(device) - base) / 2**20 if device.type == "cuda" else None
+    return dt, mem
+
+
+def probe_cpu_memory(args, k: int, phase: str) -> float:
+    """Peak RSS (MiB) of a fresh process running model ``k``'s ``phase`` ("train" or "infer")."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--device", "cpu", "--depth", str(args.depth), "--size",
+           args.size, "--batch", str(args.batch), "--probe", f"{k}:{phase}"]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def run_probe(args, device, spec: str) -> None:
+    """Build one model and its data, reset the kernel's peak-RSS mark, run one training iteration or
+    inference, print the peak RSS above the level before it (MiB)."""
+    k, phase = spec.split(":")
+    label, cfg_file = MODELS[int(k)]
+    cfg, model, opt = build(cfg_file, args, device)
+    train_batches, test_images = make_batches(args, cfg)
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    with open("/proc/self/clear_refs", "w") as f:  # "5" resets VmHWM to the current RSS (Linux >= 4.0)
+        f.write("5")
+    base = _status_kib("VmRSS")
+    if phase == "train":
+        model.train()
+        train_step(model, opt, cfg, train_batches[0], device, scaler, False)
+    else:
+        model.eval()
+        infer(model, test_images[0], device, False)
+    print((_status_kib("VmHWM") - base) / 1024.0)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--depth", type=int, default=101, choices=[18, 34, 50, 101])
+    p.add_argument("--size", default="1600x1200", help="WxH of the generated spreads and the model input")
+    p.add_argument("--batch", type=int, default=1, help="images per training iteration (the paper: 1)")
+    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed training iterations and inferences per model")
+    p.add_argument("--train-iters", type=int, default=4, help="timed training iterations per model")
+    p.add_argument("--infer-iters", type=int, default=6, help="timed inferences per model")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    p.add_argument("--results", default=os.path.join(REPO, "benchmarks", "results"))
+    p.add_argument("--tag", default="")
+    p.add_argument("--no-memory", action="store_true", help="skip the CPU memory probes (one process per model and phase)")
+    p.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # internal: "k:train" / "k:infer"
+    args = p.parse_args(argv)
+    args.width, args.height = (int(v) for v in args.size.lower().split("x"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    amp = bool(args.amp and device.type == "cuda")
+    if args.amp and not amp:
+        print("--amp has no effect on CPU; timing fp32", flush=True)
+    if args.probe:
+        run_probe(args, device, args.probe)
+        return 0
+
+    built = [(label, *build(cfg_file, args, device)) for label, cfg_file in MODELS]
+    train_batches, test_images = make_batches(args, built[0][1])
+    scalers = [torch.amp.GradScaler("cuda", enabled=amp) for _ in built]
+    n_params = [sum(p.numel() for p in m.parameters()) for _, _, m, _ in built]
+    print(f"{args.depth}-layer ResNet-FPN, {args.width}x{args.height}, batch {args.batch}, {device}"
+          f"{' AMP' if amp else ''}, {torch.get_num_threads()} threads; parameters: "
+          + ", ".join(f"{lbl} {n / 1e6:.1f} M" for (lbl, *_), n in zip(built, n_params)), flush=True)
+
+    train_t = [[] for _ in built]
+    train_mem = [[] for _ in built]
+    infer_t = [[] for _ in built]
+    infer_mem = [[] for _ in built]
+    for (label, cfg, model, opt), sc in zip(built, scalers):  # warm-up (allocator, kernels, oneDNN primitives)
+        model.train()
+        for i in range(args.warmup):
+            train_step(model, opt, cfg, train_batches[i % len(train_batches)], device, sc, amp)
+        model.eval()
+        for i in range(args.warmup):
+            infer(model, test_images[i % len(test_images)], device, amp)
+    total = args.train_iters * len(built)
+    for i in range(args.train_iters):
+        for k, ((label, cfg, model, opt), sc) in enumerate(zip(built, scalers)):
+            model.train()
+            batch = train_batches[i % len(train_batches)]
+            dt, mem = timed(lambda: train_step(model, opt, cfg, batch, device, sc, amp), device)
+            train_t[k].append(dt)
+            train_mem[k].append(mem)
+            print(f"  train {i * len(built) + k + 1}/{total} {label}: {dt:.3f} s", flush=True)
+    for i in range(args.infer_iters):
+        for k, (label, cfg, model, opt) in enumerate(built):
+            model.eval()
+            image = test_images[i % len(test_images)]
+            dt, mem = timed(lambda: infer(model, image, device, amp), device)
+            infer_t[k].append(dt)
+            infer_mem[k].append(mem)
+    if device.type == "cpu" and not args.no_memory:
+        for k in range(len(built)):
+            print(f"  memory probe {built[k][0]}: train, inference (fresh processes)", flush=True)
+            train_mem[k] = [probe_cpu_memory(args, k, "train")]
+            infer_mem[k] = [probe_cpu_memory(args, k, "infer")]
+    rows = []
+    for k, (label, *_rest) in enumerate(built):
+        tr, inf = statistics.median(train_t[k]), statistics.median(infer_t[k])
+        mem_tr = max((m for m in train_mem[k] if m is not None), default=None)
+        mem_inf = max((m for m in infer_mem[k] if m is not None), default=None)
+        rows.append({"model": label, "params_M": n_params[k] / 1e6, "train_s_per_iter": tr,
+                     "train_it_per_s": 1.0 / tr, "train_s_all": train_t[k], "infer_s_per_spread": inf,
+                     "infer_s_all": infer_t[k], "train_peak_mem_MiB": mem_tr, "infer_peak_mem_MiB": mem_inf})
+    a, f = rows
+    ratio = {"train_time": f["train_s_per_iter"] / a["train_s_per_iter"],
+             "infer_time": f["infer_s_per_spread"] / a["infer_s_per_spread"]}
+    if a["train_peak_mem_MiB"] and f["train_peak_mem_MiB"]:
+        ratio["train_peak_mem"] = f["train_peak_mem_MiB"] / a["train_peak_mem_MiB"]
+    if a["infer_peak_mem_MiB"] and f["infer_peak_mem_MiB"]:
+        ratio["infer_peak_mem"] = f["infer_peak_mem_MiB"] / a["infer_peak_mem_MiB"]
+
+    mem_kind = "CUDA max allocated above start" if device.type == "cuda" else "peak RSS above start, fresh process"
+    fm = lambda v, d=2: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
+    table = "\n".join([
+        f"| model | params (M) | train s/it | train it/s | inference s/spread | train peak mem (MiB, {mem_kind}) "
+        f"| inference peak mem (MiB) |", "|---|---|---|---|---|---|---|"]
+        + [f"| {r['model']} | {r['params_M']:.1f} | {r['train_s_per_iter']:.3f} | {r['train_it_per_s']:.3f} | "
+           f"{r['infer_s_per_spread']:.3f} | {fm(r['train_peak_mem_MiB'], 0)} | {fm(r['infer_peak_mem_MiB'], 0)} |"
+           for r in rows]
+        + [f"| **ratio (f)/(a)** | {f['params_M'] / a['params_M']:.3f} | **{ratio['train_time']:.3f}** | "
+           f"{1 / ratio['train_time']:.3f} | **{ratio['infer_time']:.3f}** | {fm(ratio.get('train_peak_mem'), 3)} | "
+           f"{fm(ratio.get('infer_peak_mem'), 3)} |"])
+    print()
+    print(table)
+    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
+    command = "python benchmarks/bench_speed.py " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+    setting = (f"ResNet-{args.depth}-FPN, {args.width}x{args.height}, batch {args.batch}, {dev_name}"
+               f"{', AMP' if amp else ', fp32'}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+               f"medians of {args.train_iters} training iterations and {args.infer_iters} inferences per model "
+               f"after {args.warmup} warm-up each, interleaved")
+    md = "\n".join([f"# Speed: DeepACC vs Faster R-CNN ({device.type})", "", "Made by:", "", "```", command, "```",
+                    "", setting + f"; {datetime.datetime.now().isoformat(timespec='seconds')}.", "", table,
+                    "", "Goal: inference ratio ≤ 1.10, training ratio ≤ 1.15.", ""])
+    from deepacc.fileio import atomic_write
+
+    name = f"speed_{device.type}{('_' + args.tag) if args.tag else ''}"
+    os.makedirs(args.results, exist_ok=True)
+    atomic_write(os.path.join(args.results, name + ".md"), md.encode())
+    atomic_write(os.path.join(args.results, name + ".json"), json.dumps(
+        {"command": command, "setting": setting, "device": dev_name, "amp": amp, "rows": rows, "ratio": ratio},
+        indent=1).encode())
+    print(f"\nwrote {os.path.join(args.results, name)}.{{md,json}}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
