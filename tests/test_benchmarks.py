@@ -1,0 +1,86 @@
+"""The Table 1 benchmark's plumbing: rows differ only in their heads, the CPU protocol changes
+everything but the heads, and the aggregation is the arithmetic it claims (no training here)."""
+import json
+import os
+import statistics
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+
+import reproduce_table1 as t1  # noqa: E402
+from deepacc.config import get_cfg, head_options, load_config  # noqa: E402
+
+#: what Table 1 says each row has: (decoupled streams, L_AAM, siamese, L_GIA)
+EXPECTED_HEADS = {"a": (False, False, False, False), "b": (True, False, False, False),
+                  "c": (True, True, False, False), "d": (True, False, True, False),
+                  "e": (True, True, True, False), "f": (True, True, True, True)}
+
+
+@pytest.mark.parametrize("row", list(t1.ROWS))
+def test_cpu_protocol_keeps_the_rows_head_and_replaces_the_rest(row, tmp_path):
+    cfg = t1.build_run_config(row, "synth_shift", "cpu", 3, str(tmp_path), max_iter=240)
+    paper = load_config(os.path.join(REPO, "configs", t1.ROWS[row][1]), None, get_cfg())
+    h = head_options(cfg)
+    assert (h["decoupled"], h["aam_enabled"], h["siamese_enabled"], h["gia_enabled"]) == EXPECTED_HEADS[row]
+    assert t1.ROWS[row][2:] == EXPECTED_HEADS[row][1:]  # the table's check marks say the same
+    ho, hp = dict(h), head_options(paper)
+    # the protocol shrinks the FC width for CPU; every other head setting is the row's own
+    assert ho.pop("fc_dim") == 256 and hp.pop("fc_dim") == 1024
+    assert ho == hp
+    assert cfg.MODEL.ROI_HEADS.NAME == paper.MODEL.ROI_HEADS.NAME
+    assert cfg.MODEL.RESNETS.DEPTH == 18 and cfg.MODEL.WEIGHTS == "" and cfg.MODEL.RESNETS.NORM == "GN"
+    assert cfg.SEED == 3 and cfg.OUTPUT_DIR == str(tmp_path)
+    assert cfg.DATASETS.TRAIN == ("deepacc_synth_train",)
+    assert cfg.DATASETS.TEST == ("deepacc_synth_test", "deepacc_synth_shift_test")
+    # the paper's decay at epochs 16 and 22 of 24, kept in proportion
+    assert cfg.SOLVER.EPOCHS == 0 and cfg.SOLVER.MAX_ITER == 240 and tuple(cfg.SOLVER.STEPS) == (160, 220)
+
+
+def test_paper_protocol_is_the_committed_config(tmp_path):
+    cfg = t1.build_run_config("f", "gband", "paper", 0, str(tmp_path))
+    assert cfg.MODEL.RESNETS.DEPTH == 101 and cfg.SOLVER.EPOCHS == 24 and cfg.SOLVER.IMS_PER_BATCH == 1
+    assert "ImageNetPretrained" in cfg.MODEL.WEIGHTS
+    assert cfg.DATASETS.TRAIN == ("gband_cells_train",) and cfg.DATASETS.TEST == ("gband_cells_val",)
+
+
+def _runs():
+    cols = {"same": "ds_same", "shift": "ds_shift"}
+    vals = {("a", 0): (10.0, 20.0), ("a", 1): (14.0, 22.0), ("f", 0): (13.0, 27.0), ("f", 1): (15.0, 25.0)}
+    runs = [{"row": r, "seed": s, "s_per_iter": 1.0 + s,
+             "metrics": {"ds_same": {"mAP": v[0], "mAP_max": v[0] - 1, "AER": 100 - v[0], "Acc": v[0] / 2, "AP": 1.0},
+                         "ds_shift": {"mAP": v[1], "mAP_max": v[1] - 1, "AER": 100 - v[1], "Acc": v[1] / 2, "AP": 1.0}}}
+            for (r, s), v in vals.items()]
+    return runs, cols
+
+
+def test_summary_is_mean_and_sample_std_over_seeds():
+    runs, cols = _runs()
+    s = t1.summarize(runs, ["a", "f"], cols)
+    assert s["a"]["same"]["mAP"]["mean"] == pytest.approx(12.0)
+    assert s["a"]["same"]["mAP"]["std"] == pytest.approx(statistics.stdev([10.0, 14.0]))  # 2.828
+    assert s["f"]["shift"]["AER"]["mean"] == pytest.approx(74.0)
+    assert s["f"]["seeds"] == [0, 1] and s["a"]["s_per_iter"]["mean"] == pytest.approx(1.5)
+    md = t1.table_markdown(s, ["a", "f"], cols)
+    assert "| (a) Faster R-CNN |  |  |  | 12.00 ± 2.83 |" in md
+    # differences to (a): mAP same +2.00, shifted +5.00; AER shifted -5.00
+    diff = [line for line in md.splitlines() if line.startswith("| (f) DeepACC | +")][0]
+    assert diff.split(" | ")[1:5] == ["+2.00", "+2.00", "-2.00", "+1.00"]
+    assert diff.split(" | ")[5:9] == ["+5.00", "+5.00", "-5.00", "+2.50 |"]
+
+
+def test_missing_runs_are_not_averaged_in():
+    runs, cols = _runs()
+    runs[1]["metrics"] = {}  # (a) seed 1 failed
+    s = t1.summarize(runs, ["a"], cols)
+    assert s["a"]["seeds"] == [0] and s["a"]["same"]["mAP"] == {"mean": 10.0, "std": 0.0}
+
+
+def test_train_speed_is_read_from_the_trainers_metrics(tmp_path):
+    lines = [{"iteration": 0, "time": 9.0}, {"iteration": 19, "time": 19.0}, {"iteration": 39, "time": 24.0},
+             {"iteration": 59, "time": 26.0}, {"iteration": 59, "val/mAP": 3.0}]
+    (tmp_path / "metrics.json").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    # per-iteration times 1.0, 1.2, 1.3 after the first record; the first span (start-up) is dropped
+    assert t1.read_train_speed(str(tmp_path)) == pytest.approx(1.25)
