@@ -153,17 +153,23 @@ def run_one(cfg, log_path: str, num_gpus: int, threads: Optional[int]) -> int:
 
 
 def mean_std(values: List[float]):
+    """Mean and sample std of the defined values (Acc is undefined for a run without detections)."""
     values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not values:
         return None, None
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def fmt(ms) -> str:
+def fmt(ms, n: Optional[int] = None, total: Optional[int] = None) -> str:
+    """``mean ± std``; ``(n/total)`` appended when only ``n`` of ``total`` runs define the value."""
     m, s = ms
     if m is None:
         return "-"
-    return f"{m:.2f}" if not s else f"{m:.2f} ± {s:.2f}"
+    spread = (n >= 2) if n is not None else bool(s)
+    out = f"{m:.2f} ± {s:.2f}" if spread else f"{m:.2f}"
+    if n is not None and total is not None and n < total:
+        out += f" ({n}/{total})"
+    return out
 
 
 def summarize(runs: List[Dict], rows: Sequence[str], columns: Dict[str, str]) -> Dict:
@@ -172,9 +178,11 @@ def summarize(runs: List[Dict], rows: Sequence[str], columns: Dict[str, str]) ->
         mine = [x for x in runs if x["row"] == r and x.get("metrics")]
         entry = {"seeds": [x["seed"] for x in mine]}
         for col, ds in columns.items():
-            entry[col] = {m: dict(zip(("mean", "std"), mean_std([x["metrics"][ds].get(m) for x in mine
-                                                                     if ds in x["metrics"]])))
-                          for m in METRICS + ("AP",)}
+            entry[col] = {}
+            for m in METRICS + ("AP",):
+                vals = [x["metrics"][ds].get(m) for x in mine if ds in x["metrics"]]
+                mean, std = mean_std(vals)
+                entry[col][m] = {"mean": mean, "std": std, "n": sum(v is not None for v in vals)}
         entry["s_per_iter"] = dict(zip(("mean", "std"), mean_std([x.get("s_per_iter") for x in mine])))
         out[r] = entry
     return out
@@ -194,7 +202,7 @@ def table_markdown(summary: Dict, rows: Sequence[str], columns: Dict[str, str], 
         e = summary[r]
         cells = [label, check(aam), check(siam), check(gia)]
         for col in columns:
-            cells += [fmt((e[col][m]["mean"], e[col][m]["std"])) for m in METRICS]
+            cells += [fmt((e[col][m]["mean"], e[col][m]["std"]), e[col][m]["n"], len(e["seeds"])) for m in METRICS]
         cells += [str(len(e["seeds"])), fmt((e["s_per_iter"]["mean"], None))]
         lines.append("| " + " | ".join(cells) + " |")
     if reference in summary and len(rows) > 1:
@@ -313,7 +321,8 @@ def main(argv=None) -> int:
         f"iterations, batch {cfg0.SOLVER.IMS_PER_BATCH}, input {cfg0.INPUT.MIN_SIZE_TRAIN[0]}x{cfg0.INPUT.MAX_SIZE_TRAIN}"
         f" (short x long side), ResNet-{cfg0.MODEL.RESNETS.DEPTH} {cfg0.MODEL.RESNETS.NORM}, "
         f"weights: {cfg0.MODEL.WEIGHTS or 'none (from scratch)'}.",
-        f"Seeds: {' '.join(map(str, args.seeds))}; mean ± sample std over the seeds that finished.", "",
+        f"Seeds: {' '.join(map(str, args.seeds))}; mean ± sample std over the seeds that finished; (n/N): only n "
+        "of N runs define the value (Acc is undefined for a run with no detection scoring ≥ 0.5).", "",
         f"Environment: torch {env['torch']}, torchvision {env['torchvision']}, {env['cpu_count']} CPUs, "
         f"GPU: {env['gpu'] or 'none'}; commit {env['git_commit']}{' (dirty)' if env['git_dirty'] else ''}; {env['date']}.",
         "", table, "",

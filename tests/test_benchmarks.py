@@ -75,7 +75,16 @@ def test_missing_runs_are_not_averaged_in():
     runs, cols = _runs()
     runs[1]["metrics"] = {}  # (a) seed 1 failed
     s = t1.summarize(runs, ["a"], cols)
-    assert s["a"]["seeds"] == [0] and s["a"]["same"]["mAP"] == {"mean": 10.0, "std": 0.0}
+    assert s["a"]["seeds"] == [0] and s["a"]["same"]["mAP"] == {"mean": 10.0, "std": 0.0, "n": 1}
+
+
+def test_a_metric_defined_by_only_some_seeds_says_so():
+    runs, cols = _runs()
+    runs[0]["metrics"]["ds_same"]["Acc"] = None  # (a) seed 0 had no detection >= 0.5: Acc undefined
+    s = t1.summarize(runs, ["a", "f"], cols)
+    assert s["a"]["same"]["Acc"] == {"mean": 7.0, "std": 0.0, "n": 1}
+    row = [line for line in t1.table_markdown(s, ["a", "f"], cols).splitlines() if line.startswith("| (a)")][0]
+    assert "| 7.00 (1/2) |" in row and "| 12.00 ± 2.83 |" in row
 
 
 def test_train_speed_is_read_from_the_trainers_metrics(tmp_path):
