@@ -6,8 +6,9 @@ Both models are built from the committed configs (``configs/DeepACC_R101_FPN_2x.
 same engine, device, thread count and synthetic 1600x1200 spreads, and timed interleaved (a, f, a,
 f, ...) so that machine noise hits both alike:
 
-* training: one SGD iteration as the trainer does it (forward with losses, backward, gradient
-  clipping, optimiser step; AMP with ``--amp`` on CUDA), seconds per iteration → iterations/s;
+* training: one SGD iteration by the trainer's own step (``deepacc.tv.train.train_step``: forward
+  with losses, backward, gradient clipping, optimiser step; AMP with ``--amp`` on CUDA), seconds per
+  iteration → iterations/s;
 * inference: one spread through the model in eval mode incl. resizing and both detection
   selections, seconds per spread;
 * peak memory of one training iteration / inference above what was in use before it (activations,
@@ -31,14 +32,16 @@ import os
 import shlex
 import statistics
 import sys
-import tempfile
 import subprocess
+import tempfile
 import time
 
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "projects", "DeepACC"))
+
+from deepacc.tv.train import train_step  # noqa: E402  (the trainer's own iteration)
 
 MODELS = [("(a) Faster R-CNN", "faster_rcnn_R101_FPN_2x.yaml"), ("(f) DeepACC", "DeepACC_R101_FPN_2x.yaml")]
 
@@ -78,22 +81,6 @@ def make_batches(args, cfg):
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def train_step(model, optimizer, cfg, batch, device, scaler, amp):
-    from deepacc.solver import clip_gradients
-
-    images = [b[0].to(device, non_blocking=True) for b in batch]
-    targets = [{k: v.to(device) for k, v in b[1].items()} for b in batch]
-    with torch.autocast(device_type=device.type, enabled=amp):
-        losses = sum(model(images, targets).values())
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(losses).backward()
-    if cfg.SOLVER.CLIP_GRADIENTS.ENABLED:
-        scaler.unscale_(optimizer)
-        clip_gradients(model.parameters(), cfg.SOLVER.CLIP_GRADIENTS)
-    scaler.step(optimizer)
-    scaler.update()
 
 
 @torch.no_grad()
@@ -146,7 +133,7 @@ def run_probe(args, device, spec: str) -> None:
     base = _status_kib("VmRSS")
     if phase == "train":
         model.train()
-        train_step(model, opt, cfg, train_batches[0], device, scaler, False)
+        train_step(model, opt, scaler, cfg.SOLVER.CLIP_GRADIENTS, train_batches[0], device)
     else:
         model.eval()
         infer(model, test_images[0], device, False)
@@ -195,7 +182,7 @@ def main(argv=None) -> int:
     for (label, cfg, model, opt), sc in zip(built, scalers):  # warm-up (allocator, kernels, oneDNN primitives)
         model.train()
         for i in range(args.warmup):
-            train_step(model, opt, cfg, train_batches[i % len(train_batches)], device, sc, amp)
+            train_step(model, opt, sc, cfg.SOLVER.CLIP_GRADIENTS, train_batches[i % len(train_batches)], device)
         model.eval()
         for i in range(args.warmup):
             infer(model, test_images[i % len(test_images)], device, amp)
@@ -204,7 +191,7 @@ def main(argv=None) -> int:
         for k, ((label, cfg, model, opt), sc) in enumerate(zip(built, scalers)):
             model.train()
             batch = train_batches[i % len(train_batches)]
-            dt, mem = timed(lambda: train_step(model, opt, cfg, batch, device, sc, amp), device)
+            dt, mem = timed(lambda: train_step(model, opt, sc, cfg.SOLVER.CLIP_GRADIENTS, batch, device), device)
             train_t[k].append(dt)
             train_mem[k].append(mem)
             print(f"  train {i * len(built) + k + 1}/{total} {label}: {dt:.3f} s", flush=True)

@@ -232,6 +232,29 @@ def _flatten(results: Dict[str, Dict]) -> Dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------- trainer
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, clip_cfg,
+               batch, device: torch.device, iteration: int = -1) -> Dict[str, torch.Tensor]:
+    """One SGD iteration on a mapped batch: forward with losses (autocast when ``scaler`` is enabled),
+    a finite-loss check, backward, ``SOLVER.CLIP_GRADIENTS`` and the optimiser step. Returns the loss dict."""
+    images = [b[0].to(device, non_blocking=True) for b in batch]
+    targets = [{k: v.to(device) for k, v in b[1].items()} for b in batch]
+    with torch.autocast(device_type=device.type, enabled=scaler.is_enabled()):
+        loss_dict = model(images, targets)
+    losses = sum(loss_dict.values())
+    if not torch.isfinite(losses):
+        raise FloatingPointError(f"Loss became infinite or NaN at iteration {iteration}: "
+                                 f"{ {k: float(v) for k, v in loss_dict.items()} }")
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(losses).backward()
+    if clip_cfg.ENABLED:
+        scaler.unscale_(optimizer)
+        clip_gradients(model.parameters(), clip_cfg)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss_dict
+
+
+# ---------------------------------------------------------------------------------------- trainer
 class Trainer:
     """Builds model, optimiser, scheduler, data and checkpointer from a config and runs training."""
 
@@ -281,7 +304,6 @@ class Trainer:
         loader = build_train_loader(cfg, self.train_dicts, start_iter=self.start_iter)
         periodic = PeriodicCheckpointer(self.checkpointer, int(cfg.SOLVER.CHECKPOINT_PERIOD), max_iter=self.max_iter)
         writer = MetricsWriter(cfg.OUTPUT_DIR) if main else None
-        amp = self.scaler.is_enabled()
         clip = cfg.SOLVER.CLIP_GRADIENTS
         eval_period = int(cfg.TEST.EVAL_PERIOD)
         logger.info("Training %d images from iteration %d to %d on %s (%d process(es)).", len(self.train_dicts),
@@ -295,21 +317,7 @@ class Trainer:
             t0 = time.perf_counter()
             batch = next(data_iter)
             data_time = time.perf_counter() - t0
-            images = [b[0].to(self.device, non_blocking=True) for b in batch]
-            targets = [{k: v.to(self.device) for k, v in b[1].items()} for b in batch]
-            with torch.autocast(device_type=self.device.type, enabled=amp):
-                loss_dict = self.ddp(images, targets)
-            losses = sum(loss_dict.values())
-            if not torch.isfinite(losses):
-                raise FloatingPointError(f"Loss became infinite or NaN at iteration {it}: "
-                                         f"{ {k: float(v) for k, v in loss_dict.items()} }")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(losses).backward()
-            if clip.ENABLED:
-                self.scaler.unscale_(self.optimizer)
-                clip_gradients(self.model.parameters(), clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            loss_dict = train_step(self.ddp, self.optimizer, self.scaler, clip, batch, self.device, it)
             lr = self.optimizer.param_groups[0]["lr"]
             self.scheduler.step()
             periodic.step(it)  # saves model_{it:07d}.pth every CHECKPOINT_PERIOD and model_final at the end
