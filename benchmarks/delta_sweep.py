@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 from typing import Dict, List
 
@@ -45,31 +44,14 @@ def eval_with_delta(run_dir: str, delta: float, columns: Dict[str, str], log_pat
     if cfg_file is None or not os.path.exists(weights):
         raise FileNotFoundError(f"{run_dir}: needs config.yaml (or run_config.yaml) and model_final.pth")
     out = os.path.join(run_dir, "delta_sweep", f"delta_{_fmt_delta(delta)}")
-    done = all(os.path.exists(t1.metrics_path(out, ds)) for ds in columns.values())
-    if not done:
+    if not t1.is_finished(out, columns):
         os.makedirs(out, exist_ok=True)
-        cmd = [sys.executable, os.path.join(REPO, "train_net.py"), "--engine", "torchvision", "--eval-only",
-               "--config-file", cfg_file, "MODEL.WEIGHTS", weights, "MODEL.DEEPACC.SIAMESE.THRESHOLD", str(delta),
-               "OUTPUT_DIR", out, "DATASETS.TEST", repr(tuple(columns.values()))]
-        env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
-        with open(log_path, "a") as log:
-            log.write(f"\n$ {shlex.join(cmd)}\n")
-            log.flush()
-            rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        rc = t1.run_train_net(["--eval-only", "--config-file", cfg_file, "MODEL.WEIGHTS", weights,
+                               "MODEL.DEEPACC.SIAMESE.THRESHOLD", str(delta), "OUTPUT_DIR", out,
+                               "DATASETS.TEST", repr(tuple(columns.values()))], log_path, threads)
         if rc:
             raise RuntimeError(f"evaluation with delta {delta} failed (exit {rc}); see {log_path}")
-    return read_metrics(out, columns)
-
-
-def read_metrics(run_dir: str, columns: Dict[str, str]) -> Dict:
-    metrics = {}
-    for ds in columns.values():
-        path = t1.metrics_path(run_dir, ds)
-        if os.path.exists(path):
-            with open(path) as f:
-                res = json.load(f)
-            metrics[ds] = {k: res.get(k) for k in t1.METRICS + ("AP", "TP", "FP", "FN")}
-    return metrics
+    return t1.read_metrics(out, columns)
 
 
 def table(results: List[Dict], columns: Dict[str, str]) -> str:
@@ -113,13 +95,13 @@ def main(argv=None) -> int:
             work = args.work_dir or os.path.join(REPO, "output", "delta_sweep", f"{args.dataset}_{args.protocol}")
             for seed in args.seeds:
                 run_dir = os.path.join(work, f"delta_{_fmt_delta(delta)}_seed{seed}")
-                if not all(os.path.exists(t1.metrics_path(run_dir, ds)) for ds in columns.values()):
+                if not t1.is_finished(run_dir, columns):
                     cfg = t1.build_run_config("f", args.dataset, args.protocol, seed, run_dir, args.max_iter,
                                               ["MODEL.DEEPACC.SIAMESE.THRESHOLD", str(delta)])
                     rc = t1.run_one(cfg, os.path.join(run_dir, "benchmark.log"), 1, args.threads)
                     if rc:
                         print(f"δ {delta:g} seed {seed}: training failed (exit {rc})", flush=True)
-                metrics.append(read_metrics(run_dir, columns))
+                metrics.append(t1.read_metrics(run_dir, columns))
         results.append({"delta": delta, "metrics": metrics})
         shown = "  ".join(f"{c}: " + " ".join(f"{m} {x[ds][m]:.2f}" for m in t1.METRICS if x.get(ds, {}).get(m) is not None)
                           for x in metrics[:1] for c, ds in columns.items())

@@ -114,6 +114,23 @@ def metrics_path(run_dir: str, test_set: str) -> str:
     return os.path.join(run_dir, "inference", test_set, METRICS_FILE)
 
 
+def is_finished(run_dir: str, columns: Dict[str, str]) -> bool:
+    """Every test set of ``columns`` has its evaluator's metrics file in ``run_dir``."""
+    return all(os.path.exists(metrics_path(run_dir, ds)) for ds in columns.values())
+
+
+def read_metrics(run_dir: str, columns: Dict[str, str]) -> Dict[str, Dict]:
+    """The headline figures per test set of a run (test sets without a metrics file are left out)."""
+    metrics = {}
+    for ds in columns.values():
+        path = metrics_path(run_dir, ds)
+        if os.path.exists(path):
+            with open(path) as f:
+                res = json.load(f)
+            metrics[ds] = {k: res.get(k) for k in METRICS + ("AP", "TP", "FP", "FN", "num_images")}
+    return metrics
+
+
 def read_train_speed(run_dir: str) -> Optional[float]:
     """Median seconds per iteration from ``metrics.json`` (its ``time`` spans 20 iterations)."""
     path = os.path.join(run_dir, "metrics.json")
@@ -135,21 +152,23 @@ def read_train_speed(run_dir: str) -> Optional[float]:
 
 
 # --------------------------------------------------------------------------------------------- runs
+def run_train_net(argv: Sequence[str], log_path: str, threads: Optional[int] = None) -> int:
+    """``train_net.py --engine torchvision <argv>`` in a child process, its output appended to ``log_path``."""
+    cmd = [sys.executable, os.path.join(REPO, "train_net.py"), "--engine", "torchvision", *argv]
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+    with open(log_path, "a") as log:
+        log.write(f"\n$ {shlex.join(cmd)}\n")
+        log.flush()
+        return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+
+
 def run_one(cfg, log_path: str, num_gpus: int, threads: Optional[int]) -> int:
     """Train + evaluate one config through ``train_net.py --resume``; output goes to ``log_path``."""
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     cfg_path = os.path.join(cfg.OUTPUT_DIR, "run_config.yaml")
     with open(cfg_path, "w") as f:
         f.write(cfg.dump())
-    cmd = [sys.executable, os.path.join(REPO, "train_net.py"), "--engine", "torchvision", "--config-file",
-           cfg_path, "--resume", "--num-gpus", str(num_gpus)]
-    env = dict(os.environ)
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    with open(log_path, "a") as log:
-        log.write(f"\n$ {shlex.join(cmd)}\n")
-        log.flush()
-        return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    return run_train_net(["--config-file", cfg_path, "--resume", "--num-gpus", str(num_gpus)], log_path, threads)
 
 
 def mean_std(values: List[float]):
@@ -272,13 +291,14 @@ def main(argv=None) -> int:
     print(f"{name}: {len(plan)} runs ({len(args.rows)} rows x {len(args.seeds)} seeds) in {work}", flush=True)
 
     runs = []
+    cfg0 = None
     for i, (row, seed) in enumerate(plan, 1):
         run_dir = os.path.join(work, f"{row}_seed{seed}")
         cfg = build_run_config(row, args.dataset, args.protocol, seed, run_dir, args.max_iter, args.opts)
-        done = all(os.path.exists(metrics_path(run_dir, ds)) for ds in columns.values())
+        cfg0 = cfg0 or cfg
         t0 = time.time()
         status = "reused"
-        if args.rerun or not done:
+        if args.rerun or not is_finished(run_dir, columns):
             print(f"[{i}/{len(plan)}] {ROWS[row][0]} seed {seed}: training "
                   f"{cfg.SOLVER.MAX_ITER if not cfg.SOLVER.EPOCHS else str(cfg.SOLVER.EPOCHS) + ' epochs'} "
                   f"(log {os.path.join(run_dir, 'benchmark.log')})", flush=True)
@@ -288,13 +308,7 @@ def main(argv=None) -> int:
                         os.remove(metrics_path(run_dir, ds))
             rc = run_one(cfg, os.path.join(run_dir, "benchmark.log"), args.num_gpus, args.threads)
             status = "ok" if rc == 0 else f"failed (exit {rc})"
-        metrics = {}
-        for ds in columns.values():
-            path = metrics_path(run_dir, ds)
-            if os.path.exists(path):
-                with open(path) as f:
-                    res = json.load(f)
-                metrics[ds] = {k: res.get(k) for k in METRICS + ("AP", "TP", "FP", "FN", "num_images")}
+        metrics = read_metrics(run_dir, columns)
         rec = {"row": row, "seed": seed, "run_dir": os.path.relpath(run_dir, REPO), "status": status,
                "wall_s": round(time.time() - t0, 1) if status != "reused" else None,
                "s_per_iter": read_train_speed(run_dir), "max_iter": int(cfg.SOLVER.MAX_ITER),
@@ -311,7 +325,6 @@ def main(argv=None) -> int:
     print(table)
     env = environment()
     ref = "\n".join(f"| {ROWS[r][0]} | " + " | ".join(f"{v:.2f}" for v in PAPER_TABLE1[r]) + " |" for r in args.rows)
-    cfg0 = build_run_config(args.rows[0], args.dataset, args.protocol, args.seeds[0], work, args.max_iter, args.opts)
     md = "\n".join([
         f"# Table 1 on `{args.dataset}`, protocol `{args.protocol}`", "",
         "Made by:", "", "```", command, "```", "",
@@ -337,7 +350,7 @@ def main(argv=None) -> int:
               "seeds": args.seeds, "columns": columns, "environment": env, "runs": runs, "summary": summary}
     atomic_write(os.path.join(args.results, name + ".json"), json.dumps(record, indent=1).encode())
     print(f"\nwrote {os.path.join(args.results, name)}.{{md,json}}")
-    return 0 if all(r["status"] != "failed" and not r["status"].startswith("failed") for r in runs) else 1
+    return 0 if not any(r["status"].startswith("failed") for r in runs) else 1
 
 
 if __name__ == "__main__":
