@@ -90,6 +90,14 @@ def add_deepacc_config(cfg) -> None:
     _C.SOLVER.EPOCHS = 0
     _C.SOLVER.EPOCH_STEPS = (16, 22)
 
+    # Mixed precision (SOLVER.AMP.ENABLED, Detectron2's key) on CPU and CUDA: "auto" = bfloat16 on the
+    # CPU (AVX-512-BF16 / AMX), float16 + loss scaling on CUDA; or "bfloat16" / "float16". The margin
+    # and siamese branches stay fp32 whatever this says. See deepacc.precision.
+    _C.SOLVER.AMP.PRECISION = "auto"
+    # Channels-last (NHWC) convolutions: "auto" = on, except GroupNorm backbones on the CPU (slow
+    # NHWC GroupNorm backward there); "on" / "off" force it. Torchvision engine.
+    _C.MODEL.CHANNELS_LAST = "auto"
+
     # Evaluation thresholds of Acc / AER (paper §3.1), used by the DeepACC evaluator.
     _C.TEST.DEEPACC = type(cfg)()
     _C.TEST.DEEPACC.SCORE_THRESH = 0.5

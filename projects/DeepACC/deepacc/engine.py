@@ -40,11 +40,11 @@ class TorchvisionPredictor:
     @torch.no_grad()
     def __call__(self, gray: np.ndarray) -> Dict:
         from .data.transforms import to_model_input
+        from .precision import autocast
         from .tv.train import to_prediction
 
         image = to_model_input(gray, self.cfg.INPUT.NORMALIZATION).to(self.device)
-        with torch.autocast(device_type=self.device.type,
-                            enabled=bool(self.cfg.SOLVER.AMP.ENABLED) and self.device.type == "cuda"):
+        with autocast(self.cfg, self.device.type):
             det = self.model([image])[0]
         return to_prediction(det)
 

@@ -7,7 +7,7 @@ No Python loop runs over images, classes or proposals.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -198,6 +198,9 @@ class DeepACCClassifier(nn.Module):
             # b_j of Eq. 2, initialised to zero.
             self.siamese_bias = nn.Parameter(torch.zeros(num_classes + 1))
         self.register_buffer("adjacency", adjacency_matrix(class_names), persistent=False)
+        # Inference statistics of the siamese branch (not saved): per image, the fraction of classes
+        # whose most confident proposal passes delta, i.e. whose weight is a local centre (Eq. 2).
+        self._centre_usage = [0.0, 0]
 
     def forward(self, features: torch.Tensor, num_per_image: Sequence[int]) -> ClassifierOutput:
         num_per_image = [int(n) for n in num_per_image]
@@ -217,6 +220,10 @@ class DeepACCClassifier(nn.Module):
         top_score = top_index = None
         if self.siamese_enabled or self.gia_enabled:  # only Eq. 2 and Eq. 3 use the local centres
             top_score, top_index = select_local_centres(margin_probs.detach(), num_per_image)
+        if self.siamese_enabled and not self.training:
+            used = (top_score > self.threshold).float().mean(dim=1)
+            self._centre_usage[0] += float(used.sum())
+            self._centre_usage[1] += int(used.numel())
         if self.siamese_enabled:
             logits = siamese_logits(
                 features, num_per_image, self.margin_branch.normalized_weight(), self.siamese_bias,
@@ -226,6 +233,14 @@ class DeepACCClassifier(nn.Module):
             logits = cos * self.scale
         return ClassifierOutput(logits=logits, cos=cos, margin_probs=margin_probs,
                                 top_index=top_index, top_score=top_score, image_index=img)
+
+    def pop_centre_usage(self) -> Tuple[float, int]:
+        """``(sum over images of the fraction of classes using a local centre, number of images)``
+        accumulated by inference since the last call, then reset. Mean = sum / images; the siamese
+        branch changes the model's decisions only where this is well above zero."""
+        out = (self._centre_usage[0], self._centre_usage[1])
+        self._centre_usage = [0.0, 0]
+        return out
 
     def losses(self, out: ClassifierOutput, labels: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Weighted classification losses of Eq. 4 (``L_det``'s box term is the engine's)."""

@@ -40,3 +40,10 @@ def reduce_dict_mean(d: dict) -> dict:
         return d
     gathered = all_gather(d)
     return {k: sum(g[k] for g in gathered) / len(gathered) for k in d}
+
+
+def reduce_sum(values: list) -> list:
+    """Element-wise sum of a list of numbers over all processes (the list itself when not distributed)."""
+    if not is_dist():
+        return list(values)
+    return [sum(v) for v in zip(*all_gather(list(values)))]

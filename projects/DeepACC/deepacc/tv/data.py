@@ -114,6 +114,18 @@ def _workers(cfg) -> int:
     return max(0, int(cfg.DATALOADER.NUM_WORKERS))
 
 
+def _worker_init(_worker_id: int) -> None:
+    """One thread per loader worker: a mapper reads and standardises one image, and workers that
+    spawn a thread per core steal the cores the model's step runs on (a 2-core CPU has no spare)."""
+    torch.set_num_threads(1)
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover - OpenCV is a dependency
+        pass
+
+
 def filter_empty(dicts: List[Dict]) -> List[Dict]:
     kept = [d for d in dicts if len(d.get("annotations", [])) > 0]
     if len(kept) < len(dicts):
@@ -132,10 +144,10 @@ def build_train_loader(cfg, dicts: List[Dict], start_iter: int = 0) -> DataLoade
     sampler = TrainingSampler(len(dicts), seed=seed, start=start_iter * total)
     return DataLoader(_MappedDataset(dicts, MetaphaseMapper(cfg, True)), batch_size=total // world,
                       sampler=sampler, num_workers=_workers(cfg), collate_fn=_collate,
-                      persistent_workers=_workers(cfg) > 0)
+                      persistent_workers=_workers(cfg) > 0, worker_init_fn=_worker_init)
 
 
 def build_test_loader(cfg, dicts: List[Dict], mapper: Optional[MetaphaseMapper] = None) -> DataLoader:
     ds = _MappedDataset(dicts, mapper or MetaphaseMapper(cfg, False))
     return DataLoader(ds, batch_size=1, sampler=InferenceSampler(len(ds)),
-                      num_workers=min(_workers(cfg), 2), collate_fn=_collate)
+                      num_workers=min(_workers(cfg), 2), collate_fn=_collate, worker_init_fn=_worker_init)

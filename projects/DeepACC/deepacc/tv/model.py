@@ -21,6 +21,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 
 from ..modeling import DeepACCHead
+from ..precision import use_channels_last
 from .roi_heads import DeepACCRoIHeads
 
 logger = logging.getLogger(__name__)
@@ -29,9 +30,23 @@ _RES = {"res2": "layer1", "res3": "layer2", "res4": "layer3", "res5": "layer4"}
 _P = {"p2": "0", "p3": "1", "p4": "2", "p5": "3", "p6": "pool"}
 
 
+class FrozenBN(FrozenBatchNorm2d):
+    """torchvision's ``FrozenBatchNorm2d`` computing in the input's dtype.
+
+    The parent multiplies by fp32 buffers, which promotes bf16/fp16 activations to fp32 under autocast:
+    every frozen-BN layer then emits fp32 and the next convolution casts it back (measured: ~15 % of a
+    bf16 CPU training step in copies). Here the folded scale and shift are cast to the input's dtype.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale.to(x.dtype).view(1, -1, 1, 1) + shift.to(x.dtype).view(1, -1, 1, 1)
+
+
 def _norm_layer(name: str):
     if name in ("FrozenBN", ""):
-        return FrozenBatchNorm2d
+        return FrozenBN
     if name in ("BN", "SyncBN"):
         return nn.BatchNorm2d  # SyncBN: converted with convert_sync_batchnorm under DDP
     if name == "GN":
@@ -39,11 +54,19 @@ def _norm_layer(name: str):
     raise ValueError(f"MODEL.RESNETS.NORM {name!r} is not supported (FrozenBN, BN, SyncBN, GN)")
 
 
-def build_backbone(cfg) -> BackboneWithFPN:
+def build_resnet(cfg, norm: Optional[str] = None) -> torchvision.models.ResNet:
+    """The detector's ResNet trunk (``MODEL.RESNETS.DEPTH``, ``NORM`` unless ``norm`` is given), random
+    init, with torchvision's module names; the in-domain pretraining trains this same network."""
     depth = int(cfg.MODEL.RESNETS.DEPTH)
     if depth not in (18, 34, 50, 101, 152):
         raise ValueError(f"MODEL.RESNETS.DEPTH must be 18, 34, 50, 101 or 152, got {depth}")
-    resnet = getattr(torchvision.models, f"resnet{depth}")(weights=None, norm_layer=_norm_layer(cfg.MODEL.RESNETS.NORM))
+    return getattr(torchvision.models, f"resnet{depth}")(
+        weights=None, norm_layer=_norm_layer(cfg.MODEL.RESNETS.NORM if norm is None else norm))
+
+
+def build_backbone(cfg) -> BackboneWithFPN:
+    depth = int(cfg.MODEL.RESNETS.DEPTH)
+    resnet = build_resnet(cfg)
     in_features = list(cfg.MODEL.FPN.IN_FEATURES) or ["res2", "res3", "res4", "res5"]
     # Detectron2's FREEZE_AT: 1 = stem, 2 = stem + res2, ...
     stages = [["conv1", "bn1"], ["layer1"], ["layer2"], ["layer3"], ["layer4"]]
@@ -94,9 +117,10 @@ class DeepACCRCNN(nn.Module):
     (core 0..K-1), ``class_probs`` and the same with the ``top1_`` prefix, in input-image coordinates.
     """
 
-    def __init__(self, transform, backbone, rpn, roi_heads):
+    def __init__(self, transform, backbone, rpn, roi_heads, channels_last: bool = True):
         super().__init__()
         self.transform, self.backbone, self.rpn, self.roi_heads = transform, backbone, rpn, roi_heads
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     @property
     def head(self) -> DeepACCHead:
@@ -107,8 +131,9 @@ class DeepACCRCNN(nn.Module):
             raise ValueError("targets are required in training mode")
         original_sizes = [tuple(img.shape[-2:]) for img in images]
         image_list, targets = self.transform(images, targets)
-        # channels-last convolutions are markedly faster on CPU (oneDNN) and on GPU tensor cores
-        features = self.backbone(image_list.tensors.contiguous(memory_format=torch.channels_last))
+        # channels-last convolutions are markedly faster on CPU (oneDNN) and on GPU tensor cores,
+        # except with GroupNorm on the CPU (MODEL.CHANNELS_LAST, deepacc.precision)
+        features = self.backbone(image_list.tensors.contiguous(memory_format=self.memory_format))
         proposals, rpn_losses = self.rpn(image_list, features, targets)
         detections, head_losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
         if self.training:
@@ -150,8 +175,11 @@ def build_model(cfg) -> DeepACCRCNN:
                                 int(cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO))
     head = DeepACCHead.from_config(cfg, int(cfg.MODEL.FPN.OUT_CHANNELS))
     roi_heads = DeepACCRoIHeads.from_config(cfg, pooler, head)
-    backbone = backbone.to(memory_format=torch.channels_last)
-    return DeepACCRCNN(_Transform(cfg), backbone, rpn, roi_heads)
+    device = str(cfg.MODEL.DEVICE)
+    channels_last = use_channels_last(cfg, "cuda" if device.startswith("cuda") and torch.cuda.is_available() else "cpu")
+    if channels_last:
+        backbone = backbone.to(memory_format=torch.channels_last)
+    return DeepACCRCNN(_Transform(cfg), backbone, rpn, roi_heads, channels_last=channels_last)
 
 
 _IMAGENET_ALIASES = ("torchvision://", "detectron2://ImageNetPretrained/", "imagenet")

@@ -1,7 +1,7 @@
 """Training and evaluation loop of the torchvision engine.
 
 SGD with momentum and weight decay, linear warm-up then multi-step decay (fvcore param schedulers),
-AMP on GPU, fvcore checkpointing with atomic writes, ``--resume`` at the exact iteration (the data
+mixed precision on CPU (bf16) and GPU, fvcore checkpointing with atomic writes, ``--resume`` at the exact iteration (the data
 stream is replayed from that iteration), periodic evaluation, metrics as JSON lines (and TensorBoard
 when installed), a progress bar with ETA, and DDP across processes / machines.
 """
@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..config import resolve_epoch_schedule
+from ..precision import amp_dtype, needs_grad_scaler
 from ..solver import clip_gradients
 from . import comm
 from .checkpoint import AtomicCheckpointer
@@ -159,7 +160,7 @@ def to_prediction(det: Dict[str, torch.Tensor], image_id=None) -> Dict:
 
 
 @torch.no_grad()
-def inference_on_dataset(model: nn.Module, loader, evaluator, device, amp: bool = False) -> Dict:
+def inference_on_dataset(model: nn.Module, loader, evaluator, device, amp_dtype: Optional[torch.dtype] = None) -> Dict:
     model.eval()
     evaluator.reset()
     total = len(loader)
@@ -167,7 +168,7 @@ def inference_on_dataset(model: nn.Module, loader, evaluator, device, amp: bool 
     start = time.perf_counter()
     for batch in bar:
         images = [b[0].to(device, non_blocking=True) for b in batch]
-        with torch.autocast(device_type=device.type, enabled=amp and device.type == "cuda"):
+        with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             outputs = model(images)
         evaluator.process([to_prediction(o, b[2]["image_id"]) for o, b in zip(outputs, batch)])
     elapsed = time.perf_counter() - start
@@ -189,8 +190,17 @@ def test(cfg, model: nn.Module, device) -> Dict[str, Dict]:
     results = {}
     for name in cfg.DATASETS.TEST:
         dicts = dataset_dicts([name])
+        classifier = model.head.classifier
+        classifier.pop_centre_usage()
         res = inference_on_dataset(model, build_test_loader(cfg, dicts), build_evaluator(cfg, name, dicts),
-                                   device, bool(cfg.SOLVER.AMP.ENABLED))
+                                   device, amp_dtype(cfg, device.type))
+        if classifier.siamese_enabled:
+            total, images = comm.reduce_sum(list(classifier.pop_centre_usage()))
+            if images:
+                res["siamese_local_centre_pct"] = 100.0 * total / images
+                logger.info("Siamese branch on %s: %.1f %% of the classes per image take a local centre "
+                            "(most confident proposal's margin probability > delta = %.2f).", name,
+                            res["siamese_local_centre_pct"], classifier.threshold)
         results[name] = res  # the evaluator has logged its tables (headline and per class)
     return results
 
@@ -233,12 +243,14 @@ def _flatten(results: Dict[str, Dict]) -> Dict[str, float]:
 
 # ---------------------------------------------------------------------------------------- trainer
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, clip_cfg,
-               batch, device: torch.device, iteration: int = -1) -> Dict[str, torch.Tensor]:
-    """One SGD iteration on a mapped batch: forward with losses (autocast when ``scaler`` is enabled),
-    a finite-loss check, backward, ``SOLVER.CLIP_GRADIENTS`` and the optimiser step. Returns the loss dict."""
+               batch, device: torch.device, iteration: int = -1,
+               amp_dtype: Optional[torch.dtype] = None) -> Dict[str, torch.Tensor]:
+    """One SGD iteration on a mapped batch: forward with losses (autocast in ``amp_dtype`` when given;
+    ``scaler`` scales float16 losses and is disabled otherwise), a finite-loss check, backward,
+    ``SOLVER.CLIP_GRADIENTS`` and the optimiser step. Returns the loss dict."""
     images = [b[0].to(device, non_blocking=True) for b in batch]
     targets = [{k: v.to(device) for k, v in b[1].items()} for b in batch]
-    with torch.autocast(device_type=device.type, enabled=scaler.is_enabled()):
+    with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         loss_dict = model(images, targets)
     losses = sum(loss_dict.values())
     if not torch.isfinite(losses):
@@ -269,7 +281,11 @@ class Trainer:
         self.model = model.to(self.device)
         self.optimizer = build_optimizer(cfg, self.model)
         self.scheduler = build_lr_scheduler(cfg, self.optimizer)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=bool(cfg.SOLVER.AMP.ENABLED) and self.device.type == "cuda")
+        self.amp_dtype = amp_dtype(cfg, self.device.type)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(cfg, self.device.type))
+        if self.amp_dtype is not None:
+            logger.info("Mixed precision: %s autocast on %s.", str(self.amp_dtype).replace("torch.", ""),
+                        self.device.type)
         self.checkpointer = AtomicCheckpointer(self.model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(),
                                                optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler)
         self.ddp = self.model
@@ -293,6 +309,10 @@ class Trainer:
         elif weights and is_imagenet_weights(weights):
             load_imagenet_backbone(self.model, self.cfg)
         elif weights:
+            if not os.path.isfile(weights):
+                raise FileNotFoundError(
+                    f"MODEL.WEIGHTS {weights!r}: no such file. A recipe that starts from an in-domain pretrained "
+                    f"trunk makes it first with: deepacc-pretrain --config-file <the same config>")
             self.checkpointer.load(weights, checkpointables=[])
 
     def train(self) -> Dict[str, Dict]:
@@ -317,7 +337,7 @@ class Trainer:
             t0 = time.perf_counter()
             batch = next(data_iter)
             data_time = time.perf_counter() - t0
-            loss_dict = train_step(self.ddp, self.optimizer, self.scaler, clip, batch, self.device, it)
+            loss_dict = train_step(self.ddp, self.optimizer, self.scaler, clip, batch, self.device, it, self.amp_dtype)
             lr = self.optimizer.param_groups[0]["lr"]
             self.scheduler.step()
             periodic.step(it)  # saves model_{it:07d}.pth every CHECKPOINT_PERIOD and model_final at the end

@@ -1,0 +1,114 @@
+"""Mixed precision on both devices (SOLVER.AMP.*), the memory-layout switch and the frozen BN's dtype."""
+import pytest
+import torch
+
+from deepacc.config import get_cfg, load_config
+from deepacc.modeling import DeepACCClassifier
+from deepacc.precision import amp_dtype, autocast, needs_grad_scaler, use_channels_last
+from deepacc.tv.model import FrozenBN, build_model
+from deepacc.tv.train import build_optimizer, train_step
+from tv_tiny import QUICK_CONFIG, TINY_OPTS
+
+
+def _cfg(*opts):
+    cfg = get_cfg()
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def test_amp_dtype_per_device_and_precision():
+    assert amp_dtype(_cfg(), "cpu") is None and amp_dtype(_cfg(), "cuda") is None
+    on = _cfg("SOLVER.AMP.ENABLED", True)
+    assert amp_dtype(on, "cpu") == torch.bfloat16 and amp_dtype(on, "cuda") == torch.float16
+    assert needs_grad_scaler(on, "cuda") and not needs_grad_scaler(on, "cpu")
+    bf = _cfg("SOLVER.AMP.ENABLED", True, "SOLVER.AMP.PRECISION", "bfloat16")
+    assert amp_dtype(bf, "cuda") == torch.bfloat16 and not needs_grad_scaler(bf, "cuda")
+    with pytest.raises(ValueError, match="CUDA"):
+        amp_dtype(_cfg("SOLVER.AMP.ENABLED", True, "SOLVER.AMP.PRECISION", "float16"), "cpu")
+    with pytest.raises(ValueError, match="PRECISION"):
+        amp_dtype(_cfg("SOLVER.AMP.ENABLED", True, "SOLVER.AMP.PRECISION", "fp8"), "cpu")
+    with autocast(on, "cpu"):
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+    with autocast(_cfg(), "cpu"):
+        assert not torch.is_autocast_enabled("cpu")
+
+
+def test_channels_last_auto_avoids_groupnorm_on_cpu():
+    assert use_channels_last(_cfg("MODEL.RESNETS.NORM", "FrozenBN"), "cpu")
+    assert not use_channels_last(_cfg("MODEL.RESNETS.NORM", "GN"), "cpu")
+    assert not use_channels_last(_cfg("MODEL.RESNETS.NORM", "FrozenBN", "MODEL.FPN.NORM", "GN"), "cpu")
+    assert use_channels_last(_cfg("MODEL.RESNETS.NORM", "GN"), "cuda")
+    assert use_channels_last(_cfg("MODEL.RESNETS.NORM", "GN", "MODEL.CHANNELS_LAST", "on"), "cpu")
+    assert not use_channels_last(_cfg("MODEL.CHANNELS_LAST", "off"), "cuda")
+    with pytest.raises(ValueError, match="CHANNELS_LAST"):
+        use_channels_last(_cfg("MODEL.CHANNELS_LAST", "maybe"), "cpu")
+    model = build_model(load_config(QUICK_CONFIG, TINY_OPTS))  # GN on the CPU
+    assert model.memory_format == torch.contiguous_format
+
+
+def test_frozen_bn_is_the_same_affine_map_and_keeps_the_dtype():
+    torch.manual_seed(0)
+    bn = FrozenBN(4)
+    bn.weight.uniform_(0.5, 2), bn.bias.uniform_(-1, 1), bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 4, 3, 3)
+    ref = (x - bn.running_mean.view(1, -1, 1, 1)) / torch.sqrt(bn.running_var.view(1, -1, 1, 1) + bn.eps) \
+        * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1)
+    assert torch.allclose(bn(x), ref, atol=1e-5)
+    y = bn(x.to(torch.bfloat16))
+    assert y.dtype == torch.bfloat16 and torch.allclose(y.float(), ref, atol=0.05)
+
+
+def test_bf16_training_step_on_cpu_learns_and_keeps_the_margin_branch_fp32(tiny_data_root, monkeypatch):
+    monkeypatch.setenv("DETECTRON2_DATASETS", tiny_data_root)
+    from deepacc.tv.data import MetaphaseMapper
+    from deepacc.data.catalog import get_dataset_dicts
+
+    cfg = load_config(QUICK_CONFIG, TINY_OPTS + ["SOLVER.AMP.ENABLED", "True", "MODEL.RESNETS.NORM", "FrozenBN",
+                                                 "MODEL.FPN.NORM", "", "SOLVER.BASE_LR", "0.01"])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    opt = build_optimizer(cfg, model)
+    mapper = MetaphaseMapper(cfg, True)
+    batch = [mapper(d) for d in get_dataset_dicts("deepacc_synth_quick_train")[:2]]
+    seen = {}
+    classifier = model.head.classifier
+    orig = classifier.margin_branch.forward
+
+    def spy(x):
+        out = orig(x)
+        seen["cos"] = out.dtype
+        return out
+
+    monkeypatch.setattr(classifier.margin_branch, "forward", spy)
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    model.train()
+    first = train_step(model, opt, scaler, cfg.SOLVER.CLIP_GRADIENTS, batch, torch.device("cpu"), 0, torch.bfloat16)
+    for i in range(1, 8):
+        last = train_step(model, opt, scaler, cfg.SOLVER.CLIP_GRADIENTS, batch, torch.device("cpu"), i, torch.bfloat16)
+    assert seen["cos"] == torch.float32  # margin branch in fp32 under bf16 autocast
+    assert all(torch.isfinite(v) for v in last.values())
+    assert float(sum(v.detach() for v in last.values())) < float(sum(v.detach() for v in first.values()))
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+
+
+def test_siamese_centre_usage_is_counted_at_inference_only():
+    torch.manual_seed(0)
+    clf = DeepACCClassifier(8, 24, siamese_threshold=0.5)
+    feats = torch.randn(10, 8)
+    clf.train()
+    clf(feats, [6, 4])
+    assert clf.pop_centre_usage() == (0.0, 0)
+    clf.eval()
+    with torch.no_grad():
+        out = clf(feats, [6, 4])
+    total, images = clf.pop_centre_usage()
+    expected = (out.top_score > 0.5).float().mean(dim=1)  # per image: classes with a local centre
+    assert images == 2 and total == pytest.approx(float(expected.sum()))
+    assert clf.pop_centre_usage() == (0.0, 0)  # reset after reading
+    # a margin branch whose weights point at the features makes every class confident somewhere
+    with torch.no_grad():
+        w = torch.randn(25, 8)
+        clf.margin_branch.weight.copy_(w)
+        clf(w[:24] * 10, [24])
+    total, images = clf.pop_centre_usage()
+    assert images == 1 and total == pytest.approx(1.0)
