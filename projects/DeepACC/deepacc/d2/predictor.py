@@ -12,9 +12,10 @@ from typing import Dict
 import numpy as np
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
+from .checkpoint import DeepACCCheckpointer as DetectionCheckpointer  # reads DeepACC pretrained trunks too
 from detectron2.modeling import build_model
 
+from ..precision import autocast
 from .data import DeepACCDatasetMapper
 from .evaluator import instances_to_dict
 
@@ -56,14 +57,14 @@ class Detectron2Predictor:
         else:
             logger.warning("MODEL.WEIGHTS is empty: predicting with a randomly initialised model.")
         self.mapper = DeepACCDatasetMapper(self.cfg, False)
-        self.amp = bool(self.cfg.SOLVER.AMP.ENABLED) and self.model.device.type == "cuda"
+
 
     @torch.no_grad()
     def __call__(self, gray: np.ndarray) -> Dict:
         gray = np.asarray(gray)
         image, _ = self.mapper.prepare_image(gray)
         h, w = gray.shape[:2]
-        with torch.autocast(device_type=self.model.device.type, enabled=self.amp):
+        with autocast(self.cfg, self.model.device.type):
             out = self.model([{"image": image, "height": h, "width": w}])[0]
         return {"instances": instances_to_dict(out["instances"]),
                 "instances_top1": instances_to_dict(out["instances_top1"])}

@@ -15,7 +15,9 @@ import logging
 import os
 import weakref
 
-from detectron2.checkpoint import DetectionCheckpointer
+import torch
+
+from .checkpoint import DeepACCCheckpointer as DetectionCheckpointer  # reads DeepACC pretrained trunks too
 from detectron2.config import get_cfg as _d2_get_cfg
 from detectron2.data import DatasetCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, default_argument_parser, \
@@ -26,6 +28,7 @@ from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, verify_resul
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ..precision import amp_dtype
 from ..config import add_deepacc_config, load_config, resolve_epoch_schedule
 from ..solver import clip_gradients
 from .data import DeepACCDatasetMapper, register_datasets
@@ -41,6 +44,34 @@ def get_cfg():
     cfg = _d2_get_cfg()
     add_deepacc_config(cfg)
     return cfg
+
+
+class CPUAutocastTrainer(SimpleTrainer):
+    """``SimpleTrainer`` whose iterations run under CPU autocast (bfloat16): Detectron2's ``AMPTrainer``
+    is CUDA-only, and bf16 needs no loss scaling."""
+
+    def __init__(self, model, data_loader, optimizer, dtype=torch.bfloat16):
+        super().__init__(model, data_loader, optimizer)
+        self.dtype = dtype
+
+    def run_step(self):
+        with torch.autocast(device_type="cpu", dtype=self.dtype):
+            super().run_step()
+
+
+def build_step_trainer(cfg, model, data_loader, optimizer):
+    """The iteration runner for ``SOLVER.AMP.*`` (see :mod:`deepacc.precision`): plain fp32, CPU bf16
+    autocast, or Detectron2's ``AMPTrainer`` on CUDA (with a grad scaler only for float16)."""
+    device_type = next(model.parameters()).device.type
+    dtype = amp_dtype(cfg, device_type)
+    if dtype is None:
+        return SimpleTrainer(model, data_loader, optimizer)
+    if device_type == "cpu":
+        return CPUAutocastTrainer(model, data_loader, optimizer, dtype)
+    if dtype == torch.float16:
+        return AMPTrainer(model, data_loader, optimizer)
+    return AMPTrainer(model, data_loader, optimizer, precision=dtype,
+                      grad_scaler=torch.amp.GradScaler("cuda", enabled=False))
 
 
 class Trainer(DefaultTrainer):
@@ -65,7 +96,7 @@ class Trainer(DefaultTrainer):
         if next(model.parameters()).device.type == "cpu":
             ddp_kwargs["device_ids"] = None
         model = create_ddp_model(model, **ddp_kwargs)
-        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
+        self._trainer = build_step_trainer(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
