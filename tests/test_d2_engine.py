@@ -630,3 +630,45 @@ def test_full_model_gradient_clipping_on_detectron2():
     model.weight.grad = torch.tensor([[5.0, 12.0]])  # total norm 13, clipped to 6.5 before the SGD step
     opt.step()
     assert (w0 - model.weight.detach()).view(-1).tolist() == pytest.approx([2.5, 6.0], rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------- pretrained trunk
+@pytest.mark.parametrize("depth,norm", [(18, "FrozenBN"), (18, "GN"), (50, "FrozenBN")])
+def test_pretrained_trunk_loads_into_detectron2_backbone(depth, norm, tmp_path):
+    """A deepacc-pretrain checkpoint fills every tensor of Detectron2's ResNet with the trunk's values."""
+    from deepacc.config import load_config
+    from deepacc.d2 import DeepACCCheckpointer
+    from deepacc.pretrain import PRETRAIN_KEY, build_classifier, trunk_state_dict
+
+    opts = ["MODEL.RESNETS.DEPTH", depth, "MODEL.RESNETS.NORM", norm, "MODEL.RESNETS.RES2_OUT_CHANNELS",
+            64 if depth < 50 else 256, "MODEL.RESNETS.STRIDE_IN_1X1", False, "MODEL.BACKBONE.FREEZE_AT", 0,
+            "MODEL.FPN.NORM", "GN" if norm == "GN" else ""]
+    torch.manual_seed(0)
+    tv_cfg = load_config(QUICK_TV_CONFIG, ["MODEL.WEIGHTS", ""] + opts)
+    net = build_classifier(tv_cfg)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.uniform_(-1, 1)
+    path = str(tmp_path / "model_pretrained.pth")
+    torch.save({"model": trunk_state_dict(net, norm), PRETRAIN_KEY: {"depth": depth}}, path)
+
+    cfg = get_cfg()
+    cfg.merge_from_file(QUICK_TV_CONFIG)
+    cfg.merge_from_list(["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu"] + opts)
+    model = build_model(cfg)
+    DeepACCCheckpointer(model).load(path)
+    bottom_up = model.backbone.bottom_up
+    assert torch.equal(bottom_up.stem.conv1.weight, net.conv1.weight)
+    assert torch.equal(bottom_up.res3[0].shortcut.weight, net.layer2[0].downsample[0].weight)
+    assert torch.equal(bottom_up.res5[1].conv2.weight, net.layer4[1].conv2.weight)
+    assert torch.equal(bottom_up.res4[0].conv1.norm.weight, net.layer3[0].bn1.weight)
+    if norm == "FrozenBN":
+        assert torch.equal(bottom_up.stem.conv1.norm.running_var, net.bn1.running_var)
+    # every trunk tensor of Detectron2's model got a value (none left at its initialisation)
+    d2_keys = {k for k in model.state_dict() if k.startswith("backbone.bottom_up.")}
+    from deepacc.pretrain import to_detectron2_names
+
+    assert d2_keys == set(to_detectron2_names(trunk_state_dict(net, norm)))
+
+
+QUICK_TV_CONFIG = os.path.join(REPO, "configs", "quick", "DeepACC_R18_synth_cpu.yaml")

@@ -8,6 +8,7 @@ QUICK_CONFIG = os.path.join(REPO, "configs", "quick", "DeepACC_R18_synth_cpu.yam
 
 # Overrides that shrink the quick config to a toy: small images, narrow FPN and box head, few proposals.
 TINY_OPTS = [
+    "MODEL.WEIGHTS", "", "MODEL.RESNETS.NORM", "GN", "MODEL.FPN.NORM", "GN", "MODEL.BACKBONE.FREEZE_AT", "0",
     "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
     "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "200", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100",
     "MODEL.RPN.PRE_NMS_TOPK_TEST", "100", "MODEL.RPN.POST_NMS_TOPK_TEST", "50",

@@ -1,0 +1,136 @@
+"""``deepacc-pretrain``: in-domain pretraining of the detector's trunk on chromosome crops.
+
+    deepacc-pretrain --config-file configs/gband/DeepACC_R18_gband_cpu.yaml
+    deepacc-pretrain --config-file cfg.yaml --epochs 12 --max-minutes 15 --output output/pretrain/gband
+    python train_net.py --config-file cfg.yaml MODEL.WEIGHTS output/pretrain/gband/model_pretrained.pth
+
+Crops come from the config's ``DATASETS.TRAIN`` (or ``--train``) and are cut at the detector's input
+scale (``INPUT.MIN_SIZE_TRAIN``/``MAX_SIZE_TRAIN``); accuracy is reported on the crops of
+``DATASETS.TEST`` (or ``--val``). A training image that also appears in the validation datasets (same
+file, or same ``case_id``) is refused. Running the same command again resumes an interrupted run.
+See :mod:`deepacc.pretrain`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Dict, List
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="deepacc-pretrain", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Examples:\n" + __doc__.split("\n\n")[1])
+    p.add_argument("--config-file", required=True, metavar="FILE",
+                   help="the detector's config: its trunk (MODEL.RESNETS.*), input scale and datasets are used")
+    p.add_argument("--output", default="",
+                   help="output folder (default: the folder of MODEL.WEIGHTS when it names a model_pretrained.pth, "
+                        "else <OUTPUT_DIR>/pretrain)")
+    p.add_argument("--train", nargs="+", default=None, metavar="DATASET",
+                   help="registered datasets whose crops train the trunk (default: DATASETS.TRAIN)")
+    p.add_argument("--val", nargs="*", default=None, metavar="DATASET",
+                   help="registered datasets whose crops measure accuracy (default: DATASETS.TEST; none to skip)")
+    p.add_argument("--epochs", type=int, default=10, help="passes over the training crops (cosine LR schedule)")
+    p.add_argument("--batch-size", type=int, default=128, help="crops per SGD step")
+    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (SGD, Nesterov momentum 0.9)")
+    p.add_argument("--max-minutes", type=float, default=0.0,
+                   help="stop after the epoch that passes this wall time (0: run all epochs)")
+    p.add_argument("--crop-size", type=int, default=0,
+                   help="window side in pixels at detector scale (0: 99th percentile of chromosome length + 15%%)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, batch order and augmentation")
+    p.add_argument("--no-amp", action="store_true", help="train in fp32 instead of bfloat16 autocast")
+    p.add_argument("--restart", action="store_true", help="ignore an earlier unfinished run in --output")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, 'KEY VALUE' pairs")
+    return p
+
+
+def _dicts(names: List[str]) -> List[Dict]:
+    from ..data.catalog import get_dataset_dicts
+
+    out = []
+    for n in names:
+        out.extend(get_dataset_dicts(n))
+    return out
+
+
+def default_output(cfg) -> str:
+    """Where the trunk goes: the folder of ``MODEL.WEIGHTS`` when the config names a pretrained trunk
+    (``.../model_pretrained.pth``, so every row of a recipe finds it), else ``<OUTPUT_DIR>/pretrain``."""
+    weights = str(cfg.MODEL.WEIGHTS)
+    if weights and "://" not in weights and os.path.basename(weights) == "model_pretrained.pth":
+        return os.path.dirname(weights) or "."
+    return os.path.join(cfg.OUTPUT_DIR, "pretrain")
+
+
+def check_disjoint(train: List[Dict], val: List[Dict]) -> List[str]:
+    """Problems when a validation image or case also feeds pretraining (it would leak into val)."""
+    problems = []
+    files = {os.path.abspath(d["file_name"]) for d in train}
+    shared = sorted({d["file_name"] for d in val if os.path.abspath(d["file_name"]) in files})
+    if shared:
+        problems.append(f"{len(shared)} validation image(s) are also training images, e.g. {shared[0]}")
+    cases = {str(d["case_id"]) for d in train if d.get("case_id") not in (None, "")}
+    shared_cases = sorted({str(d["case_id"]) for d in val if str(d.get("case_id")) in cases})
+    if shared_cases:
+        problems.append(f"{len(shared_cases)} case(s) appear in both training and validation, e.g. {shared_cases[0]}")
+    return problems
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from ..config import get_cfg, load_config
+    from ..data.catalog import DatasetNotPreparedError
+    from ..pretrain import PretrainConfig, crop_size_for, cut_crops, pretrain
+    from ..tv.train import setup_logging
+
+    try:
+        cfg = load_config(args.config_file, args.opts, get_cfg())
+    except Exception as e:  # a user mistake in the file or the overrides
+        print(f"deepacc-pretrain: cannot read the config {args.config_file}: {e}", file=sys.stderr)
+        return 2
+    out = args.output or default_output(cfg)
+    setup_logging(out)
+    log = logging.getLogger("deepacc.pretrain")
+    train_names = list(args.train) if args.train else list(cfg.DATASETS.TRAIN)
+    val_names = list(cfg.DATASETS.TEST) if args.val is None else list(args.val)
+    try:
+        train_dicts, val_dicts = _dicts(train_names), _dicts(val_names)
+    except (DatasetNotPreparedError, KeyError, ValueError) as e:
+        print(f"deepacc-pretrain: {e}", file=sys.stderr)
+        return 2
+    problems = check_disjoint(train_dicts, val_dicts)
+    if problems:
+        print("deepacc-pretrain: training and validation data overlap:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 2
+    min_size, max_size = int(cfg.INPUT.MIN_SIZE_TRAIN[0]), int(cfg.INPUT.MAX_SIZE_TRAIN)
+    size = args.crop_size or crop_size_for(train_dicts, min_size, max_size)
+    log.info("Cutting %dx%d crops at detector scale (short side %d, long side <= %d) from %s; val: %s.",
+             size, size, min_size, max_size, ", ".join(train_names), ", ".join(val_names) or "none")
+    train = cut_crops(train_dicts, min_size, max_size, size)
+    val = cut_crops(val_dicts, min_size, max_size, size) if val_dicts else None
+    log.info("%d training crops from %d images, %d validation crops.", len(train), len(train_dicts),
+             len(val) if val is not None else 0)
+    if args.restart:
+        for f in ("pretrain_last.pth", "metrics.json"):
+            if os.path.exists(os.path.join(out, f)):
+                os.remove(os.path.join(out, f))
+    pc = PretrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                        amp=not args.no_amp, max_minutes=args.max_minutes)
+    meta = {"command": " ".join(["deepacc-pretrain"] + (argv if argv is not None else sys.argv[1:])),
+            "config_file": args.config_file, "train_datasets": ",".join(train_names),
+            "val_datasets": ",".join(val_names), "input_min_size": min_size, "input_max_size": max_size}
+    report = pretrain(cfg, train, val, pc, out, meta=meta)
+    summary = {"checkpoint": os.path.join(out, "model_pretrained.pth"), "epochs_run": report["epochs_run"],
+               "val_top1": report.get("val", {}).get("top1"), "val_crops": report["val_crops"],
+               "train_crops": report["train_crops"], "minutes": round(report["history"][-1]["elapsed_s"] / 60, 2)
+               if report["history"] else 0.0}
+    print(json.dumps(summary))
+    print(f"Use it with: MODEL.WEIGHTS {summary['checkpoint']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
