@@ -7,7 +7,7 @@ same engine, device, thread count and synthetic 1600x1200 spreads, and timed int
 f, ...) so that machine noise hits both alike:
 
 * training: one SGD iteration by the trainer's own step (``deepacc.tv.train.train_step``: forward
-  with losses, backward, gradient clipping, optimiser step; AMP with ``--amp`` on CUDA), seconds per
+  with losses, backward, gradient clipping, optimiser step; ``SOLVER.AMP`` with ``--amp``), seconds per
   iteration → iterations/s;
 * inference: one spread through the model in eval mode incl. resizing and both detection
   selections, seconds per spread;
@@ -19,6 +19,11 @@ f, ...) so that machine noise hits both alike:
     python benchmarks/bench_speed.py                                  # CPU, R101-FPN, 1600x1200
     python benchmarks/bench_speed.py --device cuda --amp --train-iters 20 --infer-iters 20
     python benchmarks/bench_speed.py --depth 50 --size 800x600       # smaller, for slow machines
+    python benchmarks/bench_speed.py --compare paths --protocol cpu --size 1280x960 --tag paths_cpu_protocol
+
+``--compare paths`` times one model (row f) on the old execution path (fp32, channels-last
+everywhere) and the new one (``SOLVER.AMP.ENABLED`` = bf16 autocast on the CPU, ``MODEL.CHANNELS_LAST
+auto``) and reports images/s speed-ups instead of the DeepACC / Faster R-CNN ratios.
 
 Ratios DeepACC / Faster R-CNN are what to compare across machines, not absolute times. Results
 go to ``benchmarks/results/speed_<device>_<tag>.{json,md}``.
@@ -44,19 +49,41 @@ sys.path.insert(0, os.path.join(REPO, "projects", "DeepACC"))
 from deepacc.tv.train import train_step  # noqa: E402  (the trainer's own iteration)
 
 MODELS = [("(a) Faster R-CNN", "faster_rcnn_R101_FPN_2x.yaml"), ("(f) DeepACC", "DeepACC_R101_FPN_2x.yaml")]
+#: ``--compare paths``: the same model (row f) on the execution path before mixed precision on the CPU
+#: (fp32, channels-last convolutions everywhere) and on today's defaults of a CPU recipe
+#: (``SOLVER.AMP.ENABLED True`` = bf16 autocast on the CPU, ``MODEL.CHANNELS_LAST auto``).
+PATHS = [("old path: fp32, channels-last", "DeepACC_R101_FPN_2x.yaml",
+          ["SOLVER.AMP.ENABLED", "False", "MODEL.CHANNELS_LAST", "on"]),
+         ("new path: AMP, layout auto", "DeepACC_R101_FPN_2x.yaml",
+          ["SOLVER.AMP.ENABLED", "True", "MODEL.CHANNELS_LAST", "auto"])]
+PROTOCOLS = {"cpu": os.path.join(REPO, "benchmarks", "protocols", "cpu_R18_GN.yaml")}
 
 
-def build(config: str, args, device):
+def variants(args):
+    """``(label, config file, extra overrides)`` of the models compared."""
+    if args.compare == "paths":
+        return PATHS
+    amp = ["SOLVER.AMP.ENABLED", str(bool(args.amp))]
+    return [(label, cfg_file, amp) for label, cfg_file in MODELS]
+
+
+def build(config: str, args, device, extra=()):
     from deepacc.config import get_cfg, load_config
     from deepacc.tv.model import build_model
     from deepacc.tv.train import build_optimizer
 
     w, h = args.width, args.height
-    cfg = load_config(os.path.join(REPO, "configs", config),
-                      ["MODEL.WEIGHTS", "", "MODEL.DEVICE", device.type, "MODEL.RESNETS.DEPTH", args.depth,
-                       "INPUT.MIN_SIZE_TRAIN", (min(w, h),), "INPUT.MAX_SIZE_TRAIN", max(w, h),
-                       "INPUT.MIN_SIZE_TEST", min(w, h), "INPUT.MAX_SIZE_TEST", max(w, h),
-                       "SOLVER.IMS_PER_BATCH", args.batch], get_cfg())
+    if args.protocol:  # the protocol sets depth, norm and input size: only the device is ours
+        cfg = load_config(os.path.join(REPO, "configs", config), [], get_cfg())
+        cfg.merge_from_file(PROTOCOLS[args.protocol])
+        cfg.merge_from_list(["MODEL.WEIGHTS", "", "MODEL.DEVICE", device.type, *extra])
+    else:
+        cfg = load_config(os.path.join(REPO, "configs", config),
+                          ["MODEL.WEIGHTS", "", "MODEL.DEVICE", device.type, "MODEL.RESNETS.DEPTH", args.depth,
+                           "INPUT.MIN_SIZE_TRAIN", (min(w, h),), "INPUT.MAX_SIZE_TRAIN", max(w, h),
+                           "INPUT.MIN_SIZE_TEST", min(w, h), "INPUT.MAX_SIZE_TEST", max(w, h),
+                           "SOLVER.IMS_PER_BATCH", args.batch, *extra], get_cfg())
+    args.batch = int(cfg.SOLVER.IMS_PER_BATCH)
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
     return cfg, model, build_optimizer(cfg, model)
@@ -84,9 +111,21 @@ def sync(device):
 
 
 @torch.no_grad()
-def infer(model, image, device, amp):
-    with torch.autocast(device_type=device.type, enabled=amp):
+def infer(model, image, device, cfg):
+    from deepacc.precision import autocast
+
+    with autocast(cfg, device.type):
         return model([image[0].to(device)])
+
+
+def step(model, opt, cfg, batch, device):
+    """The trainer's own iteration, in the variant's precision (``SOLVER.AMP``)."""
+    from deepacc.precision import amp_dtype, needs_grad_scaler
+
+    scaler = opt.__dict__.setdefault("_bench_scaler", torch.amp.GradScaler(
+        "cuda", enabled=needs_grad_scaler(cfg, device.type)))
+    return train_step(model, opt, scaler, cfg.SOLVER.CLIP_GRADIENTS, batch, device,
+                      amp_dtype=amp_dtype(cfg, device.type))
 
 
 def timed(fn, device):
@@ -105,7 +144,11 @@ def timed(fn, device):
 def probe_cpu_memory(args, k: int, phase: str) -> float:
     """Peak RSS (MiB) of a fresh process running model ``k``'s ``phase`` ("train" or "infer")."""
     cmd = [sys.executable, os.path.abspath(__file__), "--device", "cpu", "--depth", str(args.depth), "--size",
-           args.size, "--batch", str(args.batch), "--probe", f"{k}:{phase}"]
+           args.size, "--batch", str(args.batch), "--compare", args.compare, "--probe", f"{k}:{phase}"]
+    if args.protocol:
+        cmd += ["--protocol", args.protocol]
+    if args.amp:
+        cmd += ["--amp"]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -124,19 +167,18 @@ def run_probe(args, device, spec: str) -> None:
     """Build one model and its data, reset the kernel's peak-RSS mark, run one training iteration or
     inference, print the peak RSS above the level before it (MiB)."""
     k, phase = spec.split(":")
-    label, cfg_file = MODELS[int(k)]
-    cfg, model, opt = build(cfg_file, args, device)
+    label, cfg_file, extra = variants(args)[int(k)]
+    cfg, model, opt = build(cfg_file, args, device, extra)
     train_batches, test_images = make_batches(args, cfg)
-    scaler = torch.amp.GradScaler("cuda", enabled=False)
     with open("/proc/self/clear_refs", "w") as f:  # "5" resets VmHWM to the current RSS (Linux >= 4.0)
         f.write("5")
     base = _status_kib("VmRSS")
     if phase == "train":
         model.train()
-        train_step(model, opt, scaler, cfg.SOLVER.CLIP_GRADIENTS, train_batches[0], device)
+        step(model, opt, cfg, train_batches[0], device)
     else:
         model.eval()
-        infer(model, test_images[0], device, False)
+        infer(model, test_images[0], device, cfg)
     print((_status_kib("VmHWM") - base) / 1024.0)
 
 
@@ -146,7 +188,14 @@ def main(argv=None) -> int:
     p.add_argument("--depth", type=int, default=101, choices=[18, 34, 50, 101])
     p.add_argument("--size", default="1600x1200", help="WxH of the generated spreads and the model input")
     p.add_argument("--batch", type=int, default=1, help="images per training iteration (the paper: 1)")
-    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA)")
+    p.add_argument("--amp", action="store_true",
+                   help="mixed precision for both rows (SOLVER.AMP: bf16 on CPU, fp16 on CUDA)")
+    p.add_argument("--compare", choices=["rows", "paths"], default="rows",
+                   help="rows: DeepACC (f) vs Faster R-CNN (a); paths: row (f) on the old fp32 path vs the new "
+                        "AMP/layout path")
+    p.add_argument("--protocol", choices=sorted(PROTOCOLS), default=None,
+                   help="lay a benchmark protocol over the configs (cpu: R18-GN 640x480, batch 2) instead of "
+                        "--depth/--batch and the input size")
     p.add_argument("--warmup", type=int, default=1, help="untimed training iterations and inferences per model")
     p.add_argument("--train-iters", type=int, default=4, help="timed training iterations per model")
     p.add_argument("--infer-iters", type=int, default=6, help="timed inferences per model")
@@ -160,16 +209,13 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    amp = bool(args.amp and device.type == "cuda")
-    if args.amp and not amp:
-        print("--amp has no effect on CPU; timing fp32", flush=True)
+    amp = bool(args.amp)
     if args.probe:
         run_probe(args, device, args.probe)
         return 0
 
-    built = [(label, *build(cfg_file, args, device)) for label, cfg_file in MODELS]
+    built = [(label, *build(cfg_file, args, device, extra)) for label, cfg_file, extra in variants(args)]
     train_batches, test_images = make_batches(args, built[0][1])
-    scalers = [torch.amp.GradScaler("cuda", enabled=amp) for _ in built]
     n_params = [sum(p.numel() for p in m.parameters()) for _, _, m, _ in built]
     print(f"{args.depth}-layer ResNet-FPN, {args.width}x{args.height}, batch {args.batch}, {device}"
           f"{' AMP' if amp else ''}, {torch.get_num_threads()} threads; parameters: "
@@ -179,19 +225,19 @@ def main(argv=None) -> int:
     train_mem = [[] for _ in built]
     infer_t = [[] for _ in built]
     infer_mem = [[] for _ in built]
-    for (label, cfg, model, opt), sc in zip(built, scalers):  # warm-up (allocator, kernels, oneDNN primitives)
+    for label, cfg, model, opt in built:  # warm-up (allocator, kernels, oneDNN primitives)
         model.train()
         for i in range(args.warmup):
-            train_step(model, opt, sc, cfg.SOLVER.CLIP_GRADIENTS, train_batches[i % len(train_batches)], device)
+            step(model, opt, cfg, train_batches[i % len(train_batches)], device)
         model.eval()
         for i in range(args.warmup):
-            infer(model, test_images[i % len(test_images)], device, amp)
+            infer(model, test_images[i % len(test_images)], device, cfg)
     total = args.train_iters * len(built)
     for i in range(args.train_iters):
-        for k, ((label, cfg, model, opt), sc) in enumerate(zip(built, scalers)):
+        for k, (label, cfg, model, opt) in enumerate(built):
             model.train()
             batch = train_batches[i % len(train_batches)]
-            dt, mem = timed(lambda: train_step(model, opt, sc, cfg.SOLVER.CLIP_GRADIENTS, batch, device), device)
+            dt, mem = timed(lambda: step(model, opt, cfg, batch, device), device)
             train_t[k].append(dt)
             train_mem[k].append(mem)
             print(f"  train {i * len(built) + k + 1}/{total} {label}: {dt:.3f} s", flush=True)
@@ -199,7 +245,7 @@ def main(argv=None) -> int:
         for k, (label, cfg, model, opt) in enumerate(built):
             model.eval()
             image = test_images[i % len(test_images)]
-            dt, mem = timed(lambda: infer(model, image, device, amp), device)
+            dt, mem = timed(lambda: infer(model, image, device, cfg), device)
             infer_t[k].append(dt)
             infer_mem[k].append(mem)
     if device.type == "cpu" and not args.no_memory:
@@ -225,26 +271,46 @@ def main(argv=None) -> int:
 
     mem_kind = "CUDA max allocated above start" if device.type == "cuda" else "peak RSS above start, fresh process"
     fm = lambda v, d=2: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
+    ratio_label = "speed-up new/old (images/s)" if args.compare == "paths" else "ratio (f)/(a)"
+    for r in rows:
+        r["train_images_per_s"] = args.batch / r["train_s_per_iter"]
+        r["infer_images_per_s"] = 1.0 / r["infer_s_per_spread"]
+    if args.compare == "paths":  # speed-ups: images/s of the new path over the old one
+        ratio["train_images_per_s"] = f["train_images_per_s"] / a["train_images_per_s"]
+        ratio["infer_images_per_s"] = f["infer_images_per_s"] / a["infer_images_per_s"]
+        last = (f"| **{ratio_label}** | | | **{ratio['train_images_per_s']:.2f}x** | | "
+                f"**{ratio['infer_images_per_s']:.2f}x** | {fm(ratio.get('train_peak_mem'), 3)} | "
+                f"{fm(ratio.get('infer_peak_mem'), 3)} |")
+    else:
+        last = (f"| **{ratio_label}** | {f['params_M'] / a['params_M']:.3f} | **{ratio['train_time']:.3f}** | "
+                f"{1 / ratio['train_time']:.3f} | **{ratio['infer_time']:.3f}** | | "
+                f"{fm(ratio.get('train_peak_mem'), 3)} | {fm(ratio.get('infer_peak_mem'), 3)} |")
     table = "\n".join([
-        f"| model | params (M) | train s/it | train it/s | inference s/spread | train peak mem (MiB, {mem_kind}) "
-        f"| inference peak mem (MiB) |", "|---|---|---|---|---|---|---|"]
-        + [f"| {r['model']} | {r['params_M']:.1f} | {r['train_s_per_iter']:.3f} | {r['train_it_per_s']:.3f} | "
-           f"{r['infer_s_per_spread']:.3f} | {fm(r['train_peak_mem_MiB'], 0)} | {fm(r['infer_peak_mem_MiB'], 0)} |"
-           for r in rows]
-        + [f"| **ratio (f)/(a)** | {f['params_M'] / a['params_M']:.3f} | **{ratio['train_time']:.3f}** | "
-           f"{1 / ratio['train_time']:.3f} | **{ratio['infer_time']:.3f}** | {fm(ratio.get('train_peak_mem'), 3)} | "
-           f"{fm(ratio.get('infer_peak_mem'), 3)} |"])
+        f"| model | params (M) | train s/it | train images/s | inference s/spread | inference images/s "
+        f"| train peak mem (MiB, {mem_kind}) | inference peak mem (MiB) |", "|---|---|---|---|---|---|---|---|"]
+        + [f"| {r['model']} | {r['params_M']:.1f} | {r['train_s_per_iter']:.3f} | {r['train_images_per_s']:.3f} | "
+           f"{r['infer_s_per_spread']:.3f} | {r['infer_images_per_s']:.3f} | {fm(r['train_peak_mem_MiB'], 0)} | "
+           f"{fm(r['infer_peak_mem_MiB'], 0)} |" for r in rows]
+        + [last])
     print()
     print(table)
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     command = "python benchmarks/bench_speed.py " + shlex.join(sys.argv[1:] if argv is None else list(argv))
-    setting = (f"ResNet-{args.depth}-FPN, {args.width}x{args.height}, batch {args.batch}, {dev_name}"
-               f"{', AMP' if amp else ', fp32'}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-               f"medians of {args.train_iters} training iterations and {args.infer_iters} inferences per model "
-               f"after {args.warmup} warm-up each, interleaved")
-    md = "\n".join([f"# Speed: DeepACC vs Faster R-CNN ({device.type})", "", "Made by:", "", "```", command, "```",
+    cfg0 = built[0][1]
+    model_desc = (f"ResNet-{cfg0.MODEL.RESNETS.DEPTH}-FPN ({cfg0.MODEL.RESNETS.NORM}), input "
+                  f"{cfg0.INPUT.MAX_SIZE_TRAIN}x{cfg0.INPUT.MIN_SIZE_TRAIN[0]}"
+                  + (f" (protocol {args.protocol})" if args.protocol else "")
+                  + f", spreads {args.width}x{args.height}")
+    precision = ("per variant" if args.compare == "paths" else ("AMP" if amp else "fp32"))
+    setting = (f"{model_desc}, batch {args.batch}, {dev_name}, {precision}, {torch.get_num_threads()} threads, "
+               f"torch {torch.__version__}; medians of {args.train_iters} training iterations and "
+               f"{args.infer_iters} inferences per model after {args.warmup} warm-up each, interleaved")
+    goal = ("Goal: >= 2.5x training and inference images/s." if args.compare == "paths"
+            else "Goal: inference ratio ≤ 1.10, training ratio ≤ 1.15.")
+    title = "new vs old execution path" if args.compare == "paths" else "DeepACC vs Faster R-CNN"
+    md = "\n".join([f"# Speed: {title} ({device.type})", "", "Made by:", "", "```", command, "```",
                     "", setting + f"; {datetime.datetime.now().isoformat(timespec='seconds')}.", "", table,
-                    "", "Goal: inference ratio ≤ 1.10, training ratio ≤ 1.15.", ""])
+                    "", goal, ""])
     from deepacc.fileio import atomic_write
 
     name = f"speed_{device.type}{('_' + args.tag) if args.tag else ''}"
