@@ -93,3 +93,29 @@ def test_train_speed_is_read_from_the_trainers_metrics(tmp_path):
     (tmp_path / "metrics.json").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     # per-iteration times 1.0, 1.2, 1.3 after the first record; the first span (start-up) is dropped
     assert t1.read_train_speed(str(tmp_path)) == pytest.approx(1.25)
+
+
+def test_learning_curve_reads_evaluations_once_and_adds_pretraining_time(tmp_path):
+    import learning_curve as lc
+
+    run = tmp_path / "run"
+    pre = tmp_path / "pre"
+    run.mkdir()
+    pre.mkdir()
+    json.dump({"history": [{"elapsed_s": 60.0}, {"elapsed_s": 120.0}]}, open(pre / "pretrain_report.json", "w"))
+    (run / "config.yaml").write_text(f"MODEL:\n  WEIGHTS: {pre / 'model_pretrained.pth'}\n")
+    recs = [{"iteration": 0, "time": 1.0}, {"iteration": 19, "time": 38.0},
+            {"iteration": 19, "val/mAP": 10.0, "val/Acc": 50.0},
+            # killed after iteration 19, resumed: iteration 19's evaluation is written again
+            {"iteration": 20, "time": 2.0}, {"iteration": 19, "val/mAP": 10.0, "val/Acc": 50.0},
+            {"iteration": 39, "time": 40.0}, {"iteration": 39, "val/mAP": 20.0, "val/AER": 70.0}]
+    (run / "metrics.json").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    out = lc.read_run(str(run))
+    assert [e["iteration"] for e in out["evaluations"]] == [20, 40]
+    assert out["pretrain_minutes"] == pytest.approx(2.0)
+    assert out["evaluations"][0]["train_minutes"] == pytest.approx(39.0 / 60)
+    assert out["evaluations"][1]["total_minutes"] == pytest.approx(2.0 + 81.0 / 60)
+    assert out["evaluations"][1]["val/AER"] == 70.0
+    assert lc.main([str(run), "--name", "t", "--results", str(tmp_path / "res")]) == 0
+    md = open(tmp_path / "res" / "curve_t.md").read()
+    assert "| 40 | 1.4 | 3.4 | 20.00 | 70.00 | - |" in md  # columns mAP, AER, Acc (none at 40)

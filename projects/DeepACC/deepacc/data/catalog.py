@@ -120,11 +120,11 @@ def get_metadata(name: str) -> Dict[str, Any]:
 # builtin datasets
 
 #: The quick synthetic splits: split -> (num_images, seed); all 640x480, default batch distribution.
-QUICK_SPEC = {"train": (40, 1000), "val": (10, 1001)}
+QUICK_SPEC = {"train": (200, 1000), "val": (20, 1001)}
 QUICK_SIZE = (640, 480)
 QUICK_DIR = "deepacc_synth_quick"
 #: Bumped when the generator's output changes; an older quick set is kept but reported.
-QUICK_VERSION = 2
+QUICK_VERSION = 3
 _warned_stale = False
 
 
