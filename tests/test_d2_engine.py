@@ -672,3 +672,34 @@ def test_pretrained_trunk_loads_into_detectron2_backbone(depth, norm, tmp_path):
 
 
 QUICK_TV_CONFIG = os.path.join(REPO, "configs", "quick", "DeepACC_R18_synth_cpu.yaml")
+
+
+# ---------------------------------------------------------------------------------- mixed precision
+def test_amp_on_cpu_runs_detectron2_iterations_under_bf16(tiny_yaml):
+    """SOLVER.AMP.ENABLED on the CPU: Detectron2's AMPTrainer is CUDA-only, so the engine runs its own
+    bf16 autocast trainer; parameters stay fp32 and the margin branch computes in fp32."""
+    from deepacc.d2.train_net import CPUAutocastTrainer, build_step_trainer
+
+    torch.manual_seed(0)
+    cfg = tiny_cfg(tiny_yaml, ["SOLVER.AMP.ENABLED", True])
+    model = build_model(cfg)
+    seen = []
+    model.register_forward_pre_hook(
+        lambda m, a: seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None))
+    cos = []
+    model.roi_heads.box_predictor.classifier.margin_branch.register_forward_hook(
+        lambda m, a, out: cos.append(out.dtype))
+    item = {"image": torch.rand(3, 96, 128) * 255, "height": 96, "width": 128,
+            "instances": _targets((96, 128), [[10, 10, 40, 60], [60, 20, 90, 40]], [3, 21])}
+    opt = torch.optim.SGD(model.parameters(), lr=0.001)
+    trainer = build_step_trainer(cfg, model, [[item]] * 2, opt)
+    assert isinstance(trainer, CPUAutocastTrainer)
+    with EventStorage(0):
+        trainer.iter = 0
+        trainer.run_step()
+    assert seen == [torch.bfloat16]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert cos and all(d == torch.float32 for d in cos)
+    plain = build_step_trainer(tiny_cfg(tiny_yaml), model, [[item]], opt)
+    assert type(plain).__name__ == "SimpleTrainer"
