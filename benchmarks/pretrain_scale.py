@@ -74,7 +74,7 @@ def main(argv=None) -> int:
         out = os.path.join(args.work, size)
         rep = json.load(open(os.path.join(out, "pretrain_report.json")))
         hist = rep["history"]
-        rows.append({"size": size, "crop_px": rep.get("crop_size") or None, "val_top1_per_epoch": [h.get("val_top1") for h in hist],
+        rows.append({"size": size, "run_command": rep.get("command"), "val_top1_per_epoch": [h.get("val_top1") for h in hist],
                      "final_val_top1": rep.get("val", {}).get("top1"), "s_per_epoch": sum(h["seconds"] for h in hist) / len(hist),
                      "train_crops": rep["train_crops"], "val_crops": rep["val_crops"]})
     epochs = max(len(r["val_top1_per_epoch"]) for r in rows)
@@ -91,7 +91,9 @@ def main(argv=None) -> int:
                     f"(cosine schedule over the run), seed 0; train crops from the training split, accuracy on the "
                     f"validation split's crops ({rows[0]['val_crops']}). s/epoch depends on the threads given and "
                     f"on what else ran: compare accuracies, not times. "
-                    f"{datetime.datetime.now().isoformat(timespec='seconds')}.", "", table, ""])
+                    f"{datetime.datetime.now().isoformat(timespec='seconds')}.", "", table, "",
+                    "Each run's own command (a finished run is reused, so it may have been made by an "
+                    "equivalent config):", ""] + [f"- {r['size']}: `{r['run_command']}`" for r in rows] + [""])
     os.makedirs(args.results, exist_ok=True)
     name = os.path.join(args.results, f"pretrain_scale_{args.tag}")
     with open(name + ".md", "w") as f:
