@@ -22,7 +22,7 @@ from typing import Optional
 
 import torch
 
-__all__ = ["PRECISIONS", "amp_dtype", "autocast", "needs_grad_scaler", "use_channels_last"]
+__all__ = ["PRECISIONS", "amp_dtype", "autocast", "autocast_to", "needs_grad_scaler", "use_channels_last"]
 
 PRECISIONS = ("auto", "bfloat16", "float16")
 
@@ -53,12 +53,16 @@ def needs_grad_scaler(cfg, device_type: str) -> bool:
     return amp_dtype(cfg, device_type) == torch.float16
 
 
-def autocast(cfg, device_type: str):
-    """``torch.autocast`` for the configured precision, or a no-op context when AMP is off."""
-    dtype = amp_dtype(cfg, device_type)
+def autocast_to(device_type: str, dtype: Optional[torch.dtype]):
+    """``torch.autocast`` to ``dtype`` on ``device_type``, or a no-op context when ``dtype`` is None."""
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device_type, dtype=dtype)
+
+
+def autocast(cfg, device_type: str):
+    """``torch.autocast`` for the configured precision, or a no-op context when AMP is off."""
+    return autocast_to(device_type, amp_dtype(cfg, device_type))
 
 
 def use_channels_last(cfg, device_type: str) -> bool:

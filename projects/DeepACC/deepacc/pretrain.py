@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .precision import autocast_to
+
 logger = logging.getLogger("deepacc.pretrain")
 
 __all__ = ["CropSet", "cut_crops", "detector_scale", "Augment", "build_classifier", "trunk_state_dict",
@@ -87,6 +89,7 @@ def cut_crops(dicts: Sequence[Dict], min_size: int, max_size: int, size: int, pr
     from tqdm import tqdm
 
     from .data.images import read_image
+    from .data.transforms import image_stats
 
     dark, labels, means, stds, groups = [], [], [], [], []
     half = size // 2
@@ -96,9 +99,7 @@ def cut_crops(dicts: Sequence[Dict], min_size: int, max_size: int, size: int, pr
         s = detector_scale(h, w, min_size, max_size)
         if abs(s - 1.0) > 1e-6:
             gray = cv2.resize(gray, (int(round(w * s)), int(round(h * s))), interpolation=cv2.INTER_LINEAR)
-        x = gray.astype(np.float32)
-        m, sd = float(x.mean()), float(x.std())
-        sd = sd if sd > 1e-6 else 1.0
+        m, sd = image_stats(gray)
         padded = cv2.copyMakeBorder(255 - gray, half, half + 1, half, half + 1, cv2.BORDER_CONSTANT, value=0)
         for a in d.get("annotations", []):
             if a.get("iscrowd", 0):
@@ -274,7 +275,7 @@ def evaluate_crops(net: nn.Module, crops: CropSet, batch_size: int = 256, amp: b
         x = aug(crops.dark[sl], crops.mean[sl], crops.std[sl])
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        with autocast_to("cpu", torch.bfloat16 if amp else None):
             preds.append(net(x).float().argmax(1))
     pred = torch.cat(preds)
     k = 24
@@ -356,7 +357,7 @@ def pretrain(cfg, train: CropSet, val: Optional[CropSet], pc: PretrainConfig, ou
             if cl:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = train.labels[idx]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=pc.amp):
+            with autocast_to("cpu", torch.bfloat16 if pc.amp else None):
                 logits = net(x)
             loss = crit(logits.float(), y)
             if not torch.isfinite(loss):

@@ -12,10 +12,10 @@ from typing import Dict
 import numpy as np
 import torch
 
-from .checkpoint import DeepACCCheckpointer as DetectionCheckpointer  # reads DeepACC pretrained trunks too
 from detectron2.modeling import build_model
 
 from ..precision import autocast
+from .checkpoint import DeepACCCheckpointer  # Detectron2's, also reads DeepACC pretrained trunks
 from .data import DeepACCDatasetMapper
 from .evaluator import instances_to_dict
 
@@ -53,11 +53,10 @@ class Detectron2Predictor:
             if "://" not in weights and not os.path.isfile(weights):
                 raise FileNotFoundError(f"MODEL.WEIGHTS {weights!r} is not a file (give a checkpoint, e.g. "
                                         "output/.../model_final.pth)")
-            DetectionCheckpointer(self.model).load(weights)
+            DeepACCCheckpointer(self.model).load(weights)
         else:
             logger.warning("MODEL.WEIGHTS is empty: predicting with a randomly initialised model.")
         self.mapper = DeepACCDatasetMapper(self.cfg, False)
-
 
     @torch.no_grad()
     def __call__(self, gray: np.ndarray) -> Dict:

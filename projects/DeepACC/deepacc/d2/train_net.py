@@ -17,7 +17,6 @@ import weakref
 
 import torch
 
-from .checkpoint import DeepACCCheckpointer as DetectionCheckpointer  # reads DeepACC pretrained trunks too
 from detectron2.config import get_cfg as _d2_get_cfg
 from detectron2.data import DatasetCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, default_argument_parser, \
@@ -28,9 +27,10 @@ from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, verify_resul
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..precision import amp_dtype
 from ..config import add_deepacc_config, load_config, resolve_epoch_schedule
+from ..precision import amp_dtype, autocast_to
 from ..solver import clip_gradients
+from .checkpoint import DeepACCCheckpointer  # Detectron2's, also reads DeepACC pretrained trunks
 from .data import DeepACCDatasetMapper, register_datasets
 from .evaluator import DeepACCEvaluator
 
@@ -55,7 +55,7 @@ class CPUAutocastTrainer(SimpleTrainer):
         self.dtype = dtype
 
     def run_step(self):
-        with torch.autocast(device_type="cpu", dtype=self.dtype):
+        with autocast_to("cpu", self.dtype):
             super().run_step()
 
 
@@ -98,7 +98,7 @@ class Trainer(DefaultTrainer):
         model = create_ddp_model(model, **ddp_kwargs)
         self._trainer = build_step_trainer(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = DeepACCCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -180,7 +180,7 @@ def main(args):
     logger.info("DeepACC engine: detectron2")
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        DeepACCCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)

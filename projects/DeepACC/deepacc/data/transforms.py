@@ -6,14 +6,22 @@ import numpy as np
 NORMALIZATIONS = ("per_image", "none")
 
 
+def image_stats(gray: np.ndarray):
+    """``(mean, std)`` of the image's pixels as ``"per_image"`` normalisation uses them: a constant
+    image gets std 1 (so it maps to zeros)."""
+    x = np.asarray(gray, dtype=np.float32)
+    std = float(x.std())
+    return float(x.mean()), (std if std > 1e-6 else 1.0)
+
+
 def normalize_image(gray: np.ndarray, mode: str = "per_image") -> np.ndarray:
     """``"per_image"``: ``(x - mean(x)) / std(x)`` over the image's own pixels (a constant image maps
     to zeros), paper §3.1. ``"none"``: the raw 0..255 values as float32 (``MODEL.PIXEL_MEAN/STD``
     then apply inside the model)."""
     x = np.asarray(gray, dtype=np.float32)
     if mode == "per_image":
-        std = float(x.std())
-        return (x - float(x.mean())) / (std if std > 1e-6 else 1.0)
+        mean, std = image_stats(x)
+        return (x - mean) / std
     if mode == "none":
         return x
     raise ValueError(f"INPUT.NORMALIZATION must be one of {NORMALIZATIONS}, got {mode!r}")

@@ -47,15 +47,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _dicts(names: List[str]) -> List[Dict]:
-    from ..data.catalog import get_dataset_dicts
-
-    out = []
-    for n in names:
-        out.extend(get_dataset_dicts(n))
-    return out
-
-
 def default_output(cfg) -> str:
     """Where the trunk goes: the folder of ``MODEL.WEIGHTS`` when the config names a pretrained trunk
     (``.../model_pretrained.pth``, so every row of a recipe finds it), else ``<OUTPUT_DIR>/pretrain``."""
@@ -84,7 +75,7 @@ def main(argv=None) -> int:
     from ..config import get_cfg, load_config
     from ..data.catalog import DatasetNotPreparedError
     from ..pretrain import PretrainConfig, crop_size_for, cut_crops, pretrain
-    from ..tv.train import setup_logging
+    from ..tv.train import dataset_dicts, setup_logging
 
     try:
         cfg = load_config(args.config_file, args.opts, get_cfg())
@@ -97,7 +88,7 @@ def main(argv=None) -> int:
     train_names = list(args.train) if args.train else list(cfg.DATASETS.TRAIN)
     val_names = list(cfg.DATASETS.TEST) if args.val is None else list(args.val)
     try:
-        train_dicts, val_dicts = _dicts(train_names), _dicts(val_names)
+        train_dicts, val_dicts = dataset_dicts(train_names), dataset_dicts(val_names)
     except (DatasetNotPreparedError, KeyError, ValueError) as e:
         print(f"deepacc-pretrain: {e}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..config import resolve_epoch_schedule
-from ..precision import amp_dtype, needs_grad_scaler
+from ..precision import amp_dtype, autocast_to, needs_grad_scaler
 from ..solver import clip_gradients
 from . import comm
 from .checkpoint import AtomicCheckpointer
@@ -168,7 +168,7 @@ def inference_on_dataset(model: nn.Module, loader, evaluator, device, amp_dtype:
     start = time.perf_counter()
     for batch in bar:
         images = [b[0].to(device, non_blocking=True) for b in batch]
-        with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with autocast_to(device.type, amp_dtype):
             outputs = model(images)
         evaluator.process([to_prediction(o, b[2]["image_id"]) for o, b in zip(outputs, batch)])
     elapsed = time.perf_counter() - start
@@ -250,7 +250,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch
     ``SOLVER.CLIP_GRADIENTS`` and the optimiser step. Returns the loss dict."""
     images = [b[0].to(device, non_blocking=True) for b in batch]
     targets = [{k: v.to(device) for k, v in b[1].items()} for b in batch]
-    with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+    with autocast_to(device.type, amp_dtype):
         loss_dict = model(images, targets)
     losses = sum(loss_dict.values())
     if not torch.isfinite(losses):
