@@ -170,6 +170,7 @@ def test_pretrain_cli_then_detector_starts_from_the_trunk(tiny_data_root, tmp_pa
                      "MODEL.WEIGHTS", str(tmp_path / "nope" / "model_pretrained.pth"),
                      "OUTPUT_DIR", str(tmp_path / "det2")], tiny_data_root)
     assert run.returncode != 0 and "deepacc-pretrain --config-file" in run.stdout + run.stderr
+    assert "Traceback" not in run.stdout + run.stderr
 
 
 def test_pretrain_refuses_validation_images_in_training(tiny_data_root, tmp_path):

@@ -64,7 +64,10 @@ def main(argv=None) -> None:
         from deepacc.d2.train_net import launch_main
     else:
         from deepacc.tv.train import launch_main
-    launch_main(args)
+    try:
+        launch_main(args)
+    except FileNotFoundError as e:  # a missing MODEL.WEIGHTS, config or dataset: one named line, not a traceback
+        raise SystemExit(f"train_net.py: {e}") from None
 
 
 if __name__ == "__main__":
