@@ -26,6 +26,14 @@ excluded by default (``--keep-case-426`` keeps them); the number excluded is pri
 ``<out>/prepare_report.json``.
 
 Output: ``<out>/<split>/<case>.<cell>.png`` and ``<out>/annotations/<split>.json``.
+
+``--aneuploid`` also writes ``val_aneuploid`` and ``test_aneuploid``: every cell of the split once
+more, with one numerical abnormality in turn from :data:`ANEUPLOIDIES` (47,+21; 45,-7; 45,X;
+47,XXY; 47,+18; 47,+13; 45,-21; 47,XYY). A gained chromosome is a crop of that class from another
+cell of the same split, of the same case when there is one (same staining); a lost one is a crop of
+the cell left out; sex changes drop the Y (or one X) or add an X (a Y to a female cell for XXY).
+The layout is composed anew (its own random stream). They score how a method treats aneuploid
+spreads (e.g. whether the karyotype assignment keeps a trisomy).
 """
 import argparse
 import json
@@ -49,6 +57,8 @@ MASK_DARKNESS = 25
 CELL_RE = re.compile(r"^([^./]+)\.(\d+)\.tiff?$", re.IGNORECASE)
 CLASS_RE = re.compile(r"^clase(\d+)$", re.IGNORECASE)
 SPLITS = ("train", "val", "test")
+#: Numerical abnormalities of the ``*_aneuploid`` splits, applied to the cells in turn.
+ANEUPLOIDIES = ("+21", "-7", "45,X", "XXY", "+18", "+13", "-21", "XYY")
 
 
 def scan(src):
@@ -142,6 +152,52 @@ def compose_cell(cell, width, height, seed=0, density=(0.08, 0.14), overlap_rate
     return 255 - canvas, anns, problems
 
 
+def make_aneuploid(cells, seed=0):
+    """One altered copy of each cell (see :data:`ANEUPLOIDIES`); cells without what a change needs
+    (no crop to drop, no donor) take the next change in the list."""
+    rng = np.random.default_rng([seed, 4242])
+    by_class = defaultdict(list)  # class -> [(case, path)]
+    for c in cells:
+        for path, name in c["crops"]:
+            by_class[name].append((c["case"], c["name"], path))
+    out = []
+    for i, cell in enumerate(cells):
+        names = [n for _, n in cell["crops"]]
+        male = "Y" in names
+        for j in range(len(ANEUPLOIDIES)):
+            change = ANEUPLOIDIES[(i + j) % len(ANEUPLOIDIES)]
+            add, drop = [], None
+            if change.startswith("+"):
+                add = [change[1:]]
+            elif change.startswith("-"):
+                drop = change[1:]
+            elif change == "45,X":
+                drop = "Y" if male else "X"
+            elif change == "XXY":
+                add = ["X"] if male else ["Y"]
+            elif change == "XYY":
+                add = ["Y"] if male else []
+            if drop is not None and drop not in names:
+                continue
+            donors = []
+            for cls in add:
+                pool = [d for d in by_class[cls] if d[1] != cell["name"]]
+                same = [d for d in pool if d[0] == cell["case"]]
+                pool = same or pool
+                if not pool:
+                    break
+                donors.append((pool[int(rng.integers(len(pool)))][2], cls))
+            if len(donors) != len(add) or not (add or drop):
+                continue
+            crops = list(cell["crops"])
+            if drop is not None:
+                k = max(idx for idx, (_, n) in enumerate(crops) if n == drop)
+                crops.pop(k)
+            out.append({"name": cell["name"] + "_aneuploid", "case": cell["case"], "crops": crops + donors})
+            break
+    return out
+
+
 def _job(args):
     cell, out, split, w, h, seed = args
     img, anns, problems = compose_cell(cell, w, h, seed)
@@ -163,7 +219,11 @@ def main(argv=None):
     p.add_argument("--split", default="0.7,0.15,0.15", help="train,val,test fractions of the cases")
     p.add_argument("--limit", type=int, default=0, help="keep only N cells (quick runs)")
     p.add_argument("--keep-case-426", action="store_true", help="keep case 426 (known labelling errors)")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1, help="parallel processes composing images")
+    p.add_argument("--aneuploid", action="store_true",
+                   help="also write val_aneuploid and test_aneuploid: each cell with one numerical abnormality")
+    p.add_argument("--only", default="", help="comma-separated splits to write (default: all); e.g. "
+                   "'val_aneuploid,test_aneuploid' adds those to a prepared folder without rewriting the others")
     a = p.parse_args(argv)
     w, h = (int(v) for v in a.size.lower().split("x"))
     fr = [float(v) for v in a.split.split(",")]
@@ -177,7 +237,19 @@ def main(argv=None):
     for c in cells:
         by_split[split_of[c["case"]]].append(c)
     by_split = limit_per_split(by_split, a.limit, fr)
-    jobs = [(c, os.path.abspath(a.out), s, w, h, a.seed) for s in SPLITS for c in by_split.get(s, [])]
+    splits = list(SPLITS)
+    if a.aneuploid:
+        for s in ("val", "test"):
+            by_split[s + "_aneuploid"] = make_aneuploid(by_split.get(s, []), a.seed)
+            splits.append(s + "_aneuploid")
+    if a.only:
+        only = [x.strip() for x in a.only.split(",") if x.strip()]
+        unknown = [x for x in only if x not in splits]
+        if unknown:
+            p.error(f"--only: unknown split(s) {', '.join(unknown)}; known: {', '.join(splits)} "
+                    "(the *_aneuploid splits need --aneuploid)")
+        splits = only
+    jobs = [(c, os.path.abspath(a.out), s, w, h, a.seed) for s in splits for c in by_split.get(s, [])]
     if a.workers > 1:
         import multiprocessing as mp
 
@@ -198,7 +270,7 @@ def main(argv=None):
         recs[s].append(rec)
     summary = {"source": os.path.abspath(a.src), "seed": a.seed, "size": [w, h], **dict(report),
                "crop_problems": n_problems, "splits": {}}
-    for s in SPLITS:
+    for s in splits:
         js = write_coco_json(recs[s], os.path.join(a.out, "annotations", f"{s}.json"), os.path.abspath(a.out),
                              info={"description": "DeepACC composed metaphases from real G-band crops", "split": s,
                                    "seed": a.seed})
@@ -206,7 +278,12 @@ def main(argv=None):
         summary["splits"][s] = {"images": len(recs[s]), "cases": len(cases),
                                 "chromosomes": sum(len(r["annotations"]) for r in recs[s])}
         print(f"{s:5s}: {len(recs[s]):4d} images, {len(cases):3d} cases -> {js}")
-    with open(os.path.join(a.out, "prepare_report.json"), "w") as f:
+    report_path = os.path.join(a.out, "prepare_report.json")
+    if a.only and os.path.isfile(report_path):  # keep the other splits' entries
+        with open(report_path) as f:
+            old = json.load(f)
+        summary["splits"] = {**old.get("splits", {}), **summary["splits"]}
+    with open(report_path, "w") as f:
         json.dump(summary, f, indent=1)
     print(json.dumps({k: v for k, v in summary.items() if k != "splits"}))
     return 0

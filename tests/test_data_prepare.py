@@ -73,6 +73,35 @@ def test_gband_compose_roundtrip_tight_boxes_split_by_case(tmp_path):
         assert a["annotations"] == b["annotations"]
 
 
+def test_gband_aneuploid_splits_add_one_abnormality_per_cell(tmp_path):
+    mod = load_script("prepare_gband_cells")
+    src = tmp_path / "src"
+    _gband_tree(src, cells=3)
+    out = tmp_path / "out"
+    args = ["--src", str(src), "--out", str(out), "--size", "640x480", "--split", "0.5,0.25,0.25"]
+    assert mod.main(args) == 0
+    before = {s: json.load(open(out / "annotations" / f"{s}.json")) for s in ("train", "val", "test")}
+    # added to the prepared folder without rewriting the other splits
+    assert mod.main(args + ["--aneuploid", "--only", "val_aneuploid,test_aneuploid"]) == 0
+    for s in ("train", "val", "test"):
+        assert json.load(open(out / "annotations" / f"{s}.json")) == before[s]
+    rep = json.load(open(out / "prepare_report.json"))
+    assert set(rep["splits"]) == {"train", "val", "test", "val_aneuploid", "test_aneuploid"}
+    for s in ("val", "test"):
+        normal = load_coco_json(str(out / "annotations" / f"{s}.json"))
+        abnormal = load_coco_json(str(out / "annotations" / f"{s}_aneuploid.json"))
+        assert len(abnormal) == len(normal) == 3
+        kts = [d["karyotype"] for d in abnormal]
+        # female cells: +21, -7, 45,X (one X dropped) in turn; the stored string follows the boxes
+        assert kts == ["47,XX,+21", "45,XX,-7", "45,X"]
+        for d in abnormal:
+            assert d["file_name"].endswith("_aneuploid.png") and os.path.isfile(d["file_name"])
+            n = {"47": 47, "45": 45}[d["karyotype"][:2]]
+            assert len(d["annotations"]) == n
+    with pytest.raises(SystemExit):
+        mod.main(args + ["--only", "val_aneuploid"])  # needs --aneuploid
+
+
 # ---------------------------------------------------------------- M-FISH
 
 

@@ -217,13 +217,20 @@ def test_opts_reach_the_factory(spreads, tmp_path):
         seen.update(vars(args))
         return factory_for(truth)(args)
 
-    P.main(["--config-file", "cfg.yaml", "--input", str(folder / "spread_0.png"), "--output", str(tmp_path / "o"),
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text("MODEL:\n  DEVICE: cpu\n")
+    P.main(["--config-file", str(cfg_file), "--input", str(folder / "spread_0.png"), "--output", str(tmp_path / "o"),
             "--engine", "torchvision", "--confidence-threshold", "0.3", "--no-progress",
             "MODEL.WEIGHTS", "w.pth", "MODEL.DEVICE", "cpu"], predictor_factory=factory,
            reader=lambda p: cv2.imread(p, 0))
     assert seen["opts"] == ["MODEL.WEIGHTS", "w.pth", "MODEL.DEVICE", "cpu"]
     assert seen["engine"] == "torchvision" and seen["confidence_threshold"] == 0.3
-    assert seen["config_file"] == "cfg.yaml"
+    assert seen["config_file"] == str(cfg_file)
+    # A config file that does not exist: one line, exit 2, before any model is built.
+    seen.clear()
+    assert P.main(["--config-file", str(tmp_path / "nope.yaml"), "--input", str(folder / "spread_0.png"),
+                   "--output", str(tmp_path / "o3"), "--no-progress"], predictor_factory=factory) == 2
+    assert not seen
     # Options right after --input (argparse would read them as inputs) still reach the config.
     seen.clear()
     rc = P.main(["--output", str(tmp_path / "o2"), "--no-progress", "--input", str(folder / "spread_0.png"),

@@ -103,6 +103,14 @@ def add_deepacc_config(cfg) -> None:
     _C.TEST.DEEPACC.SCORE_THRESH = 0.5
     _C.TEST.DEEPACC.NMS_THRESH = 0.7
     _C.TEST.DEEPACC.IOU_THRESH = 0.5
+    # Karyotype-consistent class assignment of each spread's calls (ours, beyond the paper; see
+    # deepacc.karyotype.assignment): the labels of the calls kept at SCORE_THRESH / NMS_THRESH are
+    # chosen jointly, 2 free copies per autosome and X, 1 for Y, EXTRA_COPY_COST (log-probability)
+    # per copy beyond them. Used by the evaluator (Acc, AER, confusion, karyotype; not mAP / mAP_max,
+    # which score the model's detections), deepacc-predict, the summary and the karyogram.
+    _C.TEST.DEEPACC.ASSIGNMENT = type(cfg)()
+    _C.TEST.DEEPACC.ASSIGNMENT.ENABLED = True
+    _C.TEST.DEEPACC.ASSIGNMENT.EXTRA_COPY_COST = 3.0
 
 
 def _detectron2_defaults() -> CfgNode:

@@ -62,6 +62,7 @@ class DeepACCEvaluator(DatasetEvaluator):
         output_dir: where the core evaluator writes ``metrics_deepacc.json`` and the confusion
             matrix (nothing written when None).
         score_thresh, nms_thresh, iou_thresh: Acc/AER thresholds (``TEST.DEEPACC.*``).
+        extra_copy_cost: karyotype assignment of the calls (``TEST.DEEPACC.ASSIGNMENT``; None: off).
         distributed: gather predictions from every rank; metrics on rank 0.
 
     ``evaluate()`` returns ``{"deepacc": {metric: float}}`` (Detectron2's results format: mAP,
@@ -70,20 +71,23 @@ class DeepACCEvaluator(DatasetEvaluator):
     """
 
     def __init__(self, dataset_name: str, output_dir: Optional[str] = None, *, score_thresh: float = 0.5,
-                 nms_thresh: float = 0.7, iou_thresh: float = 0.5, distributed: bool = True):
+                 nms_thresh: float = 0.7, iou_thresh: float = 0.5, distributed: bool = True,
+                 extra_copy_cost: Optional[float] = None):
         self.dataset_name = dataset_name
         meta = MetadataCatalog.get(dataset_name)
         class_names = list(getattr(meta, "thing_classes", CLASS_NAMES))
         self._core = MetaphaseEvaluator(
             DatasetCatalog.get(dataset_name), class_names, output_dir=output_dir, score_thresh=score_thresh,
-            nms_thresh=nms_thresh, iou_thresh=iou_thresh, distributed=distributed)
+            nms_thresh=nms_thresh, iou_thresh=iou_thresh, distributed=distributed, extra_copy_cost=extra_copy_cost)
         self.results: Dict[str, Any] = {}
 
     @classmethod
     def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None) -> "DeepACCEvaluator":
+        from ..karyotype.assignment import assignment_settings
+
         t = cfg.TEST.DEEPACC
         return cls(dataset_name, output_dir, score_thresh=t.SCORE_THRESH, nms_thresh=t.NMS_THRESH,
-                   iou_thresh=t.IOU_THRESH)
+                   iou_thresh=t.IOU_THRESH, extra_copy_cost=assignment_settings(cfg).cost)
 
     def reset(self) -> None:
         self._core.reset()

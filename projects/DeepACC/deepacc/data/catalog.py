@@ -10,6 +10,7 @@ loaded (so setting the variable after import works). Builtin datasets (registere
     deepacc_synth_{train,val,test}       <root>/deepacc_synth/            datasets/prepare_synthetic.py
     deepacc_synth_shift_test             <root>/deepacc_synth_shift/      datasets/prepare_synthetic.py (batch "shifted")
     gband_cells_{train,val,test}         <root>/gband_cells/              datasets/prepare_gband_cells.py
+    gband_cells_{val,test}_aneuploid     <root>/gband_cells/              datasets/prepare_gband_cells.py --aneuploid
     mfish_{train,val,test}               <root>/mfish/                    datasets/prepare_mfish.py
     voc_chromosomes_{train,val,test}     <root>/voc_chromosomes/          datasets/prepare_voc.py
 
@@ -233,6 +234,10 @@ def _register_builtins() -> None:
     for split in ("train", "val", "test"):
         _builtin_split(f"gband_cells_{split}", "gband_cells", split,
                        f"python datasets/prepare_gband_cells.py --src <gband_cells folder> --out {root_hint}/gband_cells")
+        if split != "train":
+            _builtin_split(f"gband_cells_{split}_aneuploid", "gband_cells", f"{split}_aneuploid",
+                           f"python datasets/prepare_gband_cells.py --src <gband_cells folder> --out {root_hint}/gband_cells "
+                           f"--aneuploid --only {split}_aneuploid")
         _builtin_split(f"mfish_{split}", "mfish", split,
                        f"python datasets/prepare_mfish.py --src <ADIR M-FISH folder> --out {root_hint}/mfish")
         _builtin_split(f"voc_chromosomes_{split}", "voc_chromosomes", split,

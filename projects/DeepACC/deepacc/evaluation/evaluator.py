@@ -19,6 +19,15 @@ percentages are marked (%):
   expected if a wrong class were drawn uniformly from the 23 others), a 7 x 7 group matrix.
 * ``karyotype``: agreement of :func:`numerical_karyotype` of the kept detections with the
   dataset's ``karyotype`` (where stored) and with the karyotype of the ground-truth boxes.
+* ``assignment`` (with ``extra_copy_cost`` set): the calls' classes are assigned per spread
+  (:mod:`deepacc.karyotype.assignment`) before Acc/AER, the confusion and the karyotype are
+  computed; mAP and mAP_max stay those of the model's detections. Reported: calls relabelled, and
+  per image how the karyotype (against the ground-truth boxes) changed: ``fixed`` (argmax wrong,
+  assigned right), ``broken`` (argmax right, assigned wrong), ``aneuploid_made_euploid`` (a right
+  aneuploid argmax karyotype turned into a wrong euploid one, 46,XX or 46,XY); and per numerical
+  abnormality of the ground truth (an autosome not at two copies, sex chromosomes other than XX /
+  XY) whether the calls have its copy number before and after, and how often the assignment
+  brought a rightly called abnormality back to normal (``abnormalities_made_normal``).
 """
 from __future__ import annotations
 
@@ -31,10 +40,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..karyotype.classes import CLASS_NAMES, group_of
+from ..karyotype.assignment import assign_classes
+from ..karyotype.classes import CLASS_NAMES, canonical_name, group_of
 from .coco_ap import build_coco_dt, build_coco_gt, coco_ap
 from .karyotype_string import normalize_karyotype, numerical_karyotype
-from .matching import match_image, ratios
+from .matching import filter_top1, match_image, ratios
 
 __all__ = ["MetaphaseEvaluator", "format_table", "format_per_class_table", "flatten_scalars"]
 
@@ -122,6 +132,10 @@ class MetaphaseEvaluator:
             a process group with more than one rank is initialised.
         max_dets: COCO ``maxDets`` (per image and class) for mAP / mAP_max.
         save_plot: write the confusion PNG (matplotlib) when ``output_dir`` is set.
+        extra_copy_cost: ``None`` (default): the calls keep the model's top-1 class (the paper);
+            a number ``>= 0``: karyotype-consistent assignment of each spread's calls with this
+            cost per extra copy (``TEST.DEEPACC.ASSIGNMENT``; needs ``class_probs`` in
+            ``instances_top1``).
 
     Only the images passed to :meth:`process` are evaluated (each ``image_id`` once; a repeated
     one, e.g. from a padded distributed sampler, is ignored).
@@ -138,6 +152,7 @@ class MetaphaseEvaluator:
         distributed: bool = True,
         max_dets: int = 100,
         save_plot: bool = True,
+        extra_copy_cost: Optional[float] = None,
     ):
         self.class_names = tuple(str(n) for n in class_names)
         self.output_dir = output_dir
@@ -147,6 +162,9 @@ class MetaphaseEvaluator:
         self.distributed = bool(distributed)
         self.max_dets = int(max_dets)
         self.save_plot = bool(save_plot)
+        self.extra_copy_cost = None if extra_copy_cost is None else float(extra_copy_cost)
+        if self.extra_copy_cost is not None and not self.extra_copy_cost >= 0:
+            raise ValueError(f"extra_copy_cost must be >= 0 (got {extra_copy_cost})")
         k = len(self.class_names)
         self._gt: Dict[int, Dict[str, Any]] = {}
         for d in dataset_dicts:
@@ -171,8 +189,8 @@ class MetaphaseEvaluator:
 
         Each dict: ``image_id``, ``instances`` and ``instances_top1`` with ``boxes`` (N, 4) XYXY in
         original image coordinates, ``scores`` (N,), ``classes`` (N,) 0..K-1 (numpy arrays or
-        tensors; ``class_probs`` is not needed and not kept). The Acc/AER matching of the image is
-        done here, so it is spread over the ranks.
+        tensors; ``class_probs`` of ``instances_top1`` is needed only for the assignment and is
+        not kept). The Acc/AER matching of the image is done here, so it is spread over the ranks.
         """
         k = len(self.class_names)
         for p in predictions:
@@ -185,16 +203,34 @@ class MetaphaseEvaluator:
             inst = _instances(p, "instances", k)
             top1 = _instances(p, "instances_top1", k)
             ok = gt["iscrowd"] == 0
-            m = match_image(top1["boxes"], top1["scores"], top1["classes"], gt["boxes"][ok],
+            classes, model_kept = top1["classes"], None
+            if self.extra_copy_cost is not None:
+                classes, model_kept = self._assign(p, top1, iid)
+            m = match_image(top1["boxes"], top1["scores"], classes, gt["boxes"][ok],
                             gt["classes"][ok], self.score_thresh, self.nms_thresh, self.iou_thresh)
+            if model_kept is not None:
+                m["model_kept_classes"] = model_kept
             self._records.append({
                 "image_id": iid,
                 "instances": inst,
                 "instances_top1": top1,
                 "match": {key: m[key] for key in ("tp", "fp", "fn", "num_dets", "num_gt", "kept_classes",
                                                  "conf_gt", "conf_pred", "conf_unmatched_dets",
-                                                 "conf_unmatched_gt")},
+                                                 "conf_unmatched_gt", "model_kept_classes") if key in m},
             })
+
+    def _assign(self, pred: Mapping, top1: Dict[str, np.ndarray], iid: int):
+        """Classes of ``instances_top1`` with the kept calls assigned jointly, and the model's
+        classes of the kept calls (in the filter's order)."""
+        probs = pred["instances_top1"].get("class_probs") if hasattr(pred["instances_top1"], "get") else None
+        if probs is None:
+            raise ValueError(f"prediction for image_id={iid}: the karyotype assignment needs 'class_probs' in "
+                             "'instances_top1'")
+        probs = _np(probs, np.float64).reshape(len(top1["classes"]), -1)
+        kept = filter_top1(top1["boxes"], top1["scores"], self.score_thresh, self.nms_thresh)
+        classes = top1["classes"].copy()
+        classes[kept] = assign_classes(probs[kept], self.extra_copy_cost, self.class_names)
+        return classes, top1["classes"][kept]
 
     def _gather(self) -> Optional[List[Dict[str, Any]]]:
         records = self._records
@@ -297,9 +333,63 @@ class MetaphaseEvaluator:
             "confusion": confusion,
             "karyotype": self._karyotype_agreement(recs),
             "settings": {"score_thresh": self.score_thresh, "nms_thresh": self.nms_thresh,
-                         "iou_thresh": self.iou_thresh, "max_dets": self.max_dets},
+                         "iou_thresh": self.iou_thresh, "max_dets": self.max_dets,
+                         "assignment": {"enabled": self.extra_copy_cost is not None,
+                                        "extra_copy_cost": self.extra_copy_cost}},
         }
+        if self.extra_copy_cost is not None:
+            results["assignment"] = self._assignment_changes(recs)
         return results
+
+    def _assignment_changes(self, recs: List[Dict[str, Any]]) -> Dict[str, Any]:
+        """What the assignment changed: calls relabelled, karyotypes fixed / broken, and whether the
+        numerical abnormalities of the ground truth (an autosome not at 2 copies, sex chromosomes
+        other than XX / XY) keep their copy number in the calls."""
+        out = {"extra_copy_cost": self.extra_copy_cost, "calls": 0, "relabelled": 0}
+        try:
+            numerical_karyotype(list(self.class_names))
+            canon = [canonical_name(n) for n in self.class_names]
+        except (ValueError, KeyError):
+            for r in recs:
+                out["calls"] += len(r["match"]["model_kept_classes"])
+                out["relabelled"] += int((r["match"]["model_kept_classes"] != r["match"]["kept_classes"]).sum())
+            return out
+        euploid = ("46,XX", "46,XY")
+        fixed = broken = aneu_right = aneu_broken = 0
+        abnormal = kept_before = kept_after = normalised = 0
+        for r in recs:
+            m = r["match"]
+            model, assigned = m["model_kept_classes"], m["kept_classes"]
+            out["calls"] += len(model)
+            out["relabelled"] += int((model != assigned).sum())
+            gt = self._gt[r["image_id"]]
+            truth_names = [canon[c] for c in gt["classes"][gt["iscrowd"] == 0].tolist()]
+            before_names = [canon[c] for c in model.tolist()]
+            after_names = [canon[c] for c in assigned.tolist()]
+            truth = numerical_karyotype(truth_names)
+            before, after = numerical_karyotype(before_names), numerical_karyotype(after_names)
+            fixed += before != truth and after == truth
+            broken += before == truth and after != truth
+            if before == truth and truth not in euploid:
+                aneu_right += 1
+                aneu_broken += after != truth and after in euploid
+            tc, bc, ac = Counter(truth_names), Counter(before_names), Counter(after_names)
+            units = [(n,) for n in canon if n not in ("X", "Y") and tc[n] != 2]
+            if (tc["X"], tc["Y"]) not in ((2, 0), (1, 1)):
+                units.append(("X", "Y"))
+            for u in units:
+                want = [tc[n] for n in u]
+                abnormal += 1
+                kept_before += [bc[n] for n in u] == want
+                kept_after += [ac[n] for n in u] == want
+                normal = [2] if u != ("X", "Y") else None
+                normalised += ([bc[n] for n in u] == want and
+                               ([ac[n] for n in u] == normal if normal else (ac["X"], ac["Y"]) in ((2, 0), (1, 1))))
+        out.update({"karyotypes_fixed": fixed, "karyotypes_broken": broken,
+                    "aneuploid_right_before": aneu_right, "aneuploid_made_euploid": aneu_broken,
+                    "abnormalities": abnormal, "abnormalities_called_before": kept_before,
+                    "abnormalities_called_after": kept_after, "abnormalities_made_normal": normalised})
+        return out
 
     def _karyotype_agreement(self, recs: List[Dict[str, Any]]) -> Dict[str, Any]:
         try:

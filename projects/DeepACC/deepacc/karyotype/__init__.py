@@ -26,6 +26,7 @@ _LAZY = {
     "render_karyogram": "karyogram", "extract_chromosome": "karyogram", "ISCN_ROWS": "karyogram",
     "draw_overlay": "overlay", "GROUP_COLORS": "overlay",
     "write_report": "report",
+    "assign_classes": "assignment", "assign_calls": "assignment",
 }
 
 

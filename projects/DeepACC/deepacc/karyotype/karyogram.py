@@ -42,6 +42,7 @@ ISCN_ROWS: Tuple[Tuple[str, ...], ...] = (
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _RED = (210, 0, 0)
 _BLACK = (20, 20, 20)
+_ORANGE = (235, 130, 0)
 
 
 @dataclass
@@ -284,6 +285,8 @@ def render_karyogram(
     if uncertain is None:
         uncertain = summary.uncertain if summary is not None else ()
     uncertain = set(int(i) for i in uncertain)
+    relabelled = set(int(i) for i in getattr(summary, "relabelled", ()) or ())
+    model_classes = calls.get("model_classes") if hasattr(calls, "get") else None
     abnormal = {c.name for c in summary.per_class if c.abnormal} if summary is not None else set()
 
     margins = top2_margin(calls["class_probs"], len(class_names)) if "class_probs" in calls and len(names) else None
@@ -298,6 +301,8 @@ def render_karyogram(
 
     gap, frame, margin = 6, 3, 24
     label_h, score_h = 22, 26
+    if relabelled:
+        score_h += 12  # room for "was <class>" above the score lines
     min_slot = 44
     col_gap = 26
     title_h = 64
@@ -324,6 +329,8 @@ def render_karyogram(
     if summary is not None:
         sub += f"; {len(summary.flags)} review flag(s)" if summary.flags else "; no review flags"
     sub += "  |  red frame = uncertain call (score; m = top-2 margin); red label = unexpected copy number"
+    if relabelled:
+        sub += "; orange frame = relabelled by the karyotype assignment (was: model's class)"
     _text(canvas, sub, margin, 50, 0.42, (80, 80, 80), 1, center=False)
 
     y = title_h
@@ -339,14 +346,21 @@ def render_karyogram(
                 h, w = chrom.shape
                 top = base_y - frame - h
                 canvas[top : top + h, cx + frame : cx + frame + w] = chrom[:, :, None]
+                lines = []
+                if i in relabelled:
+                    cv2.rectangle(canvas, (cx, top - frame), (cx + w + 2 * frame - 1, base_y - 1), _ORANGE, 2)
+                    if model_classes is not None:
+                        lines.append((f"was {canonical_name(class_names[int(model_classes[i])])}", _ORANGE))
                 if i in uncertain:
-                    cv2.rectangle(canvas, (cx, top - frame), (cx + w + 2 * frame - 1, base_y - 1), _RED, 2)
-                    lines = [f"{scores[i]:.2f}"]
+                    inner = 2 if i in relabelled else 0  # inside the orange frame when both
+                    cv2.rectangle(canvas, (cx + inner, top - frame + inner),
+                                  (cx + w + 2 * frame - 1 - inner, base_y - 1 - inner), _RED, 2)
+                    lines.append((f"{scores[i]:.2f}", _RED))
                     if margins is not None and margins[i] < margin_thr:
-                        lines.append(f"m{margins[i]:.2f}")
-                    for k, txt in enumerate(lines):  # under the chromosome, only when it fits
-                        if cv2.getTextSize(txt, _FONT, 0.36, 1)[0][0] <= w + 2 * frame + gap:
-                            _text(canvas, txt, cx + frame + w / 2, base_y + label_h + 12 + 12 * k, 0.36, _RED)
+                        lines.append((f"m{margins[i]:.2f}", _RED))
+                for k, (txt, col) in enumerate(lines):  # under the chromosome, only when it fits
+                    if cv2.getTextSize(txt, _FONT, 0.36, 1)[0][0] <= w + 2 * frame + gap:
+                        _text(canvas, txt, cx + frame + w / 2, base_y + label_h + 12 + 12 * k, 0.36, col)
                 cx += w + 2 * frame + gap
             color = GROUP_COLORS[group_of(n)]
             cv2.line(canvas, (x, base_y + 2), (x + slot_w - 1, base_y + 2), color, 2)

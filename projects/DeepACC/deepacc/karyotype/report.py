@@ -68,16 +68,20 @@ def _spread_section(rec: Mapping, idx: int, output_dir: str, embed: bool) -> str
     )
     flags = s.get("flags", [])
     if flags:
-        main = [f for f in flags if f.get("kind") != "uncertain_call"]
-        unc = [f for f in flags if f.get("kind") == "uncertain_call"]
+        folded = {"relabelled": "call(s) relabelled by the karyotype assignment",
+                  "uncertain_call": "uncertain call(s)"}
+        main = [f for f in flags if f.get("kind") not in folded]
         out.append(f'<p><b>Review flags ({len(flags)})</b></p><ul class="flags">')
         out.extend(f"<li>{e(f['message'])}</li>" for f in main)
         out.append("</ul>")
-        if unc:
-            # A long list of uncertain calls is folded (click to open) so the page stays readable.
-            opened = " open" if len(unc) <= _MAX_OPEN_UNCERTAIN else ""
-            out.append(f'<details{opened}><summary>{len(unc)} uncertain call(s)</summary><ul class="flags">')
-            out.extend(f"<li>{e(f['message'])}</li>" for f in unc)
+        for kind, caption in folded.items():
+            items = [f for f in flags if f.get("kind") == kind]
+            if not items:
+                continue
+            # A long list of calls is folded (click to open) so the page stays readable.
+            opened = " open" if len(items) <= _MAX_OPEN_UNCERTAIN else ""
+            out.append(f'<details{opened}><summary>{len(items)} {caption}</summary><ul class="flags">')
+            out.extend(f"<li>{e(f['message'])}</li>" for f in items)
             out.append("</ul></details>")
     else:
         out.append("<p><b>Review flags:</b> none</p>")

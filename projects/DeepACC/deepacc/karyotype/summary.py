@@ -141,7 +141,8 @@ class ReviewFlag:
     ``kind`` is ``"copy_number"`` (a class without its expected number of copies), ``"count"`` (total
     number of chromosomes is not 46), ``"sex"`` (sex chromosomes not determinable) or
     ``"uncertain_call"`` (one detection with a low score or a small top-2 margin; ``detection`` is its
-    row in the calls).
+    row in the calls) or ``"relabelled"`` (the karyotype assignment gave the call another class than
+    the model's most probable one; ``detection`` is its row).
     """
 
     kind: str
@@ -161,6 +162,8 @@ class KaryotypeSummary:
     uncertain: List[int]  # rows of the calls flagged as uncertain
     thresholds: Dict[str, float]
     review_note: str = REVIEW_NOTE
+    relabelled: List[int] = field(default_factory=list)  # rows relabelled by the karyotype assignment
+    assignment: Dict[str, object] = field(default_factory=lambda: {"enabled": False})
 
     @property
     def needs_review(self) -> bool:
@@ -196,17 +199,21 @@ def summarize(
     review_margin: float = 0.2,
     class_names: Sequence[str] = CLASS_NAMES,
     score_threshold: Optional[float] = None,
+    assignment: Optional[Mapping[str, object]] = None,
 ) -> KaryotypeSummary:
     """Numerical summary of the calls of one spread (see the module docstring).
 
     Args:
         calls: output of :func:`select_calls` (``classes`` 0..23, ``scores``, optional
-            ``class_probs`` (N, 25)).
+            ``class_probs`` (N, 25)), or of :func:`deepacc.karyotype.assignment.assign_calls`
+            (then ``relabelled``, ``model_classes`` and both probabilities are used: every
+            relabelled call gets a ``relabelled`` flag, and the summary records the settings).
         review_score: calls scoring below this are flagged as uncertain.
         review_margin: calls whose two most probable foreground classes differ by less than this
             probability are flagged as uncertain (needs ``class_probs``).
         class_names: names of the contiguous class indices (default 1..22, X, Y).
         score_threshold: the confidence threshold the calls were selected with (recorded only).
+        assignment: the karyotype-assignment settings the calls were made with (recorded only).
     """
     classes = _as_numpy(calls["classes"]).astype(np.int64).reshape(-1)
     scores = _as_numpy(calls["scores"]).astype(np.float64).reshape(-1)
@@ -255,8 +262,9 @@ def summarize(
         if scores[i] < review_score:
             reasons.append(f"score {_fmt(scores[i], review_score)} < {review_score:g}")
         if margins is not None and margins[i] < review_margin:
-            p_i = _as_numpy(probs)[i, : len(class_names)]
-            second = int(np.argsort(-p_i, kind="stable")[1])
+            p_i = _as_numpy(probs)[i, : len(class_names)].astype(np.float64).copy()
+            p_i[classes[i]] = -np.inf  # the most probable class other than the call's own
+            second = int(np.argmax(p_i))
             reasons.append(
                 f"top-2 margin {_fmt(margins[i], review_margin)} < {review_margin:g} "
                 f"(runner-up: {canonical_name(class_names[second])})"
@@ -270,6 +278,22 @@ def summarize(
             flags.append(ReviewFlag("uncertain_call", message,
                                     class_name=name, detection=i))
 
+    relabelled: List[int] = []
+    if hasattr(calls, "get") and calls.get("relabelled") is not None:
+        model_classes = _as_numpy(calls["model_classes"]).astype(np.int64).reshape(-1)
+        p_model = _as_numpy(calls["model_class_prob"]).reshape(-1)
+        p_assigned = _as_numpy(calls["assigned_class_prob"]).reshape(-1)
+        for i in np.flatnonzero(_as_numpy(calls["relabelled"]).reshape(-1)).tolist():
+            relabelled.append(i)
+            where = ""
+            if boxes is not None:
+                where = f" at x={0.5 * (boxes[i, 0] + boxes[i, 2]):.0f}, y={0.5 * (boxes[i, 1] + boxes[i, 3]):.0f}"
+            was = canonical_name(class_names[int(model_classes[i])])
+            flags.append(ReviewFlag(
+                "relabelled", f"relabelled call{where}: chromosome {names[i]} (p={p_assigned[i]:.2f}) by the "
+                f"karyotype assignment; the model's most probable class was {was} (p={p_model[i]:.2f})",
+                class_name=names[i], detection=i))
+
     thresholds = {"review_score": float(review_score), "review_margin": float(review_margin)}
     if score_threshold is not None:
         thresholds["score_threshold"] = float(score_threshold)
@@ -282,6 +306,8 @@ def summarize(
         flags=flags,
         uncertain=uncertain,
         thresholds=thresholds,
+        relabelled=relabelled,
+        assignment=dict(assignment) if assignment is not None else {"enabled": False},
     )
 
 

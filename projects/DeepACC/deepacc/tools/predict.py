@@ -18,7 +18,11 @@ and, for the whole run, ``karyotypes.csv`` (one line per image) and with ``--rep
 ``report.html``.
 
 Calls = top-1 detections (``instances_top1``) with score >= ``--confidence-threshold``, then
-class-agnostic NMS at IoU ``--nms-threshold`` (0.7).
+class-agnostic NMS at IoU ``--nms-threshold`` (0.7). With the karyotype assignment on
+(``TEST.DEEPACC.ASSIGNMENT.ENABLED`` of the config, or ``--assignment on``), the calls' classes are
+then chosen jointly per spread (:mod:`deepacc.karyotype.assignment`); every relabelled call keeps the
+model's class and both probabilities in the JSON, and is flagged in the summary, the report and the
+karyogram (orange frame, "was <class>").
 
 A file that cannot be read or processed is reported on stderr with the reason and skipped; all other
 files are processed. Every output is written through a temporary file and ``os.replace``, so a killed
@@ -75,6 +79,9 @@ class PredictSettings:
     engine: str = "auto"
     config_file: str = ""  # recorded with the outputs: which model made them
     opts: List[str] = field(default_factory=list)
+    # karyotype assignment; None = the default config's TEST.DEEPACC.ASSIGNMENT value
+    assignment: Optional[bool] = None
+    extra_copy_cost: Optional[float] = None
 
 
 @dataclass
@@ -111,6 +118,12 @@ def get_parser() -> argparse.ArgumentParser:
                    help="calls scoring below this are flagged for review (default: 0.7)")
     p.add_argument("--review-margin", type=float, default=0.2,
                    help="calls whose two most probable classes differ by less than this are flagged (default: 0.2)")
+    p.add_argument("--assignment", choices=("on", "off"), default=None,
+                   help="karyotype-consistent class assignment of each spread's calls (default: the config's "
+                   "TEST.DEEPACC.ASSIGNMENT.ENABLED)")
+    p.add_argument("--extra-copy-cost", type=float, default=None, metavar="COST",
+                   help="assignment penalty per copy beyond 2 per autosome / X and 1 Y (default: the config's "
+                   "TEST.DEEPACC.ASSIGNMENT.EXTRA_COPY_COST)")
     p.add_argument("--engine", choices=("auto", "torchvision", "detectron2"), default="auto",
                    help="model engine (default: auto = Detectron2 when importable, else torchvision)")
     p.add_argument("--report", action="store_true", help="also write the offline HTML report (report.html)")
@@ -215,8 +228,13 @@ def postprocess(image: np.ndarray, prediction: Mapping, settings: PredictSetting
     if "instances_top1" not in prediction:
         raise KeyError("the prediction has no 'instances_top1' (top-1 detections)")
     calls = select_calls(prediction["instances_top1"], settings.confidence_threshold, settings.nms_threshold)
+    assignment = resolve_assignment(settings)
+    if assignment.enabled:
+        from deepacc.karyotype.assignment import assign_calls
+
+        calls = assign_calls(calls, assignment.extra_copy_cost)
     summary = summarize(calls, review_score=settings.review_score, review_margin=settings.review_margin,
-                        score_threshold=settings.confidence_threshold)
+                        score_threshold=settings.confidence_threshold, assignment=assignment.as_dict())
     overlay = draw_overlay(image, calls, uncertain=summary.uncertain)
     karyogram = render_karyogram(image, calls, summary)
     unc = set(summary.uncertain)
@@ -233,8 +251,22 @@ def postprocess(image: np.ndarray, prediction: Mapping, settings: PredictSetting
         if "class_probs" in calls:
             p = _round(calls["class_probs"][i])
             d["class_probs"] = dict(zip(prob_names[: len(p)], p))
+        if "relabelled" in calls:
+            d["relabelled"] = bool(calls["relabelled"][i])
+            d["model_class"] = CLASS_NAMES[int(calls["model_classes"][i])]
+            d["model_class_prob"] = round(float(calls["model_class_prob"][i]), 4)
+            d["class_prob"] = round(float(calls["assigned_class_prob"][i]), 4)
         detections.append(d)
     return calls, summary, overlay, karyogram, detections
+
+
+def resolve_assignment(settings: PredictSettings):
+    """The assignment settings of a run: the fields of ``settings``, the default config's values for
+    those left ``None``."""
+    from deepacc.config import get_cfg
+    from deepacc.karyotype.assignment import assignment_settings
+
+    return assignment_settings(get_cfg(), settings.assignment, settings.extra_copy_cost)
 
 
 def _outputs(output_dir: str, stem: str) -> Dict[str, str]:
@@ -421,6 +453,17 @@ def _split_trailing_opts(args) -> None:
             return
 
 
+def _config_assignment(args):
+    """``TEST.DEEPACC.ASSIGNMENT`` of the run's config, overridden by ``--assignment`` /
+    ``--extra-copy-cost``."""
+    from deepacc.config import load_config
+    from deepacc.karyotype.assignment import assignment_settings
+
+    cfg = load_config(args.config_file or None, list(args.opts or []))
+    on = None if args.assignment is None else args.assignment == "on"
+    return assignment_settings(cfg, on, args.extra_copy_cost)
+
+
 def main(argv: Optional[Sequence[str]] = None,
          predictor_factory: Optional[Callable[[argparse.Namespace], Predictor]] = None,
          reader: Optional[Callable[[str], np.ndarray]] = None) -> int:
@@ -445,8 +488,14 @@ def main(argv: Optional[Sequence[str]] = None,
     if not paths:
         print("deepacc-predict: no input image found", file=sys.stderr)
         return 2
+    try:
+        assignment = _config_assignment(args)
+    except Exception as exc:  # noqa: BLE001  (a config the user gave: one line, exit 2)
+        print(f"deepacc-predict: {exc}", file=sys.stderr)
+        return 2
     settings = PredictSettings(args.confidence_threshold, args.nms_threshold, args.review_score,
-                               args.review_margin, args.engine, args.config_file, [str(o) for o in args.opts])
+                               args.review_margin, args.engine, args.config_file, [str(o) for o in args.opts],
+                               assignment.enabled, assignment.extra_copy_cost)
     factory = predictor_factory or build_default_predictor
 
     def make():

@@ -178,11 +178,12 @@ def inference_on_dataset(model: nn.Module, loader, evaluator, device, amp_dtype:
 
 def build_evaluator(cfg, dataset_name: str, dicts: List[Dict]):
     from ..evaluation import MetaphaseEvaluator
+    from ..karyotype.assignment import assignment_settings
 
     out = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
     return MetaphaseEvaluator(dicts, output_dir=out, score_thresh=cfg.TEST.DEEPACC.SCORE_THRESH,
                               nms_thresh=cfg.TEST.DEEPACC.NMS_THRESH, iou_thresh=cfg.TEST.DEEPACC.IOU_THRESH,
-                              distributed=True)
+                              distributed=True, extra_copy_cost=assignment_settings(cfg).cost)
 
 
 def test(cfg, model: nn.Module, device) -> Dict[str, Dict]:
