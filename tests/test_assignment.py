@@ -170,6 +170,13 @@ def test_evaluator_with_assignment_fixes_the_swap_and_reports_it():
     assert a["relabelled"] == 1 and a["karyotypes_fixed"] == 1 and a["karyotypes_broken"] == 0
     assert r_on["settings"]["assignment"] == {"enabled": True, "extra_copy_cost": 3.0}
     assert r_on["karyotype"]["agreement_with_gt_boxes"] == 100.0
+    w = a["without"]  # the paper's protocol, from the same evaluator
+    assert (w["Acc"], w["AER"], w["TP"], w["FP"], w["FN"]) == (r_off["Acc"], r_off["AER"], r_off["TP"], r_off["FP"],
+                                                              r_off["FN"])
+    from deepacc.evaluation import flatten_scalars
+
+    flat = flatten_scalars(r_on)
+    assert flat["Acc_without_assignment"] == r_off["Acc"] and "Acc_without_assignment" not in flatten_scalars(r_off)
     assert r_off["karyotype"]["agreement_with_gt_boxes"] == 0.0
 
 

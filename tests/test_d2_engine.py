@@ -450,6 +450,17 @@ def test_evaluator_equals_core_evaluator_and_combines_with_coco(temp_d2_dataset,
     assert os.path.exists(tmp_path / "d2" / "metrics_deepacc.json")
 
 
+def test_evaluator_from_config_reads_the_assignment_switch(temp_d2_dataset):
+    name, _ = temp_d2_dataset
+    cfg = get_cfg()
+    assert DeepACCEvaluator.from_config(cfg, name)._core.extra_copy_cost == cfg.TEST.DEEPACC.ASSIGNMENT.EXTRA_COPY_COST
+    cfg.TEST.DEEPACC.ASSIGNMENT.ENABLED = False
+    assert DeepACCEvaluator.from_config(cfg, name)._core.extra_copy_cost is None
+    cfg.TEST.DEEPACC.ASSIGNMENT.ENABLED = True
+    cfg.TEST.DEEPACC.ASSIGNMENT.EXTRA_COPY_COST = 1.5
+    assert DeepACCEvaluator.from_config(cfg, name)._core.extra_copy_cost == 1.5
+
+
 def test_evaluator_requires_top1_set(temp_d2_dataset):
     name, dicts = temp_d2_dataset
     ev = DeepACCEvaluator(name, distributed=False)

@@ -21,7 +21,8 @@ percentages are marked (%):
   dataset's ``karyotype`` (where stored) and with the karyotype of the ground-truth boxes.
 * ``assignment`` (with ``extra_copy_cost`` set): the calls' classes are assigned per spread
   (:mod:`deepacc.karyotype.assignment`) before Acc/AER, the confusion and the karyotype are
-  computed; mAP and mAP_max stay those of the model's detections. Reported: calls relabelled, and
+  computed; mAP and mAP_max stay those of the model's detections. Reported: Acc / AER / TP / FP /
+  FN without the assignment (the paper's protocol, ``assignment.without``), calls relabelled, and
   per image how the karyotype (against the ground-truth boxes) changed: ``fixed`` (argmax wrong,
   assigned right), ``broken`` (argmax right, assigned wrong), ``aneuploid_made_euploid`` (a right
   aneuploid argmax karyotype turned into a wrong euploid one, 46,XX or 46,XY); and per numerical
@@ -210,13 +211,17 @@ class MetaphaseEvaluator:
                             gt["classes"][ok], self.score_thresh, self.nms_thresh, self.iou_thresh)
             if model_kept is not None:
                 m["model_kept_classes"] = model_kept
+                plain = match_image(top1["boxes"], top1["scores"], top1["classes"], gt["boxes"][ok],
+                                    gt["classes"][ok], self.score_thresh, self.nms_thresh, self.iou_thresh)
+                m["plain_tp"], m["plain_fp"], m["plain_fn"] = plain["tp"], plain["fp"], plain["fn"]
             self._records.append({
                 "image_id": iid,
                 "instances": inst,
                 "instances_top1": top1,
                 "match": {key: m[key] for key in ("tp", "fp", "fn", "num_dets", "num_gt", "kept_classes",
                                                  "conf_gt", "conf_pred", "conf_unmatched_dets",
-                                                 "conf_unmatched_gt", "model_kept_classes") if key in m},
+                                                 "conf_unmatched_gt", "model_kept_classes", "plain_tp", "plain_fp",
+                                                 "plain_fn") if key in m},
             })
 
     def _assign(self, pred: Mapping, top1: Dict[str, np.ndarray], iid: int):
@@ -269,7 +274,13 @@ class MetaphaseEvaluator:
         results = self._compute(recs)
         if self.output_dir:
             self._write(results)
-        table = format_table(results) + "\n" + format_per_class_table(results)
+        table = format_table(results) + "\n"
+        if "assignment" in results:
+            a = results["assignment"]
+            table += (f"Acc / AER with the karyotype assignment (extra-copy cost {a['extra_copy_cost']:g}, "
+                      f"{a['relabelled']} of {a['calls']} calls relabelled); without it (the paper's protocol): "
+                      f"Acc {a['without']['Acc']:.2f}, AER {a['without']['AER']:.2f}\n")
+        table += format_per_class_table(results)
         if logger.isEnabledFor(logging.INFO) and logger.hasHandlers():
             logger.info("DeepACC evaluation on %d images:\n%s", len(recs), table)
         else:
@@ -345,7 +356,11 @@ class MetaphaseEvaluator:
         """What the assignment changed: calls relabelled, karyotypes fixed / broken, and whether the
         numerical abnormalities of the ground truth (an autosome not at 2 copies, sex chromosomes
         other than XX / XY) keep their copy number in the calls."""
-        out = {"extra_copy_cost": self.extra_copy_cost, "calls": 0, "relabelled": 0}
+        ms = [r["match"] for r in recs]
+        tp, fp, fn = (sum(m[f"plain_{x}"] for m in ms) for x in ("tp", "fp", "fn"))
+        plain = ratios(tp, fp, fn, sum(m["num_dets"] for m in ms), sum(m["num_gt"] for m in ms))
+        out = {"extra_copy_cost": self.extra_copy_cost, "calls": 0, "relabelled": 0,
+               "without": {"Acc": 100.0 * plain["acc"], "AER": 100.0 * plain["aer"], "TP": tp, "FP": fp, "FN": fn}}
         try:
             numerical_karyotype(list(self.class_names))
             canon = [canonical_name(n) for n in self.class_names]
@@ -525,12 +540,17 @@ def format_per_class_table(results: Mapping) -> str:
 
 def flatten_scalars(results: Mapping) -> Dict[str, float]:
     """Flat ``{name: float}`` view for loggers and Detectron2's ``print_csv_format``: the headline
-    metrics, the counts, ``count_error_mean``, ``within_group_fraction``, ``karyotype_agreement``
+    metrics, the counts, ``Acc_without_assignment`` / ``AER_without_assignment`` (when the karyotype
+    assignment was on), ``count_error_mean``, ``within_group_fraction``, ``karyotype_agreement``
     and ``AP50-<class>`` per class."""
     out: Dict[str, float] = {}
     for key in ("mAP", "mAP_max", "AER", "Acc", "AP", "TP", "FP", "FN", "num_dets", "num_gt", "num_images"):
         if key in results:
             out[key] = float(results[key])
+    without = results.get("assignment", {}).get("without")
+    if without:
+        out["Acc_without_assignment"] = float(without["Acc"])
+        out["AER_without_assignment"] = float(without["AER"])
     if "count_error" in results:
         out["count_error_mean"] = float(results["count_error"]["mean"])
     den = results.get("confusion", {}).get("denver")
