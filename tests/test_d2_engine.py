@@ -625,9 +625,43 @@ def test_predictor_from_framework_free_cfg(tiny_yaml, tmp_path):
         np.testing.assert_allclose(out[key]["boxes"], r["boxes"], atol=1e-3)
         np.testing.assert_allclose(out[key]["scores"], r["scores"], atol=1e-6)
         assert out[key]["boxes"][:, 2].max() <= 200 + 1e-3 and out[key]["boxes"][:, 3].max() <= 150 + 1e-3
+    assert predictor.weights_info["status"] == "trained" and predictor.weights_info["sha256"]
     with pytest.raises(FileNotFoundError, match="no_such.pth"):
         cfg.merge_from_list(["MODEL.WEIGHTS", str(tmp_path / "no_such.pth")])
         build_predictor(cfg)
+
+
+def test_predictor_refuses_untrained_and_unsafe_weights(tiny_yaml, tmp_path):
+    import pickle
+
+    from deepacc.checkpoint_io import CheckpointError, UntrainedModelError
+    from deepacc.config import load_config
+    from deepacc.d2 import build_predictor, to_detectron2_cfg
+
+    cfg = load_config(tiny_yaml, ["MODEL.WEIGHTS", ""])
+    with pytest.raises(UntrainedModelError, match="--allow-untrained"):
+        build_predictor(cfg)
+    assert build_predictor(cfg, allow_untrained=True).weights_info["status"] == "untrained"
+    # a trunk-only checkpoint: the heads stay random -> refused
+    model = build_model(to_detectron2_cfg(cfg))
+    trunk = {k: v for k, v in model.state_dict().items() if k.startswith("backbone.bottom_up.")}
+    torch.save({"model": trunk}, str(tmp_path / "trunk.pth"))
+    with pytest.raises(UntrainedModelError, match="missing"):
+        build_predictor(load_config(tiny_yaml, ["MODEL.WEIGHTS", str(tmp_path / "trunk.pth")]))
+    # pickled code in a .pth or a model-zoo .pkl never runs
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"model": {"x": Payload()}}, str(tmp_path / "evil.pth"))
+    with open(tmp_path / "evil.pkl", "wb") as f:
+        pickle.dump({"blobs": {"conv1_w": Payload()}}, f)
+    for name in ("evil.pth", "evil.pkl"):
+        with pytest.raises(CheckpointError, match="refused"):
+            build_predictor(load_config(tiny_yaml, ["MODEL.WEIGHTS", str(tmp_path / name)]))
+    assert not marker.exists()
 
 
 def test_full_model_gradient_clipping_on_detectron2():

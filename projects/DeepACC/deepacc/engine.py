@@ -8,6 +8,8 @@ from typing import Callable, Dict
 import numpy as np
 import torch
 
+from .checkpoint_io import check_loaded_weights
+
 logger = logging.getLogger(__name__)
 
 Predictor = Callable[[np.ndarray], Dict]
@@ -17,10 +19,12 @@ class TorchvisionPredictor:
     """Runs the torchvision-engine model on one grayscale image (HxW uint8).
 
     Returns the project's prediction dict (``instances`` and ``instances_top1``, numpy arrays in the
-    input image's coordinates). Loads ``MODEL.WEIGHTS`` (a checkpoint written by this engine).
+    input image's coordinates). Loads ``MODEL.WEIGHTS`` (a checkpoint written by this engine) and
+    refuses to run without it, or with weights that do not fit the model, unless ``allow_untrained``;
+    :attr:`weights_info` says which weights made the predictions (path, SHA-256, status).
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, allow_untrained: bool = False):
         from .tv.checkpoint import AtomicCheckpointer
         from .tv.model import build_model
         from .tv.train import resolve_device
@@ -29,13 +33,17 @@ class TorchvisionPredictor:
         self.device = resolve_device(cfg)
         self.model = build_model(cfg).to(self.device).eval()
         weights = str(cfg.MODEL.WEIGHTS)
+        incompatible = None
         if weights:
             if not os.path.isfile(weights):
                 raise FileNotFoundError(f"MODEL.WEIGHTS {weights!r} is not a file (give a checkpoint, e.g. "
                                         "output/.../model_final.pth)")
-            AtomicCheckpointer(self.model).load(weights, checkpointables=[])
-        else:
-            logger.warning("MODEL.WEIGHTS is empty: predicting with a randomly initialised model.")
+            ckpt = AtomicCheckpointer(self.model)
+            ckpt.load(weights, checkpointables=[])
+            incompatible = getattr(ckpt, "incompatible", None)
+        self.weights_info = check_loaded_weights(weights, incompatible, allow_untrained)
+        if self.weights_info["problem"]:
+            logger.warning("%s (allowed by --allow-untrained)", self.weights_info["problem"])
 
     @torch.no_grad()
     def __call__(self, gray: np.ndarray) -> Dict:
@@ -49,7 +57,7 @@ class TorchvisionPredictor:
         return to_prediction(det)
 
 
-def build_predictor(cfg, engine: str = "auto") -> Predictor:
+def build_predictor(cfg, engine: str = "auto", allow_untrained: bool = False) -> Predictor:
     """A callable ``predictor(gray_uint8_image) -> prediction dict`` on the chosen engine.
 
     ``auto`` uses Detectron2 when it is importable (as ``train_net.py`` does, so a model is read by
@@ -61,5 +69,5 @@ def build_predictor(cfg, engine: str = "auto") -> Predictor:
     if engine == "detectron2":
         from .d2 import build_predictor as build_d2_predictor
 
-        return build_d2_predictor(cfg)
-    return TorchvisionPredictor(cfg)
+        return build_d2_predictor(cfg, allow_untrained=allow_untrained)
+    return TorchvisionPredictor(cfg, allow_untrained=allow_untrained)

@@ -20,7 +20,7 @@ Augmentations mimic the batch effects of real spreads, applied on whole batches 
 The result is a checkpoint ``{"model": {"backbone.body.<torchvision name>": tensor}, "deepacc_pretrain":
 {...}}`` that ``MODEL.WEIGHTS`` loads into the backbone of the torchvision engine (and, with the names
 translated by :func:`to_detectron2_names` when Detectron2's checkpointer reads it, of the Detectron2 engine). It loads with
-``torch.load(weights_only=True)``.
+``torch.load(weights_only=True)`` (read back through :func:`deepacc.checkpoint_io.load_checkpoint_file`).
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint_io import load_checkpoint_file
 from .precision import autocast_to
 
 logger = logging.getLogger("deepacc.pretrain")
@@ -326,7 +327,7 @@ def pretrain(cfg, train: CropSet, val: Optional[CropSet], pc: PretrainConfig, ou
     start_epoch, history, elapsed_before = 0, [], 0.0
     state_path = os.path.join(output_dir, "pretrain_last.pth")
     if resume and os.path.isfile(state_path):
-        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        st = load_checkpoint_file(state_path)
         net.load_state_dict(st["net"])
         opt.load_state_dict(st["opt"])
         start_epoch, history = int(st["epoch"]) + 1, json.loads(st["history"])

@@ -14,6 +14,7 @@ import torch
 
 from detectron2.modeling import build_model
 
+from ..checkpoint_io import check_loaded_weights
 from ..precision import autocast
 from .checkpoint import DeepACCCheckpointer  # Detectron2's, also reads DeepACC pretrained trunks
 from .data import DeepACCDatasetMapper
@@ -42,20 +43,26 @@ class Detectron2Predictor:
     """Runs the Detectron2-engine model on one grayscale image (``(H, W)`` uint8).
 
     Returns ``{"instances": {...}, "instances_top1": {...}}`` (numpy ``boxes``, ``scores``,
-    ``classes``, ``class_probs``, in the input image's coordinates). Loads ``MODEL.WEIGHTS``.
+    ``classes``, ``class_probs``, in the input image's coordinates). Loads ``MODEL.WEIGHTS`` and
+    refuses to run without it, or with weights that do not fit the model, unless ``allow_untrained``
+    (:attr:`weights_info` records which weights made the predictions).
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, allow_untrained: bool = False):
         self.cfg = to_detectron2_cfg(cfg)
         self.model = build_model(self.cfg).eval()
         weights = str(self.cfg.MODEL.WEIGHTS)
+        incompatible = None
         if weights:
             if "://" not in weights and not os.path.isfile(weights):
                 raise FileNotFoundError(f"MODEL.WEIGHTS {weights!r} is not a file (give a checkpoint, e.g. "
                                         "output/.../model_final.pth)")
-            DeepACCCheckpointer(self.model).load(weights)
-        else:
-            logger.warning("MODEL.WEIGHTS is empty: predicting with a randomly initialised model.")
+            ckpt = DeepACCCheckpointer(self.model)
+            ckpt.load(weights)
+            incompatible = getattr(ckpt, "incompatible", None)
+        self.weights_info = check_loaded_weights(weights, incompatible, allow_untrained)
+        if self.weights_info["problem"]:
+            logger.warning("%s (allowed by --allow-untrained)", self.weights_info["problem"])
         self.mapper = DeepACCDatasetMapper(self.cfg, False)
 
     @torch.no_grad()
@@ -69,6 +76,6 @@ class Detectron2Predictor:
                 "instances_top1": instances_to_dict(out["instances_top1"])}
 
 
-def build_predictor(cfg) -> Detectron2Predictor:
+def build_predictor(cfg, allow_untrained: bool = False) -> Detectron2Predictor:
     """``predictor(gray_uint8_image) -> prediction dict`` on Detectron2 (see :class:`Detectron2Predictor`)."""
-    return Detectron2Predictor(cfg)
+    return Detectron2Predictor(cfg, allow_untrained=allow_untrained)

@@ -27,6 +27,7 @@ from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, verify_resul
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ..checkpoint_io import check_loaded_weights
 from ..config import add_deepacc_config, load_config, resolve_epoch_schedule
 from ..precision import amp_dtype, autocast_to
 from ..solver import clip_gradients
@@ -180,7 +181,12 @@ def main(args):
     logger.info("DeepACC engine: detectron2")
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DeepACCCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        ckpt = DeepACCCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        resumed = args.resume and ckpt.has_checkpoint()
+        loaded = ckpt.get_checkpoint_file() if resumed else str(cfg.MODEL.WEIGHTS)
+        ckpt.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        info = check_loaded_weights(loaded, getattr(ckpt, "incompatible", None), getattr(args, "allow_untrained", False))
+        logger.info("Evaluating weights %s (sha256 %s)", info["weights"] or "(none)", info["sha256"])
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)

@@ -21,6 +21,7 @@ from fvcore.common.param_scheduler import MultiStepParamScheduler
 from torch import nn
 from tqdm import tqdm
 
+from ..checkpoint_io import check_loaded_weights
 from ..config import resolve_epoch_schedule
 from ..precision import amp_dtype, autocast_to, needs_grad_scaler
 from ..solver import clip_gradients
@@ -382,7 +383,11 @@ def main(args) -> Dict:
         device = resolve_device(cfg)
         model = build_model(cfg).to(device)
         ckpt = AtomicCheckpointer(model, cfg.OUTPUT_DIR)
+        resumed = args.resume and ckpt.has_checkpoint()
+        loaded = ckpt.get_checkpoint_file() if resumed else str(cfg.MODEL.WEIGHTS)
         ckpt.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        info = check_loaded_weights(loaded, getattr(ckpt, "incompatible", None), getattr(args, "allow_untrained", False))
+        logger.info("Evaluating weights %s (sha256 %s)", info["weights"] or "(none)", info["sha256"])
         return test(cfg, model, device)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)

@@ -1,0 +1,223 @@
+"""The one way DeepACC reads checkpoint and weights files, on both engines and in every tool.
+
+A checkpoint is untrusted input: a ``.pth`` written by ``torch.save`` is a pickle, and unpickling runs
+whatever code the file names. :func:`load_checkpoint_file` never unpickles code, whatever the torch
+version or ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says:
+
+* ``.pth`` / ``.pt`` / anything else: ``torch.load(weights_only=True)`` (tensors, numbers, strings and
+  plain containers only; an explicit ``weights_only=True`` is not overridden by the environment);
+* ``.pkl`` (Detectron2 / Caffe2 model-zoo weights, a pickled dict of numpy arrays): a restricted
+  unpickler that accepts nothing but numpy arrays, numpy scalars and plain containers.
+
+Anything else is refused with :class:`CheckpointError`, which names the file and the reason.
+:func:`resolve_last_checkpoint` reads ``OUTPUT_DIR/last_checkpoint`` and only ever points inside
+``OUTPUT_DIR``; :func:`file_sha256` fingerprints a weights file for the outputs that record it.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+__all__ = ["CheckpointError", "UntrainedModelError", "load_checkpoint_file", "read_pickled_weights",
+           "resolve_last_checkpoint", "file_sha256", "compare_state_dicts", "check_loaded_weights", "LAST_CHECKPOINT"]
+
+LAST_CHECKPOINT = "last_checkpoint"
+
+_REFUSED_HINT = ("DeepACC loads only weights: tensors, numbers, strings and plain containers. Re-save a file you "
+                 "trust with torch.save(model.state_dict(), path).")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or weights file that cannot be used; ``str()`` names the file and the reason."""
+
+    def __init__(self, path: str, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}")
+
+
+# numpy globals a model-zoo pickle of arrays needs (module names before and after numpy 2's rename)
+_NUMPY_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("collections", "OrderedDict"),
+}
+
+
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) in _NUMPY_ALLOWED:
+            return super().find_class(module, name)
+        raise _Refused(f"the file asks to load '{module}.{name}', which is not an array type")
+
+
+def read_pickled_weights(path: str) -> Any:
+    """A ``.pkl`` weights file (dict of numpy arrays) read without running any pickled code."""
+    try:
+        with open(path, "rb") as f:
+            return _ArraysOnlyUnpickler(f, encoding="latin1").load()
+    except OSError as e:
+        raise CheckpointError(path, f"cannot read: {e.strerror or e}") from None
+    except _Refused as e:
+        raise CheckpointError(path, f"refused: {e}. {_REFUSED_HINT}") from None
+    except Exception as e:  # noqa: BLE001  (truncated or not a pickle at all)
+        raise CheckpointError(path, f"not a readable .pkl weights file ({type(e).__name__}: {e})") from None
+
+
+def load_checkpoint_file(path: str) -> Dict[str, Any]:
+    """Read a checkpoint / weights file safely (see the module docstring); returns its dict.
+
+    Raises :class:`CheckpointError` for a missing or unreadable file, a file that is not a
+    checkpoint (e.g. a text file given as ``MODEL.WEIGHTS``), a truncated one, one whose content
+    needs code to unpickle, and one that does not hold a dict.
+    """
+    import torch
+
+    path = str(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(path, "no such file")
+    if path.endswith(".pkl"):
+        data = read_pickled_weights(path)
+    else:
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if "Weights only load failed" in first or "Unsupported global" in str(e) or "not an allowed" in str(e):
+                why = _unsupported_global(str(e))
+                raise CheckpointError(path, f"refused: it holds pickled objects other than weights{why}. "
+                                            f"{_REFUSED_HINT}") from None
+            raise CheckpointError(path, f"not a PyTorch checkpoint ({first})") from None
+        except Exception as e:  # noqa: BLE001  (text file, truncated zip, legacy format garbage...)
+            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            first = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+            raise CheckpointError(path, f"not a PyTorch checkpoint, or a truncated one ({first})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(path, f"holds a {type(data).__name__}, expected a dict of weights")
+    return data
+
+
+def _unsupported_global(message: str) -> str:
+    for line in message.splitlines():
+        line = line.strip()
+        if line.startswith("Unsupported global") or "GLOBAL" in line:
+            return f" ({line.rstrip('.')})"
+    return ""
+
+
+def resolve_last_checkpoint(save_dir: str) -> str:
+    """The checkpoint named by ``save_dir/last_checkpoint``, or ``""`` when there is no such tag.
+
+    The tag must name a file inside ``save_dir`` (a plain file name, as the checkpointers write it);
+    an empty or unreadable tag, a path outside the folder and a missing file are
+    :class:`CheckpointError` with the fix.
+    """
+    tag = os.path.join(save_dir, LAST_CHECKPOINT)
+    if not os.path.isfile(tag):
+        return ""
+    fix = f"delete {tag} to start from MODEL.WEIGHTS, or write the name of a checkpoint of {save_dir} in it"
+    try:
+        with open(tag, "rb") as f:
+            raw = f.read(4096)
+        name = raw.decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(tag, f"unreadable ({e}); {fix}") from None
+    if not name or "\n" in name or "\x00" in name:
+        raise CheckpointError(tag, f"empty or corrupt; {fix}")
+    if os.path.isabs(name) or os.path.basename(name) != name or name in (".", ".."):
+        raise CheckpointError(tag, f"names {name!r}, which is not a file of {save_dir} (a checkpoint tag may "
+                                   f"only name a file in its own folder); {fix}")
+    path = os.path.join(save_dir, name)
+    if not os.path.isfile(path):
+        raise CheckpointError(tag, f"names {name!r}, which does not exist in {save_dir}; {fix}")
+    return path
+
+
+def file_sha256(path: str, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file (recorded with the outputs made from a weights file)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class UntrainedModelError(ValueError):
+    """A model about to predict or be evaluated without trained weights, or with weights that do not
+    fit it (the message names what is missing and how to proceed anyway)."""
+
+
+def check_loaded_weights(weights: str, incompatible=None, allow: bool = False) -> Dict[str, Any]:
+    """Refuse a model that would predict from random or partly random weights.
+
+    Args:
+        weights: ``MODEL.WEIGHTS`` as loaded (``""`` = none).
+        incompatible: what the checkpointer reported (``missing_keys``, ``incorrect_shapes`` as
+            ``(name, checkpoint shape, model shape)``), or ``None``.
+        allow: the user asked for it (``--allow-untrained``): warn in the record instead of raising.
+    Returns:
+        ``{"weights", "sha256", "status": "trained" | "untrained" | "mismatched", "problem"}`` for the
+        outputs to record.
+    Raises:
+        UntrainedModelError: ``weights`` is empty or does not fit, and ``allow`` is false.
+    """
+    flag = "pass --allow-untrained to run it anyway (the outputs are then marked as coming from an untrained model)"
+    info: Dict[str, Any] = {"weights": str(weights), "sha256": None, "status": "trained", "problem": None}
+    if not weights:
+        info.update(status="untrained", problem="MODEL.WEIGHTS is empty: the model has random weights and its "
+                                                "calls and karyotypes would be meaningless")
+    else:
+        if os.path.isfile(weights):
+            info["sha256"] = file_sha256(weights)
+        missing = [k for k in (getattr(incompatible, "missing_keys", None) or []) if not k.endswith("num_batches_tracked")]
+        shapes = [f"{k}: checkpoint {tuple(a)} vs model {tuple(b)}"
+                  for k, a, b in (getattr(incompatible, "incorrect_shapes", None) or [])]
+        problem = weights_problem(str(weights), missing, shapes)
+        if problem:
+            info.update(status="mismatched", problem=problem)
+    if info["problem"] and not allow:
+        raise UntrainedModelError(f"{info['problem']}; {flag}")
+    return info
+
+
+def compare_state_dicts(expected: Mapping[str, Any], loaded: Mapping[str, Any]) -> Tuple[List[str], List[str], List[str]]:
+    """``(missing, mismatched, unexpected)`` names between a model's ``state_dict()`` and loaded weights.
+
+    ``mismatched`` entries read ``"name: checkpoint (a, b) vs model (c, d)"``. Counters such as
+    ``num_batches_tracked`` are ignored.
+    """
+    def shape(v) -> Optional[tuple]:
+        return tuple(v.shape) if hasattr(v, "shape") else None
+
+    skip = ("num_batches_tracked",)
+    exp = {k: v for k, v in expected.items() if not k.endswith(skip)}
+    got = {k: v for k, v in loaded.items() if not k.endswith(skip)}
+    missing = sorted(k for k in exp if k not in got)
+    unexpected = sorted(k for k in got if k not in exp)
+    mismatched = sorted(f"{k}: checkpoint {shape(got[k])} vs model {shape(exp[k])}"
+                        for k in exp if k in got and shape(got[k]) != shape(exp[k]))
+    return missing, mismatched, unexpected
+
+
+def _describe(names: List[str], limit: int = 5) -> str:
+    more = f" (and {len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def weights_problem(path: str, missing: List[str], mismatched: List[str]) -> Optional[str]:
+    """One message for a weights file that does not fit the model, or ``None`` when it fits."""
+    parts = []
+    if mismatched:
+        parts.append(f"{len(mismatched)} parameter(s) of another shape ({_describe(mismatched, 3)})")
+    if missing:
+        parts.append(f"{len(missing)} parameter(s) of the model missing ({_describe(missing)})")
+    if not parts:
+        return None
+    return (f"{path} does not fit the model built from the config: " + "; ".join(parts)
+            + ". Use the config the checkpoint was trained with (see config.yaml next to it).")
