@@ -158,3 +158,31 @@ def test_check_loaded_weights_allow_records_the_problem():
         check_loaded_weights("w.pth", Inc(["head.w"], [], []))
     info = check_loaded_weights("w.pth", Inc(["x.num_batches_tracked"], ["extra"], []))
     assert info["status"] == "trained"  # counters and unused extras do not make a model untrained
+
+
+def test_stale_temp_files_and_metrics_rows(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from deepacc.fileio import remove_stale_temp_files, truncate_metrics_from
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / f".tmp-{dead.pid}-model_0000009.pth").write_bytes(b"x" * 100)
+    mine = tmp_path / f".tmp-{os.getpid()}-model_0000010.pth"  # a write in progress: kept
+    mine.write_bytes(b"y")
+    (tmp_path / "model_0000005.pth").write_bytes(b"z")
+    (tmp_path / ".tmp-notapid-x").write_bytes(b"z")
+    removed = remove_stale_temp_files(str(tmp_path))
+    assert [os.path.basename(p) for p in removed] == [f".tmp-{dead.pid}-model_0000009.pth"]
+    assert mine.exists() and (tmp_path / "model_0000005.pth").exists() and (tmp_path / ".tmp-notapid-x").exists()
+
+    m = tmp_path / "metrics.json"
+    rows = [{"iteration": i, "loss": i} for i in (0, 19, 39, 59)]
+    m.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"iteration": 6')
+    with open(m, "a") as appender:  # a writer that opened the file before (Detectron2's JSONWriter)
+        assert truncate_metrics_from(str(m), 40) == 2  # row 59 and the cut line
+        appender.write(json.dumps({"iteration": 40}) + "\n")
+    assert [json.loads(x)["iteration"] for x in m.read_text().splitlines()] == [0, 19, 39, 40]
+    assert truncate_metrics_from(str(tmp_path / "none.json"), 0) == 0

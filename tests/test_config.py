@@ -51,3 +51,53 @@ def test_unknown_key_is_rejected(tmp_path):
     bad.write_text("MODEL:\n  DEEPACC:\n    MARGINN: 0.3\n")
     with pytest.raises(KeyError):
         load_config(str(bad))
+
+
+def test_validate_config_lists_every_invalid_value():
+    from deepacc.config import ConfigError, check_config, get_cfg, validate_config
+
+    cfg = get_cfg()
+    assert validate_config(cfg) == []
+    cfg.MODEL.DEEPACC.SIAMESE.THRESHOLD = 2.0
+    cfg.TEST.DEEPACC.SCORE_THRESH = -0.5
+    cfg.SOLVER.BASE_LR = -0.02
+    cfg.SOLVER.CHECKPOINT_PERIOD = 0
+    cfg.MODEL.DEEPACC.AAM.MARGIN = 2.0
+    cfg.INPUT.NORMALIZATION = "perimage"
+    cfg.SOLVER.IMS_PER_BATCH = 1.5
+    cfg.TEST.DEEPACC.ASSIGNMENT.EXTRA_COPY_COST = float("nan")
+    problems = validate_config(cfg)
+    keys = [p.split(" = ")[0] for p in problems]
+    assert keys == ["MODEL.DEEPACC.SIAMESE.THRESHOLD", "MODEL.DEEPACC.AAM.MARGIN", "TEST.DEEPACC.SCORE_THRESH",
+                    "TEST.DEEPACC.ASSIGNMENT.EXTRA_COPY_COST", "SOLVER.BASE_LR", "SOLVER.IMS_PER_BATCH",
+                    "SOLVER.CHECKPOINT_PERIOD", "INPUT.NORMALIZATION"]
+    assert "delta must be in [0, 1]" in problems[0] and "must be > 0" in problems[4]
+    assert "whole number" in problems[5] and "'per_image', 'none'" in problems[-1]
+    with pytest.raises(ConfigError) as e:
+        check_config(cfg, "my.yaml")
+    assert str(e.value).startswith("my.yaml: 8 invalid value(s):") and len(e.value.problems) == 8
+
+
+def test_every_shipped_config_is_valid():
+    from deepacc.config import load_config, validate_config
+
+    files = sorted(glob.glob(os.path.join(CONFIGS, "**", "*.yaml"), recursive=True))
+    assert len(files) > 10
+    for f in files:
+        assert validate_config(load_config(f)) == [], f
+
+
+def test_unknown_key_is_named_with_the_closest_key(tmp_path):
+    from deepacc.config import get_cfg, load_config, unknown_key_message
+
+    for opts in (["MODEL.DEEPACC.SIAMESE.THRESHOLDD", "0.3"], ["MODEL.DEEPAC.SIAMESE.THRESHOLD", "0.3"]):
+        with pytest.raises((KeyError, AssertionError)) as e:
+            load_config(None, opts)
+        assert unknown_key_message(e.value, get_cfg()) == (
+            f"unknown config key {opts[0]!r} (did you mean 'MODEL.DEEPACC.SIAMESE.THRESHOLD'?)")
+    y = tmp_path / "typo.yaml"
+    y.write_text("SOLVER:\n  BASE_LRR: 0.1\n")
+    with pytest.raises(KeyError) as e:
+        load_config(str(y))
+    assert unknown_key_message(e.value, get_cfg()) == "unknown config key 'SOLVER.BASE_LRR' (did you mean 'SOLVER.BASE_LR'?)"
+    assert unknown_key_message(ValueError("other"), get_cfg()) is None

@@ -212,12 +212,24 @@ def test_killed_run_resumes_from_last_checkpoint(tiny_data_root, tmp_path):
     last = open(os.path.join(out, "last_checkpoint")).read().strip()
     done = int(re.search(r"model_(\d+)\.pth", last).group(1))
     assert done >= 5 and not glob.glob(os.path.join(out, ".tmp-*"))
+    # What a kill during a checkpoint write leaves (the temp file of the dead process), and rows the
+    # killed run logged after its last checkpoint, the last one cut mid-write
+    stale = os.path.join(out, f".tmp-{proc.pid}-model_{done + 3:07d}.pth")
+    with open(stale, "wb") as f:
+        f.write(b"x" * 1000)
+    with open(os.path.join(out, "metrics.json"), "a") as f:
+        f.write(json.dumps({"iteration": done + 1, "total_loss": 9.0, "from_killed_run": True}) + "\n")
+        f.write('{"iteration": ')
 
     res = train_net(["--resume"] + args[:-4] + ["SOLVER.MAX_ITER", str(done + 4), "OUTPUT_DIR", out], tiny_data_root)
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"at iteration {done + 1}" in res.stdout + res.stderr
     iters = _iterations(out)
     assert iters[-1] == done + 3  # the last iteration of the resumed run
+    assert len(iters) == len(set(iters))  # one row per iteration after the resume
+    assert "from_killed_run" not in open(os.path.join(out, "metrics.json")).read()
+    assert not os.path.exists(stale) and not glob.glob(os.path.join(out, ".tmp-*"))
+    assert "temporary file of a run killed while writing" in res.stdout + res.stderr
     assert os.path.exists(os.path.join(out, "model_final.pth"))
     state = torch.load(os.path.join(out, "model_final.pth"), map_location="cpu", weights_only=False)
     assert state["iteration"] == done + 3 and "optimizer" in state and "scheduler" in state

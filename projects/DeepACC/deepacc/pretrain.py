@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint_io import load_checkpoint_file
+from .fileio import remove_stale_temp_files
 from .precision import autocast_to
 
 logger = logging.getLogger("deepacc.pretrain")
@@ -326,6 +327,7 @@ def pretrain(cfg, train: CropSet, val: Optional[CropSet], pc: PretrainConfig, ou
     total = pc.epochs * steps_per_epoch
     start_epoch, history, elapsed_before = 0, [], 0.0
     state_path = os.path.join(output_dir, "pretrain_last.pth")
+    remove_stale_temp_files(output_dir)  # of a run killed while writing its state
     if resume and os.path.isfile(state_path):
         st = load_checkpoint_file(state_path)
         net.load_state_dict(st["net"])

@@ -28,7 +28,8 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint_io import check_loaded_weights
-from ..config import add_deepacc_config, load_config, resolve_epoch_schedule
+from ..config import add_deepacc_config, check_config, load_config, resolve_epoch_schedule
+from ..fileio import tidy_output_dir
 from ..precision import amp_dtype, autocast_to
 from ..solver import clip_gradients
 from .checkpoint import DeepACCCheckpointer  # Detectron2's, also reads DeepACC pretrained trunks
@@ -105,6 +106,13 @@ class Trainer(DefaultTrainer):
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
 
+    def resume_or_load(self, resume=True):
+        """Detectron2's, then (main process) the same tidy-up as the torchvision engine: temp files of
+        killed checkpoint writes removed, ``metrics.json`` rows of iterations to be redone dropped."""
+        super().resume_or_load(resume=resume)
+        if comm.is_main_process():
+            tidy_output_dir(self.cfg.OUTPUT_DIR, self.start_iter)
+
     @classmethod
     def build_optimizer(cls, cfg, model):
         """Detectron2's optimizer, plus ``SOLVER.CLIP_GRADIENTS.CLIP_TYPE "full_model"`` (the norm of all
@@ -151,6 +159,7 @@ def setup(args):
     catalogs; ``GeneralizedRCNN`` replaced by ``DeepACCRCNN`` (same training, plus the top-1 set
     at inference); ``SOLVER.EPOCHS`` turned into ``MAX_ITER`` / ``STEPS``; then ``default_setup``."""
     cfg = load_config(args.config_file, args.opts, get_cfg())
+    check_config(cfg, args.config_file or "config")
     register_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
     if cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN":
         # Same training; its inference also returns the top-1 set that mAP_max / Acc / AER need.

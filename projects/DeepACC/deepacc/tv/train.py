@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ..checkpoint_io import check_loaded_weights
 from ..config import resolve_epoch_schedule
+from ..fileio import tidy_output_dir
 from ..precision import amp_dtype, autocast_to, needs_grad_scaler
 from ..solver import clip_gradients
 from . import comm
@@ -325,6 +326,8 @@ class Trainer:
             return test(cfg, self.model, self.device) if cfg.DATASETS.TEST else {}
         loader = build_train_loader(cfg, self.train_dicts, start_iter=self.start_iter)
         periodic = PeriodicCheckpointer(self.checkpointer, int(cfg.SOLVER.CHECKPOINT_PERIOD), max_iter=self.max_iter)
+        if main:
+            tidy_output_dir(cfg.OUTPUT_DIR, self.start_iter)
         writer = MetricsWriter(cfg.OUTPUT_DIR) if main else None
         clip = cfg.SOLVER.CLIP_GRADIENTS
         eval_period = int(cfg.TEST.EVAL_PERIOD)
@@ -368,9 +371,10 @@ class Trainer:
 
 def main(args) -> Dict:
     """Entry point of one process (called directly or by :func:`~deepacc.tv.launch.launch`)."""
-    from ..config import get_cfg, load_config
+    from ..config import check_config, get_cfg, load_config
 
     cfg = load_config(args.config_file, args.opts, get_cfg())
+    check_config(cfg, args.config_file or "config")
     setup_logging(cfg.OUTPUT_DIR)
     seed = seed_all(int(cfg.SEED))
     if comm.is_main_process():
