@@ -212,10 +212,11 @@ def _job(args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--src", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--size", default="1280x960")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--src", required=True,
+                   help="folder of the single-chromosome crops (<case>.<cell>.tiff/claseK/*.tiff)")
+    p.add_argument("--out", required=True, help="output dataset folder (e.g. $DETECTRON2_DATASETS/gband_cells)")
+    p.add_argument("--size", default="1280x960", help="WIDTHxHEIGHT of the composed images (default: 1280x960)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the case split and of the layouts (default: 0)")
     p.add_argument("--split", default="0.7,0.15,0.15", help="train,val,test fractions of the cases")
     p.add_argument("--limit", type=int, default=0, help="keep only N cells (quick runs)")
     p.add_argument("--keep-case-426", action="store_true", help="keep case 426 (known labelling errors)")

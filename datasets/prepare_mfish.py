@@ -252,12 +252,15 @@ def convert(item, out, split, min_area=40, split_touching=True, do_stretch=False
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--src", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--src", required=True,
+                   help="folder of the ADIR M-FISH set (<slide>__<code>/<img>D.tif and <img>K.tif)")
+    p.add_argument("--out", required=True, help="output dataset folder (e.g. $DETECTRON2_DATASETS/mfish)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the slide split (default: 0)")
     p.add_argument("--split", default="0.7,0.15,0.15", help="train,val,test fractions of the slides")
-    p.add_argument("--min-area", type=int, default=40)
-    p.add_argument("--no-split-touching", action="store_true")
+    p.add_argument("--min-area", type=int, default=40,
+                   help="drop label components smaller than this many pixels (default: 40)")
+    p.add_argument("--no-split-touching", action="store_true",
+                   help="do not split touching homologues (one component where two copies are expected)")
     p.add_argument("--limit", type=int, default=0, help="keep only N spreads (quick runs)")
     p.add_argument("--stretch", action="store_true",
                    help="stretch the inverted DAPI between its 0.5 and 99.5 percentiles (default: as stored)")

@@ -19,15 +19,18 @@ from deepacc.data.synthetic import generate_dataset
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--root", default=os.environ.get("DETECTRON2_DATASETS", "datasets"))
-    p.add_argument("--train", type=int, default=1000)
-    p.add_argument("--val", type=int, default=100)
-    p.add_argument("--test", type=int, default=200)
-    p.add_argument("--shift-test", type=int, default=200)
-    p.add_argument("--width", type=int, default=1600)
-    p.add_argument("--height", type=int, default=1200)
+    p.add_argument("--root", default=os.environ.get("DETECTRON2_DATASETS", "datasets"),
+                   help="data root the datasets are written under (default: $DETECTRON2_DATASETS or datasets)")
+    p.add_argument("--train", type=int, default=1000, help="number of training spreads (default: 1000; 0 skips)")
+    p.add_argument("--val", type=int, default=100, help="number of validation spreads (default: 100; 0 skips)")
+    p.add_argument("--test", type=int, default=200, help="number of test spreads (default: 200; 0 skips)")
+    p.add_argument("--shift-test", type=int, default=200,
+                   help="number of test spreads of the shifted batch, deepacc_synth_shift (default: 200; 0 skips)")
+    p.add_argument("--width", type=int, default=1600, help="image width in pixels (default: 1600)")
+    p.add_argument("--height", type=int, default=1200, help="image height in pixels (default: 1200)")
     p.add_argument("--seed", type=int, default=0, help="offset added to the per-split seeds")
-    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1) // 2))
+    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1) // 2),
+                   help="parallel processes (default: half the CPU cores; the output does not depend on it)")
     a = p.parse_args(argv)
     jobs = [("deepacc_synth", "train", a.train, 0, "default"), ("deepacc_synth", "val", a.val, 1, "default"),
             ("deepacc_synth", "test", a.test, 2, "default"), ("deepacc_synth_shift", "test", a.shift_test, 3, "shifted")]

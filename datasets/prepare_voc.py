@@ -142,14 +142,19 @@ def convert(src, out, images_dir="JPEGImages", ann_dir="Annotations", splits_dir
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--src", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--images-dir", default="JPEGImages")
-    p.add_argument("--ann-dir", default="Annotations")
-    p.add_argument("--splits-dir", default="ImageSets/Main")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--split", default="0.7,0.15,0.15")
-    p.add_argument("--copy-images", action="store_true")
+    p.add_argument("--src", required=True, help="folder of the VOC data set (annotations, images, split lists)")
+    p.add_argument("--out", required=True, help="output dataset folder (e.g. $DETECTRON2_DATASETS/voc_chromosomes)")
+    p.add_argument("--images-dir", default="JPEGImages", help="image folder, relative to --src (default: JPEGImages)")
+    p.add_argument("--ann-dir", default="Annotations",
+                   help="folder of the XML annotations, relative to --src (default: Annotations)")
+    p.add_argument("--splits-dir", default="ImageSets/Main",
+                   help="folder of the split lists {train,val,test}.txt, relative to --src; without train.txt "
+                   "and val.txt there, a random split by --split (default: ImageSets/Main)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random split (default: 0)")
+    p.add_argument("--split", default="0.7,0.15,0.15",
+                   help="train,val,test fractions of the random split (default: 0.7,0.15,0.15)")
+    p.add_argument("--copy-images", action="store_true",
+                   help="copy the images to <out>/images (default: reference them in place)")
     a = p.parse_args(argv)
     try:
         paths, stats = convert(a.src, a.out, a.images_dir, a.ann_dir, a.splits_dir, a.seed,

@@ -270,3 +270,13 @@ def test_predict_records_the_assignment(tmp_path, capsys):
     assert P.main(["--input", str(folder), "--output", str(tmp_path / "bad"), "--no-progress",
                    "--extra-copy-cost", "-1"], predictor_factory=factory) == 2
     assert "EXTRA_COPY_COST must be >= 0" in capsys.readouterr().err
+
+
+def test_evaluator_assignment_with_an_image_without_calls():
+    _, dicts, pred = _pair_swap_case()
+    empty = {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
+             "classes": np.zeros(0, np.int64), "class_probs": np.zeros((0, K + 1))}
+    ev = MetaphaseEvaluator(dicts, distributed=False, save_plot=False, extra_copy_cost=3.0)
+    ev.process([{"image_id": 1, "instances": empty, "instances_top1": empty}])
+    r = ev.evaluate()
+    assert r["num_dets"] == 0 and r["FN"] == len(dicts[0]["annotations"]) and r["assignment"]["relabelled"] == 0

@@ -219,6 +219,42 @@ def test_numerical_karyotype_errors_and_normalize():
         normalize_karyotype("XY,46")
 
 
+def test_empty_set_gets_a_plain_marker_not_a_loss_of_everything():
+    from deepacc.data.karyotypes import format_karyotype
+    from deepacc.evaluation.karyotype_string import NO_CHROMOSOMES
+    from deepacc.karyotype.summary import karyotype_string
+
+    assert numerical_karyotype([]) == NO_CHROMOSOMES == "no chromosomes called"
+    assert karyotype_string([]) == NO_CHROMOSOMES
+    assert format_karyotype({}) == NO_CHROMOSOMES
+    assert normalize_karyotype(NO_CHROMOSOMES) == NO_CHROMOSOMES
+    assert normalize_karyotype("  No chromosomes  called ") == NO_CHROMOSOMES
+    # A few calls still list every missing autosome (long, but ISCN-correct).
+    few = numerical_karyotype([0, 20, 22])
+    assert few.startswith("3,X,-1,-2,-2,-3,-3,") and few.endswith(",-21,-22,-22") and "+" not in few
+    assert normalize_karyotype(few) == few
+
+
+def test_karyotype_agreement_with_an_image_without_calls():
+    full_cls = [c for c in range(22) for _ in range(2)] + [22, 23]  # 46,XY
+    boxes = np.array([[60.0 * (i % 10), 100.0 * (i // 10), 60.0 * (i % 10) + 20, 100.0 * (i // 10) + 50]
+                      for i in range(46)])
+    dicts = [{"file_name": f"/x/{iid}.png", "image_id": iid, "height": 600, "width": 600, "karyotype": kar,
+              "annotations": [{"bbox": b.tolist(), "bbox_mode": 0, "category_id": c} for b, c in zip(boxes, full_cls)]}
+             for iid, kar in ((1, "46,XY"), (2, "no chromosomes called"))]
+    dicts[1]["annotations"] = []  # an empty image: its truth is the marker too
+    full = {"boxes": boxes, "scores": np.full(46, 0.9), "classes": np.array(full_cls)}
+    empty = {"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "classes": np.zeros(0, int)}
+    preds = [{"image_id": 1, "instances": empty, "instances_top1": empty},
+             {"image_id": 2, "instances": empty, "instances_top1": empty}]
+    kar = run_eval(dicts, preds, output_dir=None)["karyotype"]
+    assert kar["num_with_stored"] == 2 and kar["agreement_with_stored"] == pytest.approx(50.0)
+    assert kar["agreement_with_gt_boxes"] == pytest.approx(50.0)
+    preds[0] = {"image_id": 1, "instances": full, "instances_top1": full}
+    kar = run_eval(dicts, preds, output_dir=None)["karyotype"]
+    assert kar["agreement_with_stored"] == pytest.approx(100.0)
+
+
 # --------------------------------------------------------------------------- evaluator
 def make_dataset(n_images=12, seed=0, karyotype=False):
     """Random metaphase-like dataset dicts and noisy predictions (instances + top-1)."""

@@ -112,7 +112,8 @@ def test_summary_string_from_ground_truth(karyotype, sex, count, abnormal):
 def test_expected_sex_chromosome_copies():
     # Female: X expected twice, Y never; male: one of each.
     s = summarize(select_calls(fake_prediction(np.zeros((0, 4)), np.zeros(0, int))["instances_top1"]))
-    assert s.karyotype.startswith("0,") and s.karyotype.endswith(",-22,-22") and s.inferred_sex == "undetermined"
+    assert s.karyotype == "no chromosomes called" and s.inferred_sex == "undetermined"
+    assert "Karyotype (suggested): no chromosomes called" in format_summary_text(s)
     assert any(f.kind == "sex" for f in s.flags)
     _, boxes, classes = make_spread("46,XX")
     by = {c.name: c for c in summarize(select_calls(fake_prediction(boxes, classes)["instances_top1"])).per_class}
@@ -290,6 +291,29 @@ def test_report_html_is_offline_escaped_and_folds_long_uncertain_lists(tmp_path)
     assert "data:image/png;base64," in emb and 'src="a.karyogram.png"' not in emb
     path = write_report(recs, str(tmp_path))
     assert open(path, encoding="utf-8").read().startswith("<!DOCTYPE html>")
+
+
+def test_report_links_are_url_encoded_and_resolve(tmp_path):
+    import html as html_mod
+    import re
+    from urllib.parse import unquote
+
+    from deepacc.karyotype.report import build_report_html
+
+    _, boxes, classes = make_spread("46,XX", seed=3)
+    s = summarize(select_calls(fake_prediction(boxes, classes)["instances_top1"]))
+    png = cv2.imencode(".png", np.zeros((4, 4), np.uint8))[1].tobytes()
+    recs = []
+    for stem in ("case#7", "50% done?", "x&y"):
+        outs = {"overlay": f"{stem}.overlay.png", "karyogram": f"{stem}.karyogram.png"}
+        for f in outs.values():
+            (tmp_path / f).write_bytes(png)
+        recs.append({"file_name": f"/x/{stem}.png", "name": f"{stem}.png", "summary": s.to_dict(), "outputs": outs})
+    page = build_report_html(recs, str(tmp_path))
+    links = [v for v in re.findall(r'(?:href|src)="([^"]*)"', page) if not v.startswith("#")]
+    assert len(links) == 12 and 'src="case%237.overlay.png"' in page and 'src="50%25%20done%3F.karyogram.png"' in page
+    for v in links:
+        assert (tmp_path / unquote(html_mod.unescape(v))).is_file(), v
 
 
 def test_flag_numbers_never_print_as_the_threshold():

@@ -86,7 +86,7 @@ def test_folder_with_corrupt_file_reports_it_and_does_the_rest(spreads, tmp_path
     assert "broken.png" in html and "truncated.png" in html
     assert "cytogeneticist" in html and "http://" not in html and "https://" not in html
     assert 'src="spread_0.karyogram.png"' in html
-    assert not glob.glob(str(out / ".*.tmp"))
+    assert not glob.glob(str(out / ".tmp-*"))  # deepacc.fileio.atomic_write's temporary files
 
 
 def test_injected_reader_failure_is_isolated(spreads, tmp_path, capsys):
@@ -156,11 +156,11 @@ def test_interrupted_write_leaves_no_partial_file(spreads, tmp_path, monkeypatch
         return real(rgb)
 
     monkeypatch.setattr(P, "_png_bytes", dying_png)
-    with pytest.raises(KeyboardInterrupt):
-        P.main(["--input", str(folder), "--output", str(out), "--no-progress"],
-               predictor_factory=factory_for(truth), reader=reader)
+    assert P.main(["--input", str(folder), "--output", str(out), "--no-progress"],
+                  predictor_factory=factory_for(truth), reader=reader) == 130
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["spread_0.json", "spread_0.karyogram.png", "spread_0.overlay.png", "spread_1.overlay.png"]
+    assert names == ["karyotypes.csv", "spread_0.json", "spread_0.karyogram.png", "spread_0.overlay.png",
+                     "spread_1.overlay.png"]
     monkeypatch.setattr(P, "_png_bytes", real)
     assert P.main(["--input", str(folder), "--output", str(out), "--no-progress"],
                   predictor_factory=factory_for(truth), reader=reader) == 0
@@ -181,18 +181,113 @@ def test_atomic_write_keeps_old_content_on_failure(tmp_path, monkeypatch):
 
 def test_expand_inputs_files_globs_folders(tmp_path):
     (tmp_path / "a").mkdir()
-    for n in ("x.png", "y.TIF", "notes.txt", ".hidden.png"):
+    for n in ("x.png", "y.TIF", "notes.txt", ".hidden.png", "x.overlay.png", "x.karyogram.png",
+              ".tmp-123-x.overlay.png"):
         (tmp_path / "a" / n).write_bytes(b"")
     (tmp_path / "b.tiff").write_bytes(b"")
     (tmp_path / "a" / "out").mkdir()
     (tmp_path / "a" / "out" / "z.png").write_bytes(b"")
     paths, problems = P.expand_inputs(
         [str(tmp_path / "a"), str(tmp_path / "*.tiff"), str(tmp_path / "a" / "x.png"), str(tmp_path / "nope.png"),
-         str(tmp_path / "*.jpg")], exclude_dir=str(tmp_path / "a" / "out"))
+         str(tmp_path / "*.jpg")])
     assert [os.path.relpath(p, tmp_path) for p in paths] == ["a/x.png", "a/y.TIF", "b.tiff"]
     assert [why for _, why in problems] == ["no such file or folder", "pattern matched no file"]
+    # The tool's own outputs are never spreads: not in a folder, a glob or named explicitly.
+    paths, problems = P.expand_inputs([str(tmp_path / "a" / "*.png"), str(tmp_path / "a" / ".*.png"),
+                                       str(tmp_path / "a" / "x.karyogram.png"),
+                                       str(tmp_path / "a" / ".tmp-123-x.overlay.png")])
+    assert [os.path.relpath(p, tmp_path) for p in paths] == ["a/x.png", "a/.hidden.png"]  # not the temp file
+    assert [why for _, why in problems] == [
+        "one of the deepacc-predict outputs (*.overlay.png, *.karyogram.png), not a spread",
+        "a temporary file of deepacc-predict (.tmp-<pid>-<name>), not a spread"]
+    (tmp_path / "done").mkdir()
+    for n in ("s.overlay.png", "s.karyogram.png", "s.json"):
+        (tmp_path / "done" / n).write_bytes(b"")
+    paths, problems = P.expand_inputs([str(tmp_path / "done"), str(tmp_path / "done" / "*.png")])
+    assert paths == [] and [why for _, why in problems] == [
+        "folder holds no image file other than deepacc-predict outputs (*.overlay.png, *.karyogram.png)",
+        "pattern matched only deepacc-predict outputs (*.overlay.png, *.karyogram.png)"]
     stems = P.output_stems(["/d1/s.png", "/d2/s.tif", "/d1/t.png"])
     assert stems["/d1/t.png"] == "t" and len(set(stems.values())) == 3
+
+
+def test_output_folder_equal_to_input_folder(spreads, capsys):
+    folder, truth = spreads
+    reader = lambda p: cv2.imread(p, cv2.IMREAD_GRAYSCALE)  # noqa: E731
+    argv = ["--input", str(folder), "--output", str(folder), "--no-progress", "--report"]
+    assert P.main(argv, predictor_factory=factory_for(truth), reader=reader) == 0
+    assert "4 processed, 0 already done, 0 failed of 4 input(s)" in capsys.readouterr().err
+    assert (folder / "spread_0.overlay.png").is_file() and (folder / "spread_3.karyogram.png").is_file()
+    # The rerun takes neither the overlays nor the karyograms of the first run for spreads.
+    assert P.main(argv, predictor_factory=factory_for(truth), reader=reader) == 0
+    err = capsys.readouterr().err
+    assert "0 processed, 4 already done, 0 failed of 4 input(s)" in err and "overlay.png" not in err
+    rows = list(csv.DictReader(open(folder / "karyotypes.csv")))
+    assert [os.path.basename(r["file"]) for r in rows] == [f"spread_{i}.png" for i in range(4)]
+    # Another output folder, with the first run's outputs in the input folder: the same four spreads.
+    assert P.main(["--input", str(folder), "--output", str(folder / "again"), "--no-progress"],
+                  predictor_factory=factory_for(truth), reader=reader) == 0
+    assert "4 processed, 0 already done, 0 failed of 4 input(s)" in capsys.readouterr().err
+
+
+def test_ctrl_c_keeps_what_is_done_and_exits_130(spreads, tmp_path, capsys):
+    folder, truth = spreads
+    out = tmp_path / "out"
+    reader = lambda p: cv2.imread(p, cv2.IMREAD_GRAYSCALE)  # noqa: E731
+    seen = []
+
+    def factory(args):
+        inner = factory_for(truth)(args)
+
+        def predictor(img):
+            seen.append(1)
+            if len(seen) == 2:  # Ctrl-C while the model looks at the 2nd image
+                raise KeyboardInterrupt
+            return inner(img)
+
+        return predictor
+
+    argv = ["--input", str(folder), "--output", str(out), "--no-progress", "--report"]
+    assert P.main(argv, predictor_factory=factory, reader=reader) == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "deepacc-predict: interrupted: 1 of 4 images done; rerun the same command to continue"]
+    assert "Traceback" not in err
+    rows = list(csv.DictReader(open(out / "karyotypes.csv")))
+    assert [(os.path.basename(r["file"]), r["karyotype"]) for r in rows] == [("spread_0.png", KARYOTYPES[0])]
+    assert not (out / "report.html").exists()
+    assert sorted(p.name for p in out.glob("*.json")) == ["spread_0.json"]
+    assert not glob.glob(str(out / ".tmp-*"))
+    # The same command again finishes the job.
+    assert P.main(argv, predictor_factory=factory_for(truth), reader=reader) == 0
+    assert "3 processed, 1 already done, 0 failed of 4 input(s)" in capsys.readouterr().err
+    assert len(list(csv.DictReader(open(out / "karyotypes.csv")))) == 4
+
+
+def test_report_links_of_names_with_url_characters(spreads, tmp_path):
+    import html as html_mod
+    import re
+    from urllib.parse import unquote
+
+    folder, truth = spreads
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    names = ["case#7.png", "50% done?.png", "a&b <c>.png"]
+    for i, n in enumerate(names):
+        shutil.copy(folder / f"spread_{i}.png", odd / n)
+    out = tmp_path / "out"
+    assert P.main(["--input", str(odd), "--output", str(out), "--no-progress", "--report"],
+                  predictor_factory=factory_for(truth), reader=lambda p: cv2.imread(p, 0)) == 0
+    page = (out / "report.html").read_text(encoding="utf-8")
+    links = re.findall(r'(?:href|src)="([^"]*)"', page)
+    files = [ln for ln in links if not ln.startswith("#")]
+    assert len(files) == 2 * 2 * len(names)  # overlay and karyogram, each as <a href> and <img src>
+    for ln in files:
+        url = html_mod.unescape(ln)
+        assert "#" not in url and "?" not in url and " " not in url and "%25" not in unquote(url), url
+        assert (out / unquote(url)).is_file(), url
+    targets = {unquote(html_mod.unescape(ln)) for ln in files}
+    assert {"case#7.overlay.png", "50% done?.karyogram.png", "a&b <c>.overlay.png"} <= targets
 
 
 def test_usage_and_setup_errors_exit_2(spreads, tmp_path, capsys):
@@ -266,6 +361,48 @@ def test_entry_point_help():
     assert r.returncode == 0 and "--confidence-threshold" in r.stdout and "Exit status" in r.stdout
 
 
+class _Parsed(Exception):
+    pass
+
+
+def _parser_of(main, monkeypatch):
+    """The ArgumentParser that ``main`` builds (caught at its parse_args, before anything runs)."""
+    import argparse
+
+    seen = []
+
+    def catch(self, *a, **k):
+        seen.append(self)
+        raise _Parsed
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", catch)
+    with pytest.raises(_Parsed):
+        main([])
+    return seen[0]
+
+
+@pytest.mark.parametrize("tool", ["prepare_gband_cells", "prepare_mfish", "prepare_synthetic", "prepare_voc",
+                                  "deepacc-train", "deepacc-predict"])
+def test_every_option_has_a_help_string(tool, monkeypatch):
+    import argparse
+
+    if tool == "deepacc-train":
+        from deepacc.tools.train import default_argument_parser as make
+        parser = make()
+    elif tool == "deepacc-predict":
+        parser = P.get_parser()
+    else:
+        from test_data_helpers import load_script
+
+        parser = _parser_of(load_script(tool).main, monkeypatch)
+    assert parser.description
+    missing = [a.option_strings or a.dest for a in parser._actions
+               if not isinstance(a, argparse._HelpAction) and not (a.help or "").strip()]
+    assert not missing, f"{tool}: options without a help string: {missing}"
+    monkeypatch.undo()
+    parser.format_help()  # the help strings format (no stray %)
+
+
 def test_setup_cfg_threshold_and_device(tmp_path, capsys):
     pytest.importorskip("deepacc.config")
     import argparse
@@ -289,6 +426,7 @@ def test_image_without_any_call(tmp_path):
              "classes": np.zeros(0, np.int64), "class_probs": np.zeros((0, 25), np.float32)}
     calls, summary, overlay, karyogram, detections = P.postprocess(img, {"instances": empty, "instances_top1": empty})
     assert detections == [] and summary.count == 0 and summary.needs_review
+    assert summary.karyotype == "no chromosomes called"  # not 0,--,-1,-1,-2,-2,...
     assert overlay.shape[1] == 160 and karyogram.ndim == 3
     # Only low-scoring detections: none passes the threshold.
     low = fake_prediction(np.array([[10, 10, 30, 60]], np.float32), np.array([3]), scores=[0.2])

@@ -231,7 +231,8 @@ class MetaphaseEvaluator:
         if probs is None:
             raise ValueError(f"prediction for image_id={iid}: the karyotype assignment needs 'class_probs' in "
                              "'instances_top1'")
-        probs = _np(probs, np.float64).reshape(len(top1["classes"]), -1)
+        probs = _np(probs, np.float64)
+        probs = probs.reshape(len(top1["classes"]), -1) if len(top1["classes"]) else np.zeros((0, len(self.class_names) + 1))
         kept = filter_top1(top1["boxes"], top1["scores"], self.score_thresh, self.nms_thresh)
         classes = top1["classes"].copy()
         classes[kept] = assign_classes(probs[kept], self.extra_copy_cost, self.class_names)

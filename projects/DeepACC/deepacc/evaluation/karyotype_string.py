@@ -16,6 +16,11 @@ Examples: ``46,XY``; ``47,XY,+21``; ``45,X``; ``47,XXY``; ``45,XX,-21``.
 A set with no sex chromosome at all (only possible through missed detections) gets ``--`` as
 its sex field (``44,--``; ISCN has no notation for it), the same rendering as
 ``deepacc.data.karyotypes.format_karyotype``.
+
+An empty set (a spread on which no chromosome was called) has no numerical karyotype: it gets the
+plain marker :data:`NO_CHROMOSOMES`, ``"no chromosomes called"``, instead of ``0,--`` followed by
+the loss of every autosome twice. A set with only a few chromosomes still lists every missing
+autosome (``3,X,-1,-1,-2,-2,...``): long, but a correct numerical description.
 """
 from __future__ import annotations
 
@@ -23,12 +28,14 @@ import re
 from collections import Counter
 from typing import Iterable, List, Union
 
-__all__ = ["numerical_karyotype", "normalize_karyotype", "KARYOTYPE_CLASS_NAMES"]
+__all__ = ["numerical_karyotype", "normalize_karyotype", "KARYOTYPE_CLASS_NAMES", "NO_CHROMOSOMES"]
 
 #: Class order of the integer indices accepted by :func:`numerical_karyotype` (same as
 #: ``deepacc.karyotype.CLASS_NAMES``, repeated here so this module stays dependency-free).
 KARYOTYPE_CLASS_NAMES = tuple([str(i) for i in range(1, 23)] + ["X", "Y"])
 _NO_SEX = "--"
+#: The karyotype string of an empty set of chromosomes (no chromosome called on a spread).
+NO_CHROMOSOMES = "no chromosomes called"
 
 
 def _name_of(c) -> str:
@@ -58,12 +65,15 @@ def numerical_karyotype(classes: Iterable[Union[int, str]]) -> str:
 
     Returns:
         e.g. ``"46,XY"``, ``"47,XY,+21"``, ``"45,X"``, ``"47,XXY"``, ``"45,XX,-7"``; ``"<n>,--"``
-        when no sex chromosome is present.
+        when no sex chromosome is present; :data:`NO_CHROMOSOMES` (``"no chromosomes called"``)
+        when ``classes`` is empty.
 
     Raises:
         ValueError: for an index outside 0..23 or an unknown name.
     """
     names = [_name_of(c) for c in classes]
+    if not names:
+        return NO_CHROMOSOMES
     counts = Counter(names)
     sex = "X" * counts.get("X", 0) + "Y" * counts.get("Y", 0)
     parts: List[str] = [str(len(names)), sex or _NO_SEX]
@@ -86,11 +96,14 @@ def normalize_karyotype(karyotype: str) -> str:
     Keeps the chromosome count, the sex chromosomes and the whole-autosome gains and losses
     (``+N``/``-N``, re-ordered numerically); drops everything else (structural aberrations such
     as ``t(9;22)(q34;q11)``, mosaic separators are not supported). Spaces are ignored and the
-    sex field is upper-cased, so ``" 47, xy, +21"`` becomes ``"47,XY,+21"``.
+    sex field is upper-cased, so ``" 47, xy, +21"`` becomes ``"47,XY,+21"``. The marker of an empty
+    set, :data:`NO_CHROMOSOMES` (any case, surrounding blanks ignored), is returned as it is.
 
     Raises:
         ValueError: when the string does not start with a chromosome count and a sex field.
     """
+    if " ".join(str(karyotype).split()).lower() == NO_CHROMOSOMES:
+        return NO_CHROMOSOMES
     tokens = [t.strip() for t in str(karyotype).replace(" ", "").split(",") if t.strip()]
     if len(tokens) < 2 or not tokens[0].isdigit() or not _SEX.match(tokens[1].upper()):
         raise ValueError(

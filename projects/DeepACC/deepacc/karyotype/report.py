@@ -3,7 +3,8 @@
 The report is built from the per-image records that ``deepacc-predict`` writes as JSON (see
 ``docs/predict.md``): for every spread its suggested karyotype, count, sex chromosomes, review
 flags, per-class copy numbers with mean confidence, the overlay and the karyogram. Images are
-referenced by relative paths inside the output folder, or embedded as base64 (``embed_images=True``)
+referenced by relative paths inside the output folder (URL-encoded, so names with ``#``, ``%``,
+``?`` or spaces link correctly), or embedded as base64 (``embed_images=True``)
 so the single HTML file can be moved on its own. Nothing is fetched from the network: no scripts,
 fonts or style sheets from outside the page.
 """
@@ -13,6 +14,7 @@ import base64
 import datetime as _dt
 import html
 import os
+import urllib.parse
 from typing import Iterable, Mapping, Optional, Sequence, Tuple
 
 from ..fileio import atomic_write
@@ -48,7 +50,9 @@ def _img_src(output_dir: str, rel: str, embed: bool) -> Optional[str]:
     if not os.path.exists(path):
         return None
     if not embed:
-        return html.escape(rel.replace(os.sep, "/"), quote=True)
+        # A relative URL: percent-encode each path component (``case#7`` must not become a fragment,
+        # ``50%`` an escape), then HTML-escape for the attribute.
+        return html.escape(urllib.parse.quote(rel.replace(os.sep, "/")), quote=True)
     with open(path, "rb") as f:
         return "data:image/png;base64," + base64.b64encode(f.read()).decode("ascii")
 

@@ -24,13 +24,24 @@ then chosen jointly per spread (:mod:`deepacc.karyotype.assignment`); every rela
 model's class and both probabilities in the JSON, and is flagged in the summary, the report and the
 karyogram (orange frame, "was <class>").
 
+Folders and glob patterns never contribute the tool's own outputs (``*.overlay.png``,
+``*.karyogram.png``, and the hidden temporary files ``.tmp-<pid>-<name>``), so ``--output`` may be
+the ``--input`` folder and a rerun does not take the overlays and karyograms of an earlier run for
+spreads; such a file named explicitly is reported as an input error.
+
 A file that cannot be read or processed is reported on stderr with the reason and skipped; all other
 files are processed. Every output is written through a temporary file and ``os.replace``, so a killed
 run leaves no half-written file; a rerun skips the images whose outputs are all present and were made
 from the same file with the same thresholds (``--overwrite`` redoes them anyway).
 
+Ctrl-C (``KeyboardInterrupt``) stops the run after writing ``karyotypes.csv`` for the images done so
+far (the outputs of every finished image stay; ``report.html`` is not written) and ends with the one
+line ``deepacc-predict: interrupted: N of M images done; rerun the same command to continue``; the
+rerun skips the finished images.
+
 Exit status: 0 when every input was processed (or skipped as already done), 1 when at least one
-input failed, 2 on a usage or set-up error (no input found, model could not be built).
+input failed, 2 on a usage or set-up error (no input found, model could not be built), 130 when
+interrupted by Ctrl-C.
 """
 from __future__ import annotations
 
@@ -49,12 +60,16 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from deepacc.fileio import TEMP_PATTERN as _TEMP_FILE  # atomic_write's temporary files: .tmp-<pid>-<name>
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "PredictSettings",
     "RunResult",
+    "Interrupted",
     "get_parser",
     "expand_inputs",
+    "is_own_output",
     "output_stems",
     "postprocess",
     "process_image",
@@ -91,6 +106,12 @@ class RunResult:
     processed: int = 0
     skipped: int = 0
     report_path: Optional[str] = None
+    total: int = 0  # images the run was given
+
+    @property
+    def done(self) -> int:
+        """Images with all their outputs: processed now or already done."""
+        return self.processed + self.skipped
 
     @property
     def ok(self) -> bool:
@@ -104,12 +125,16 @@ def get_parser() -> argparse.ArgumentParser:
         description="Detect and classify the chromosomes of metaphase images; write detections JSON, an "
         "overlay, a karyogram and a numerical karyotype summary per image (suggestions for review by a "
         "cytogeneticist).",
-        epilog="Exit status: 0 all inputs done, 1 some input failed (named on stderr), 2 usage/set-up error.",
+        epilog="Exit status: 0 all inputs done, 1 some input failed (named on stderr), 2 usage/set-up error, "
+        "130 interrupted by Ctrl-C (karyotypes.csv and the outputs of the images done are kept; rerun the same "
+        "command to continue).",
     )
     p.add_argument("--config-file", metavar="FILE", default="", help="path to the config file")
     p.add_argument("--input", nargs="+", required=True,
-                   help="image files, glob patterns (quote them) or folders (their image files, not recursive)")
-    p.add_argument("--output", required=True, metavar="DIR", help="folder for the outputs (created)")
+                   help="image files, glob patterns (quote them) or folders (their image files, not recursive; "
+                   "the tool's own *.overlay.png / *.karyogram.png outputs are never taken)")
+    p.add_argument("--output", required=True, metavar="DIR",
+                   help="folder for the outputs (created; may be the input folder)")
     p.add_argument("--confidence-threshold", type=float, default=0.5,
                    help="minimum score of a call (default: 0.5)")
     p.add_argument("--nms-threshold", type=float, default=0.7,
@@ -136,43 +161,67 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def expand_inputs(inputs: Sequence[str], exclude_dir: Optional[str] = None) -> Tuple[List[str], List[Tuple[str, str]]]:
+_OWN_OUTPUTS = "deepacc-predict outputs (*" + ", *".join(
+    s for s in OUTPUT_SUFFIXES.values() if s.endswith(IMAGE_EXTENSIONS)) + ")"
+
+
+def is_own_output(path: str) -> bool:
+    """True for an image this tool writes (``<stem>.overlay.png``, ``<stem>.karyogram.png``) or a
+    temporary file of :func:`deepacc.fileio.atomic_write` (``.tmp-<pid>-<name>``): never a spread."""
+    name = os.path.basename(path)
+    return bool(_TEMP_FILE.match(name)) or any(
+        name.endswith(s) for s in OUTPUT_SUFFIXES.values() if s.endswith(IMAGE_EXTENSIONS))
+
+
+def expand_inputs(inputs: Sequence[str]) -> Tuple[List[str], List[Tuple[str, str]]]:
     """Resolve files, globs and folders into a sorted, de-duplicated list of absolute paths.
 
-    Folders contribute their files with an image extension (not recursive, hidden files ignored,
-    files under ``exclude_dir`` ignored); explicit files are taken whatever their extension. Returns
-    ``(paths, problems)`` where problems are ``(input, reason)`` for inputs that matched nothing.
+    Folders contribute their files with an image extension (not recursive, hidden files ignored);
+    explicit files are taken whatever their extension. The tool's own outputs (:func:`is_own_output`)
+    are never taken, whichever folder they are in, so the output folder may be an input folder.
+    Returns ``(paths, problems)`` where problems are ``(input, reason)`` for inputs that matched
+    nothing (or only such outputs).
     """
-    exclude = os.path.abspath(exclude_dir) + os.sep if exclude_dir else None
     paths: List[str] = []
     problems: List[Tuple[str, str]] = []
 
-    def add_dir(d: str) -> int:
-        n = 0
+    def add_dir(d: str) -> Tuple[int, int]:
+        """Adds the folder's spreads; returns (spreads added, own outputs passed over)."""
+        n = own = 0
         for name in sorted(os.listdir(d)):
             f = os.path.abspath(os.path.join(d, name))
             if name.startswith(".") or not os.path.isfile(f) or not name.lower().endswith(IMAGE_EXTENSIONS):
                 continue
-            if exclude and f.startswith(exclude):
+            if is_own_output(f):
+                own += 1
                 continue
             paths.append(f)
             n += 1
-        return n
+        return n, own
 
     for item in inputs:
         if os.path.isdir(item):
-            if add_dir(item) == 0:
+            n, own = add_dir(item)
+            if n == 0 and own:
+                problems.append((item, f"folder holds no image file other than {_OWN_OUTPUTS}"))
+            elif n == 0:
                 problems.append((item, "folder holds no image file (" + ", ".join(IMAGE_EXTENSIONS) + ")"))
         elif os.path.isfile(item):
-            paths.append(os.path.abspath(item))
+            if _TEMP_FILE.match(os.path.basename(item)):
+                problems.append((item, "a temporary file of deepacc-predict (.tmp-<pid>-<name>), not a spread"))
+            elif is_own_output(item):
+                problems.append((item, f"one of the {_OWN_OUTPUTS}, not a spread"))
+            else:
+                paths.append(os.path.abspath(item))
         elif glob.has_magic(item):
             hits = sorted(glob.glob(item))
-            files = [os.path.abspath(h) for h in hits if os.path.isfile(h)]
+            files = [os.path.abspath(h) for h in hits if os.path.isfile(h) and not is_own_output(h)]
             for h in hits:
                 if os.path.isdir(h):
                     add_dir(h)
             if not files and not any(os.path.isdir(h) for h in hits):
-                problems.append((item, "pattern matched no file"))
+                own = any(os.path.isfile(h) for h in hits)
+                problems.append((item, f"pattern matched only {_OWN_OUTPUTS}" if own else "pattern matched no file"))
             paths.extend(files)
         else:
             problems.append((item, "no such file or folder"))
@@ -369,12 +418,15 @@ def run_predict(
     ``predictor_factory()`` is called once, when the first image needs the model. ``failures`` are
     problems found before the run (e.g. inputs that matched nothing); they are reported with the
     rest. Writes ``karyotypes.csv`` and, with ``report=True``, ``report.html``.
+
+    On ``KeyboardInterrupt`` (Ctrl-C) ``karyotypes.csv`` is written for the images done so far (no
+    report) and :class:`Interrupted` (a ``KeyboardInterrupt``) is raised with the partial result.
     """
     from tqdm import tqdm
 
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     os.makedirs(output_dir, exist_ok=True)
-    result = RunResult(failures=list(failures))
+    result = RunResult(failures=list(failures), total=len(paths))
     stems = output_stems(paths)
     cache: Dict[str, Predictor] = {}
 
@@ -383,34 +435,52 @@ def run_predict(
             cache["p"] = predictor_factory()
         return cache["p"]
 
-    for path in tqdm(paths, desc="deepacc-predict", unit="spread", disable=not progress, file=sys.stderr):
-        try:
-            rec, skipped = process_image(path, get_predictor, output_dir, stems[path], settings, reader, overwrite)
-        except _SetupError:
-            raise
-        except Exception as exc:  # noqa: BLE001  (one bad file must not stop the batch)
-            reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
-            log(f"ERROR {path}: {reason} (skipped)")
-            if os.environ.get("DEEPACC_DEBUG"):
-                log(traceback.format_exc())
-            result.failures.append((path, reason))
-            continue
-        result.records.append(rec)
-        if skipped:
-            result.skipped += 1
-        else:
-            result.processed += 1
-    _write_csv(os.path.join(output_dir, "karyotypes.csv"), result.records, result.failures)
-    if report:
-        from deepacc.karyotype.report import write_report
+    bar = tqdm(paths, desc="deepacc-predict", unit="spread", disable=not progress, file=sys.stderr)
+    csv_path = os.path.join(output_dir, "karyotypes.csv")
+    try:
+        for path in bar:
+            try:
+                rec, skipped = process_image(path, get_predictor, output_dir, stems[path], settings, reader,
+                                             overwrite)
+            except _SetupError:
+                raise
+            except Exception as exc:  # noqa: BLE001  (one bad file must not stop the batch)
+                reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+                log(f"ERROR {path}: {reason} (skipped)")
+                if os.environ.get("DEEPACC_DEBUG"):
+                    log(traceback.format_exc())
+                result.failures.append((path, reason))
+                continue
+            result.records.append(rec)
+            if skipped:
+                result.skipped += 1
+            else:
+                result.processed += 1
+        bar.close()
+        _write_csv(csv_path, result.records, result.failures)
+        if report:
+            from deepacc.karyotype.report import write_report
 
-        result.report_path = write_report(result.records, output_dir, failures=result.failures,
-                                          embed_images=embed_images)
+            result.report_path = write_report(result.records, output_dir, failures=result.failures,
+                                              embed_images=embed_images)
+    except KeyboardInterrupt:
+        bar.close()
+        # What is done stays done (every output is written atomically): list it in the csv, then stop.
+        _write_csv(csv_path, result.records, result.failures)
+        raise Interrupted(result) from None
     return result
 
 
 class _SetupError(RuntimeError):
     """The model could not be built: stops the run (exit status 2)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run_predict`; ``result`` holds what was done (exit status 130)."""
+
+    def __init__(self, result: RunResult):
+        super().__init__(f"interrupted: {result.done} of {result.total} images done")
+        self.result = result
 
 
 # ---------------------------------------------------------------------------------- model set-up
@@ -464,6 +534,13 @@ def _config_assignment(args):
     return assignment_settings(cfg, on, args.extra_copy_cost)
 
 
+def _interrupted(done: int, total: int) -> int:
+    """Ctrl-C: one line instead of a traceback; exit status 130 (128 + SIGINT, as shells report it)."""
+    print(f"deepacc-predict: interrupted: {done} of {total} images done; rerun the same command to continue",
+          file=sys.stderr)
+    return 130
+
+
 def main(argv: Optional[Sequence[str]] = None,
          predictor_factory: Optional[Callable[[argparse.Namespace], Predictor]] = None,
          reader: Optional[Callable[[str], np.ndarray]] = None) -> int:
@@ -482,7 +559,7 @@ def main(argv: Optional[Sequence[str]] = None,
     if not args.input:
         print("deepacc-predict: --input needs at least one file, pattern or folder", file=sys.stderr)
         return 2
-    paths, problems = expand_inputs(args.input, exclude_dir=args.output)
+    paths, problems = expand_inputs(args.input)
     for item, why in problems:
         print(f"ERROR {item}: {why}", file=sys.stderr)
     if not paths:
@@ -490,6 +567,8 @@ def main(argv: Optional[Sequence[str]] = None,
         return 2
     try:
         assignment = _config_assignment(args)
+    except KeyboardInterrupt:
+        return _interrupted(0, len(paths))
     except Exception as exc:  # noqa: BLE001  (a config the user gave: one line, exit 2)
         print(f"deepacc-predict: {exc}", file=sys.stderr)
         return 2
@@ -511,6 +590,8 @@ def main(argv: Optional[Sequence[str]] = None,
     except _SetupError as exc:
         print(f"deepacc-predict: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc.result.done if isinstance(exc, Interrupted) else 0, len(paths))
     n_in = len(paths) + len(problems)
     print(f"deepacc-predict: {result.processed} processed, {result.skipped} already done, "
           f"{len(result.failures)} failed of {n_in} input(s); outputs in {os.path.abspath(args.output)}",

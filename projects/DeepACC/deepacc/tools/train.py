@@ -13,6 +13,8 @@ import sys
 def default_argument_parser(epilog: str = None) -> argparse.ArgumentParser:
     """Detectron2's ``default_argument_parser`` flags, plus ``--engine``."""
     parser = argparse.ArgumentParser(
+        description="Train and evaluate DeepACC with Detectron2's command line, on the Detectron2 engine\n"
+        "when it is importable, else on the torchvision engine.",
         epilog=epilog or (
             "Examples:\n  train_net.py --config-file configs/DeepACC_R101_FPN_2x.yaml --num-gpus 8\n"
             "  train_net.py --config-file cfg.yaml --eval-only MODEL.WEIGHTS output/model_final.pth\n"
