@@ -25,3 +25,22 @@ def assert_box_tight(image, bbox, dark_below, min_side_hits=1):
     sub = image[y0:y1, x0:x1] < dark_below
     assert sub[0].sum() >= min_side_hits and sub[-1].sum() >= min_side_hits, bbox
     assert sub[:, 0].sum() >= min_side_hits and sub[:, -1].sum() >= min_side_hits, bbox
+
+
+def write_png_claiming_size(path, width, height):
+    """A tiny valid PNG whose IHDR header (CRC fixed) claims ``width`` x ``height`` pixels."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+    return path

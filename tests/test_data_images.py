@@ -108,3 +108,82 @@ def test_garbage_and_unsupported_format(tmp_path):
     with pytest.raises(ImageError) as e:
         read_image(g)
     assert str(g) in str(e.value) and "unsupported" in str(e.value)
+
+
+# ---------------------------------------------------------------- size limit (MAX_IMAGE_PIXELS)
+
+
+def test_huge_png_header_named_by_every_reader(tmp_path):
+    from test_data_helpers import write_png_claiming_size
+
+    from deepacc.data import images
+
+    p = write_png_claiming_size(tmp_path / "bomb.png", 100000, 100000)
+    expect = (f"{p}: image is 100000 x 100000 = 10000000000 pixels, more than the maximum "
+              f"{images.MAX_IMAGE_PIXELS} (deepacc.data.images.MAX_IMAGE_PIXELS)")
+    for reader in (image_size, read_image):
+        with pytest.raises(ImageError) as e:
+            reader(p)
+        assert str(e.value) == expect
+
+
+def test_size_limit_is_ours_not_pillows(tmp_path, monkeypatch):
+    import warnings
+
+    from deepacc.data import images
+
+    p = tmp_path / "g.tif"
+    Image.fromarray(_gray(20, 30)).save(p)  # 600 pixels
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 1000)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 400)  # Pillow warns above 400: silenced, ours decides
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(p).shape == (20, 30)
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 500)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow refuses (DecompressionBombError): size still named
+    for reader in (image_size, read_image):
+        with pytest.raises(ImageError, match=r"image is 30 x 20 = 600 pixels, more than the maximum 500 "):
+            reader(p)
+
+
+def test_opencv_path_errors_are_image_errors(tmp_path, monkeypatch):
+    import cv2
+    from PIL import TiffImagePlugin
+
+    from deepacc.data import images
+
+    a = np.full((6, 8), 1000, np.uint16)
+    a[2, 3] = 3000
+    p = tmp_path / "g16.tif"
+    cv2.imwrite(str(p), a)
+
+    def cannot_decode(self):
+        raise OSError("decoder error -9")
+
+    monkeypatch.setattr(TiffImagePlugin.TiffImageFile, "load", cannot_decode)  # forces the OpenCV fallback
+    out = read_image(p)
+    assert out.shape == (6, 8) and out[2, 3] == 255 and out[0, 0] == 0
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 40)
+    with pytest.raises(ImageError, match="g16.tif: image is 8 x 6 = 48 pixels, more than the maximum 40"):
+        read_image(p)
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 10**8)
+
+    def boom(*args, **kwargs):
+        raise cv2.error("OpenCV(x) imread: (-215:Assertion failed) pixels <= CV_IO_MAX_IMAGE_PIXELS")
+
+    monkeypatch.setattr(cv2, "imread", boom)
+    with pytest.raises(ImageError, match=r"g16\.tif: corrupt or unreadable file \(OpenCV: .*CV_IO_MAX_IMAGE_PIXELS"):
+        read_image(p)
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
+@pytest.mark.parametrize("ext,kw", [("tif", {}), ("tif", {"compression": "tiff_lzw"}), ("jpg", {}), ("bmp", {})])
+def test_truncated_files_named_never_other_errors(tmp_path, ext, kw):
+    p = tmp_path / f"t.{ext}"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (120, 160), dtype=np.uint8)).save(p, **kw)
+    data = p.read_bytes()
+    for frac in (0.05, 0.5, 0.95):
+        p.write_bytes(data[: int(len(data) * frac)])
+        with pytest.raises(ImageError) as e:
+            read_image(p)
+        assert str(e.value).startswith(f"{p}: ")

@@ -72,15 +72,20 @@ def register(name: str, func: Callable[[], List[Dict[str, Any]]], **metadata) ->
     _META[name] = _base_meta(**metadata)
 
 
-def register_coco_dataset(name: str, json_file: str, image_root: Optional[str], **metadata) -> None:
-    """Register a COCO json dataset (categories by name 1..22, X, Y; see :mod:`deepacc.data.coco`)."""
+def register_coco_dataset(name: str, json_file: str, image_root: Optional[str], allow_outside_root: bool = False,
+                          **metadata) -> None:
+    """Register a COCO json dataset (categories by name 1..22, X, Y; see :mod:`deepacc.data.coco`).
+
+    ``allow_outside_root``: accept ``file_name`` values that lead outside ``image_root``.
+    """
     json_file = os.fspath(json_file)
     image_root = os.fspath(image_root) if image_root is not None else None
 
     def _load():
-        return load_coco_json(json_file, image_root, dataset_name=name)
+        return load_coco_json(json_file, image_root, dataset_name=name, allow_outside_root=allow_outside_root)
 
-    register(name, _load, json_file=json_file, image_root=image_root, **metadata)
+    register(name, _load, json_file=json_file, image_root=image_root, allow_outside_root=allow_outside_root,
+             **metadata)
 
 
 def unregister(name: str) -> None:

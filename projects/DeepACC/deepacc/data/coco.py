@@ -10,17 +10,26 @@ Categories are matched **by name** (``"1"``..``"22"``, ``"X"``, ``"Y"``; aliases
 ``23``/``24`` accepted through :func:`deepacc.karyotype.canonical_name`), never by id.
 
 Every problem is reported as ``"<file>: <reason>"`` where ``<file>`` is the image concerned (or the
-json file for problems of the json itself). :func:`validate_coco_json` returns the full list;
+json file for problems of the json itself; the reason then names the entry, e.g. ``images[3]``).
+:func:`validate_coco_json` returns the full list and never raises, whatever the file contains;
 :func:`load_coco_json` (used in training) runs the same checks and raises a single
-:class:`DatasetError` listing all of them.
+:class:`DatasetError` listing all of them. :func:`check_dataset_dicts` checks dataset dicts that are
+already loaded (the trainers' check before the first iteration).
+
+Image paths are confined to the image root: a ``file_name`` that leads outside it (``../x.png``, an
+absolute path elsewhere) is a problem unless ``allow_outside_root=True`` is passed or the json
+itself says ``"allow_outside_root": true`` at its top level (written by :func:`write_coco_json`
+when it references images outside its root, e.g. ``datasets/prepare_voc.py`` without
+``--copy-images``). The check is on the path's text; symbolic links are not resolved.
 """
 from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..fileio import atomic_write
 from ..karyotype import CLASS_NAMES, canonical_name
@@ -29,9 +38,11 @@ from .images import ImageError, image_size, read_image
 __all__ = [
     "Problem",
     "DatasetError",
+    "format_problems",
     "default_image_root",
     "validate_coco_json",
     "load_coco_json",
+    "check_dataset_dicts",
     "dicts_to_coco",
     "write_coco_json",
     "BOX_TOLERANCE",
@@ -53,22 +64,29 @@ class Problem:
         return f"{self.file}: {self.reason}"
 
 
+def format_problems(source: str, problems: Sequence[Problem], max_lines: int = 20) -> str:
+    """One message listing ``problems`` of dataset ``source`` (the first ``max_lines``, then a count
+    and the ``deepacc-data validate`` command that lists all of them)."""
+    problems = list(problems)
+    lines = [str(p) for p in problems[:max_lines]]
+    more = len(problems) - len(lines)
+    head = f"{len(problems)} problem(s) in dataset {source}"
+    if len(problems) == 1:
+        msg = f"{head}: {lines[0]}"
+    else:
+        msg = head + ":\n  " + "\n  ".join(lines)
+    if more > 0:
+        msg += f"\n  ... and {more} more (run `deepacc-data validate {source}` to list all)"
+    return msg
+
+
 class DatasetError(ValueError):
-    """A dataset has problems; ``.problems`` lists all of them."""
+    """A dataset has problems; ``.problems`` lists all of them (message: :func:`format_problems`)."""
 
     def __init__(self, source: str, problems: Sequence[Problem], max_lines: int = 20):
         self.source = str(source)
         self.problems = list(problems)
-        lines = [str(p) for p in self.problems[:max_lines]]
-        more = len(self.problems) - len(lines)
-        head = f"{len(self.problems)} problem(s) in dataset {self.source}"
-        if len(self.problems) == 1:
-            msg = f"{head}: {lines[0]}"
-        else:
-            msg = head + ":\n  " + "\n  ".join(lines)
-        if more > 0:
-            msg += f"\n  ... and {more} more (run `deepacc-data validate {self.source}` to list all)"
-        super().__init__(msg)
+        super().__init__(format_problems(self.source, self.problems, max_lines))
 
 
 def default_image_root(json_file: str) -> str:
@@ -80,182 +98,411 @@ def default_image_root(json_file: str) -> str:
     return d
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
 def _num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if not isinstance(v, numbers.Real) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:  # an integer beyond the float range
+        return False
 
 
-def _read_json(json_file: str) -> Dict[str, Any]:
+def _dim(v) -> bool:
+    """A usable image height/width."""
+    return _is_int(v) and 0 < v < 2 ** 31
+
+
+def _is_id(v) -> bool:
+    """A usable (hashable, unambiguous) COCO id: an integer or a string."""
+    return _is_int(v) or isinstance(v, str)
+
+
+def _short(v, n: int = 60) -> str:
+    r = repr(v)
+    return r if len(r) <= n else r[: n - 3] + "..."
+
+
+def _inside(path: str, root: str) -> bool:
+    """``path`` lies in ``root`` (compared as normalised absolute paths; links are not resolved)."""
+    root = os.path.abspath(root)
+    try:
+        return os.path.commonpath([root, os.path.abspath(path)]) == root
+    except ValueError:  # different drives
+        return False
+
+
+def _outside_reason(file_name: str, root: str) -> str:
+    return (f"file_name {file_name!r} points outside the image root {os.path.abspath(root)} "
+            f"(allow it with allow_outside_root=True or `deepacc-data validate --allow-outside-root`)")
+
+
+def _image_check(path: str, decode: bool) -> Tuple[List[str], Optional[Tuple[int, int]]]:
+    """Reasons why an image file is unusable, and its ``(height, width)`` when readable."""
+    try:
+        if decode:
+            h, w = read_image(path).shape
+        else:
+            h, w = image_size(path)
+        return [], (int(h), int(w))
+    except ImageError as e:
+        return [e.reason], None
+    except Exception as e:  # read_image raises only ImageError; a safety net all the same
+        return [f"unreadable image ({type(e).__name__}: {e})"], None
+
+
+def _meta_problems(rec: Dict[str, Any]) -> List[str]:
+    """Problems of the optional ``karyotype`` / ``case_id`` of an image entry or dataset dict."""
+    out = []
+    k = rec.get("karyotype")
+    if k is not None:
+        if not isinstance(k, str):
+            out.append(f"karyotype {_short(k)} is not a string")
+        elif k.strip():
+            from ..evaluation.karyotype_string import normalize_karyotype  # the evaluator reads it so
+
+            try:
+                normalize_karyotype(k)
+            except ValueError as e:
+                out.append(str(e))
+    c = rec.get("case_id")
+    if c is not None and not _is_id(c):
+        out.append(f"case_id {_short(c)} is not a string or an integer")
+    return out
+
+
+def _read_json(json_file: str) -> Tuple[Any, List[Problem]]:
+    """The parsed json, or ``None`` and the one problem that prevents reading it."""
     if not os.path.exists(json_file):
-        raise DatasetError(json_file, [Problem(json_file, "missing json file")])
+        return None, [Problem(json_file, "missing json file")]
+    if os.path.isdir(json_file):
+        return None, [Problem(json_file, "is a directory, not a json file")]
     try:
         with open(json_file, "r", encoding="utf-8") as f:
             data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(json_file, [Problem(json_file, f"not valid json ({e})")]) from None
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        return None, [Problem(json_file, f"not valid json ({e})")]
+    except RecursionError:
+        return None, [Problem(json_file, "not valid json (nested too deeply)")]
+    except OSError as e:
+        return None, [Problem(json_file, f"cannot read the json file ({e.strerror or e})")]
     if not isinstance(data, dict):
-        raise DatasetError(json_file, [Problem(json_file, "top level must be an object with images/annotations/categories")])
-    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
-    if missing:
-        raise DatasetError(json_file, [Problem(json_file, f"missing or non-list key(s): {', '.join(missing)}")])
-    return data
+        return None, [Problem(json_file, f"top level must be an object with images/annotations/categories, "
+                                         f"got a {type(data).__name__}")]
+    return data, []
 
 
-def _check(json_file: str, image_root: Optional[str], check_images: str, stop_at_first: bool):
-    """Shared worker: returns (problems, dataset dicts)."""
+def _check(json_file, image_root: Optional[str], check_images: str,
+           allow_outside_root: bool = False) -> Tuple[List[Problem], List[Dict[str, Any]]]:
+    """Shared worker: returns (problems, dataset dicts); never raises for any content of the file."""
     if check_images not in ("full", "header", "none"):
         raise ValueError(f"check_images must be 'full', 'header' or 'none', got {check_images!r}")
     json_file = os.fspath(json_file)
-    data = _read_json(json_file)
-    root = os.fspath(image_root) if image_root is not None else default_image_root(json_file)
-    problems: List[Problem] = []
-
-    class _Stop(Exception):
-        pass
+    data, problems = _read_json(json_file)
+    if data is None:
+        return problems, []
+    root = os.path.abspath(os.fspath(image_root) if image_root is not None else default_image_root(json_file))
 
     def add(file, reason, image_id=None):
         problems.append(Problem(str(file), reason, image_id))
-        if stop_at_first:
-            raise _Stop
 
-    dicts: List[Dict[str, Any]] = []
-    try:
-        # categories -> core index, by name
-        cat_map: Dict[Any, int] = {}
-        for c in data["categories"]:
-            if not isinstance(c, dict) or "id" not in c or "name" not in c:
-                add(json_file, f"category entry {c!r} needs 'id' and 'name'")
-                continue
-            if c["id"] in cat_map:
-                add(json_file, f"duplicate category id {c['id']!r}")
-                continue
-            try:
-                cat_map[c["id"]] = CLASS_NAMES.index(canonical_name(c["name"]))
-            except KeyError:
-                add(json_file, f"unknown category name {c['name']!r} (id {c['id']!r}): expected 1..22, X, Y "
-                               f"(aliases chr7, 23/24 for X/Y accepted)")
-        # images
-        images: Dict[Any, Dict[str, Any]] = {}
-        for im in data["images"]:
-            if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
-                add(json_file, f"image entry {str(im)[:80]!r} needs 'id' and 'file_name'")
-                continue
-            iid = im["id"]
-            path = os.path.join(root, im["file_name"])
-            if not isinstance(iid, int) or isinstance(iid, bool):
-                add(path, f"image id {iid!r} is not an integer")
-                continue
-            if iid in images:
-                add(path, f"duplicate image id {iid} (also used by {images[iid]['file_name']})", iid)
-                continue
-            h, w = im.get("height"), im.get("width")
-            if h is not None and (not isinstance(h, int) or h <= 0) or w is not None and (not isinstance(w, int) or w <= 0):
-                add(path, f"invalid height/width in json ({h!r}, {w!r})", iid)
-                h = w = None
-            if check_images != "none" or h is None or w is None:
-                try:
-                    if check_images == "full":
-                        ah, aw = read_image(path).shape
-                    else:
-                        ah, aw = image_size(path)
-                except ImageError as e:
-                    add(path, e.reason, iid)
-                    ah = aw = None
-                if ah is not None and h is not None and (ah, aw) != (h, w):
-                    add(path, f"size mismatch: json says {w}x{h} (WxH), image is {aw}x{ah}", iid)
-                if h is None or w is None:
-                    h, w = ah, aw
-            rec = {"file_name": os.path.abspath(path), "height": h, "width": w, "image_id": iid, "annotations": []}
-            for k in ("karyotype", "case_id"):
-                if im.get(k) is not None:
-                    rec[k] = im[k]
-            images[iid] = rec
-        # annotations
-        ann_ids = set()
-        for a in data["annotations"]:
-            if not isinstance(a, dict):
-                add(json_file, f"annotation entry {str(a)[:80]!r} is not an object")
-                continue
-            iid = a.get("image_id")
-            rec = images.get(iid)
-            where = rec["file_name"] if rec else json_file
-            aid = a.get("id")
-            label = f"annotation {aid!r}"
-            if aid is not None:
-                if aid in ann_ids:
-                    add(where, f"duplicate annotation id {aid!r}", iid)
-                    continue
-                ann_ids.add(aid)
-            if rec is None:
+    lists = {}
+    for key in ("images", "annotations", "categories"):
+        v = data.get(key)
+        if isinstance(v, list):
+            lists[key] = v
+        else:
+            add(json_file, f"missing key {key!r}" if key not in data else
+                f"{key!r} must be a list, got a {type(v).__name__}")
+    marker = data.get("allow_outside_root", False)
+    if not isinstance(marker, bool):
+        add(json_file, f"'allow_outside_root' must be true or false, got {_short(marker)}")
+        marker = False
+    allow_outside_root = allow_outside_root or marker
+
+    # categories -> core index, by name
+    cat_map: Dict[Any, int] = {}
+    for k, c in enumerate(lists.get("categories", [])):
+        if not isinstance(c, dict) or "id" not in c or "name" not in c:
+            add(json_file, f"categories[{k}] must be an object with 'id' and 'name', got {_short(c)}")
+            continue
+        if not _is_id(c["id"]):
+            add(json_file, f"categories[{k}]: id {_short(c['id'])} is not an integer or a string")
+            continue
+        if c["id"] in cat_map:
+            add(json_file, f"duplicate category id {c['id']!r}")
+            continue
+        try:
+            cat_map[c["id"]] = CLASS_NAMES.index(canonical_name(c["name"]))
+        except KeyError:
+            add(json_file, f"unknown category name {_short(c['name'])} (id {c['id']!r}): expected 1..22, X, Y "
+                           f"(aliases chr7, 23/24 for X/Y accepted)")
+
+    # images
+    images: Dict[int, Dict[str, Any]] = {}
+    where_of: Dict[int, str] = {}  # the file named in problems of an image's annotations
+    for i, im in enumerate(lists.get("images", [])):
+        if not isinstance(im, dict):
+            add(json_file, f"images[{i}] must be an object with 'id' and 'file_name', got {_short(im)}")
+            continue
+        iid, fn = im.get("id"), im.get("file_name")
+        entry = f"images[{i}]" + (f" (id {iid})" if _is_int(iid) else "")
+        if not _is_int(iid):
+            add(json_file, f"images[{i}]: " + ("missing 'id'" if "id" not in im
+                                                else f"id {_short(iid)} is not an integer"))
+        path = None
+        if not isinstance(fn, str) or not fn.strip():
+            add(json_file, f"{entry}: " + ("missing 'file_name'" if "file_name" not in im
+                                            else f"file_name {_short(fn)} is not a non-empty string"))
+        else:
+            path = os.path.abspath(os.path.join(root, fn))
+        where = path or json_file
+        readable = path is not None
+        if path is not None and not allow_outside_root and not _inside(path, root):
+            add(json_file, f"{entry}: {_outside_reason(fn, root)}", iid if _is_int(iid) else None)
+            readable = False  # never touch a file outside the root
+        iid = int(iid) if _is_int(iid) else None
+        duplicate = iid is not None and iid in images
+        if duplicate:
+            add(where, f"duplicate image id {iid} (also used by {where_of[iid]})", iid)
+        h, w = im.get("height"), im.get("width")
+        if h is not None and not _dim(h) or w is not None and not _dim(w):
+            add(where, f"invalid height/width in json ({_short(h, 30)}, {_short(w, 30)}): "
+                       f"must be positive integers", iid)
+            h = w = None
+        for reason in _meta_problems(im):
+            add(where, reason, iid)
+        if readable and (check_images != "none" or h is None or w is None):
+            reasons, size = _image_check(path, check_images == "full")
+            for reason in reasons:
+                add(path, reason, iid)
+            if size is not None and h is not None and w is not None and size != (h, w):
+                add(path, f"size mismatch: json says {w}x{h} (WxH), image is {size[1]}x{size[0]}", iid)
+            if (h is None or w is None) and size is not None:
+                h, w = size
+        if iid is None or duplicate:
+            continue
+        rec = {"file_name": path or "", "height": h, "width": w, "image_id": iid, "annotations": []}
+        for k in ("karyotype", "case_id"):
+            if im.get(k) is not None:
+                rec[k] = im[k]
+        images[iid] = rec
+        where_of[iid] = where
+
+    # annotations
+    ann_ids = set()
+    referenced = set()  # images with at least one annotation (valid or not)
+    for j, a in enumerate(lists.get("annotations", [])):
+        if not isinstance(a, dict):
+            add(json_file, f"annotations[{j}] must be an object, got {_short(a)}")
+            continue
+        aid, iid = a.get("id"), a.get("image_id")
+        label = f"annotation {aid!r}" if _is_id(aid) else f"annotations[{j}]"
+        rec = images.get(int(iid)) if _is_int(iid) else None
+        where = where_of[rec["image_id"]] if rec else json_file
+        pid = rec["image_id"] if rec else None
+        ok = True
+        if aid is not None and not _is_id(aid):
+            add(where, f"{label}: id {_short(aid)} is not an integer or a string", pid)
+            ok = False
+        elif aid is not None:
+            if aid in ann_ids:
+                add(where, f"duplicate annotation id {aid!r}", pid)
+                ok = False
+            ann_ids.add(aid)
+        if not _is_int(iid):
+            add(json_file, f"{label}: " + ("missing 'image_id'" if "image_id" not in a
+                                            else f"image_id {_short(iid)} is not an integer"))
+            ok = False
+        elif rec is None:
+            if "images" in lists:  # else every annotation would say so
                 add(json_file, f"{label} refers to unknown image id {iid!r}")
-                continue
-            cid = a.get("category_id")
-            if cid not in cat_map:
-                add(where, f"{label}: unknown category id {cid!r}", iid)
-                continue
-            b = a.get("bbox")
-            if not isinstance(b, (list, tuple)) or len(b) != 4 or not all(_num(v) for v in b):
-                add(where, f"{label}: bbox {b!r} must be 4 finite numbers [x, y, w, h]", iid)
-                continue
+            ok = False
+        else:
+            referenced.add(rec["image_id"])
+        cid = a.get("category_id")
+        if "categories" not in lists:
+            ok = False
+        elif not _is_id(cid) or cid not in cat_map:
+            add(where, f"{label}: unknown category id {_short(cid)}", pid)
+            ok = False
+        b = a.get("bbox")
+        box = None
+        if not isinstance(b, (list, tuple)) or len(b) != 4 or not all(_num(v) for v in b):
+            add(where, f"{label}: bbox {_short(b)} must be 4 finite numbers [x, y, w, h]", pid)
+            ok = False
+        else:
             x, y, bw, bh = (float(v) for v in b)
             if bw <= 0 or bh <= 0:
-                add(where, f"{label}: zero-area box {list(b)} (width/height must be > 0)", iid)
-                continue
-            H, W = rec["height"], rec["width"]
-            if H is not None and W is not None:
+                add(where, f"{label}: zero-area box {list(b)} (width/height must be > 0)", pid)
+                ok = False
+            elif rec is not None and rec["height"] is not None and rec["width"] is not None:
+                H, W = rec["height"], rec["width"]
                 t = BOX_TOLERANCE
                 if x < -t or y < -t or x + bw > W + t or y + bh > H + t:
-                    add(where, f"{label}: box outside the image: xywh {list(b)} vs image {W}x{H}", iid)
-                    continue
+                    add(where, f"{label}: box outside the image: xywh {list(b)} vs image {W}x{H}", pid)
+                    ok = False
+            box = [x, y, x + bw, y + bh]
+        crowd = a.get("iscrowd", 0)
+        if crowd is not None and not (isinstance(crowd, numbers.Integral) and crowd in (0, 1)):
+            add(where, f"{label}: iscrowd {_short(crowd)} must be 0 or 1", pid)
+            ok = False
+        if ok:
             rec["annotations"].append({
-                "bbox": [x, y, x + bw, y + bh],
+                "bbox": box,
                 "bbox_mode": 0,
                 "category_id": cat_map[cid],
-                "iscrowd": int(a.get("iscrowd", 0) or 0),
+                "iscrowd": int(crowd or 0),
             })
-        for iid, rec in images.items():
-            if not rec["annotations"]:
-                add(rec["file_name"], "image with no chromosome annotations (empty spread)", iid)
-            dicts.append(rec)
-    except _Stop:
-        pass
+    dicts: List[Dict[str, Any]] = []
+    for iid, rec in images.items():
+        if iid not in referenced and "annotations" in lists:
+            add(where_of[iid], "image with no chromosome annotations (empty spread)", iid)
+        dicts.append(rec)
     return problems, dicts
 
 
-def validate_coco_json(json_file, image_root: Optional[str] = None, check_images: str = "full") -> List[Problem]:
-    """Every problem of a dataset at once (empty list = valid).
+def validate_coco_json(json_file, image_root: Optional[str] = None, check_images: str = "full",
+                       allow_outside_root: bool = False) -> List[Problem]:
+    """Every problem of a dataset at once (empty list = valid); never raises for any file content.
 
     ``check_images``: ``"full"`` decodes every image (detects corrupt/truncated files),
-    ``"header"`` reads headers only (missing files, unsupported formats, size mismatches),
-    ``"none"`` skips image files.
+    ``"header"`` reads headers only (missing files, unsupported formats, too large, size mismatches),
+    ``"none"`` skips image files. ``allow_outside_root``: accept ``file_name`` values that lead
+    outside the image root (see the module docstring).
     """
+    if check_images not in ("full", "header", "none"):
+        raise ValueError(f"check_images must be 'full', 'header' or 'none', got {check_images!r}")
     try:
-        problems, _ = _check(json_file, image_root, check_images, stop_at_first=False)
-    except DatasetError as e:
-        return e.problems
+        problems, _ = _check(json_file, image_root, check_images, allow_outside_root)
+    except Exception as e:  # a bug of the checks must not end in a traceback either
+        problems = [Problem(os.fspath(json_file), f"validation stopped by an internal error, please report it "
+                                                  f"({type(e).__name__}: {e})")]
     return problems
 
 
 def load_coco_json(json_file, image_root: Optional[str] = None, check_images: str = "header",
-                   dataset_name: Optional[str] = None) -> List[Dict[str, Any]]:
+                   dataset_name: Optional[str] = None, allow_outside_root: bool = False) -> List[Dict[str, Any]]:
     """Load a COCO json into dataset dicts (contract format), sorted by image id.
 
     Runs the checks of :func:`validate_coco_json` (image headers only by default, for speed) and
     raises one :class:`DatasetError` listing **all** problems found.
     """
-    problems, dicts = _check(json_file, image_root, check_images, stop_at_first=False)
+    problems, dicts = _check(json_file, image_root, check_images, allow_outside_root)
     if problems:
         raise DatasetError(dataset_name or os.fspath(json_file), problems)
     dicts.sort(key=lambda d: d["image_id"])
     return dicts
 
 
+def check_dataset_dicts(dicts: Sequence[Dict[str, Any]], decode_images: bool = True,
+                        image_root: Optional[str] = None, allow_outside_root: bool = False,
+                        source: str = "dataset") -> List[Problem]:
+    """Every problem of already-loaded dataset dicts (empty list = ready to use); never raises.
+
+    Per dict: ``file_name`` a string naming an existing image (inside ``image_root`` when one is
+    given, unless ``allow_outside_root``), at most :data:`~deepacc.data.images.MAX_IMAGE_PIXELS`,
+    decoding completely (``decode_images=False``: header only), of the dict's ``height``/``width``
+    (positive integers when present); ``image_id`` a unique integer; ``annotations`` a non-empty
+    list of ``{"bbox": [x0, y0, x1, y1], "bbox_mode": 0, "category_id": 0..23, "iscrowd": 0/1}``
+    with finite, non-empty boxes inside the image (tolerance :data:`BOX_TOLERANCE`); ``karyotype``
+    readable by the evaluator. ``source`` (a dataset name) names problems not tied to one image.
+    Raise them with ``DatasetError(source, problems)``. Decoding the 364 G-band training images
+    (1280x960 PNG) takes about 2 s.
+    """
+    problems: List[Problem] = []
+
+    def add(file, reason, image_id=None):
+        problems.append(Problem(str(file), reason, image_id))
+
+    try:
+        dicts = list(dicts)
+    except Exception as e:
+        return [Problem(source, f"the dataset must be a list of dicts, got {type(dicts).__name__} ({e})")]
+    if not dicts:
+        return [Problem(source, "the dataset has no images")]
+    K = len(CLASS_NAMES)
+    t = BOX_TOLERANCE
+    seen: Dict[int, str] = {}
+    for i, d in enumerate(dicts):
+        entry = f"dataset dict [{i}]"
+        if not isinstance(d, dict):
+            add(source, f"{entry} is a {type(d).__name__}, not a dict")
+            continue
+        fn, iid = d.get("file_name"), d.get("image_id")
+        pid = int(iid) if _is_int(iid) else None
+        path = fn if isinstance(fn, str) and fn.strip() else None
+        where = path or source
+        if path is None:
+            add(source, f"{entry}: file_name {_short(fn)} is not a non-empty string", pid)
+        if pid is None:
+            add(where, f"{entry}: image_id {_short(iid)} is not an integer")
+        elif pid in seen:  # a problem of the dataset, not of one image file
+            add(source, f"duplicate image_id {pid}: {entry} ({where}) and {seen[pid]}", pid)
+        else:
+            seen[pid] = f"{entry} ({where})"
+        h, w = d.get("height"), d.get("width")
+        if (h is not None or w is not None) and not (_dim(h) and _dim(w)):
+            add(where, f"invalid height/width ({_short(h, 30)}, {_short(w, 30)}): must be positive integers", pid)
+            h = w = None
+        for reason in _meta_problems(d):
+            add(where, reason, pid)
+        if path is not None:
+            if image_root is not None and not allow_outside_root and not _inside(path, image_root):
+                add(where, _outside_reason(fn, image_root), pid)
+            else:
+                reasons, size = _image_check(path, decode_images)
+                for reason in reasons:
+                    add(where, reason, pid)
+                if size is not None and h is not None and size != (h, w):
+                    add(where, f"size mismatch: the dataset says {w}x{h} (WxH), image is {size[1]}x{size[0]}", pid)
+                if h is None and size is not None:
+                    h, w = size
+        anns = d.get("annotations")
+        if not isinstance(anns, list):
+            add(where, f"annotations {_short(anns)} must be a list", pid)
+            continue
+        if not anns:
+            add(where, "image with no chromosome annotations (empty spread)", pid)
+        for j, a in enumerate(anns):
+            label = f"annotation [{j}]"
+            if not isinstance(a, dict):
+                add(where, f"{label} is a {type(a).__name__}, not a dict", pid)
+                continue
+            mode = a.get("bbox_mode", 0)
+            if not (_is_int(mode) and mode == 0):
+                add(where, f"{label}: bbox_mode {_short(mode)} is not supported (only 0 = XYXY_ABS)", pid)
+            b = a.get("bbox")
+            if not isinstance(b, (list, tuple)) or len(b) != 4 or not all(_num(v) for v in b):
+                add(where, f"{label}: bbox {_short(b)} must be 4 finite numbers [x0, y0, x1, y1]", pid)
+            else:
+                x0, y0, x1, y1 = (float(v) for v in b)
+                if x1 <= x0 or y1 <= y0:
+                    add(where, f"{label}: zero-area box {list(b)} (x1 > x0 and y1 > y0 needed)", pid)
+                elif h is not None and (x0 < -t or y0 < -t or x1 > w + t or y1 > h + t):
+                    add(where, f"{label}: box outside the image: xyxy {list(b)} vs image {w}x{h}", pid)
+            c = a.get("category_id")
+            if not (_is_int(c) and 0 <= c < K):
+                add(where, f"{label}: category_id {_short(c)} must be an integer 0..{K - 1}", pid)
+            crowd = a.get("iscrowd", 0)
+            if crowd is not None and not (isinstance(crowd, numbers.Integral) and crowd in (0, 1)):
+                add(where, f"{label}: iscrowd {_short(crowd)} must be 0 or 1", pid)
+    return problems
+
+
 def dicts_to_coco(dicts: Iterable[Dict[str, Any]], image_root: str, info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Dataset dicts -> COCO dict (categories "1".."22","X","Y" with ids 1..24; boxes XYWH;
-    ``file_name`` relative to ``image_root``)."""
+    ``file_name`` relative to ``image_root``; ``"allow_outside_root": true`` when some image lies
+    outside ``image_root``, so that the json loads without a flag)."""
     root = os.path.abspath(image_root)
     images, anns = [], []
     aid = 1
+    outside = False
     for d in dicts:
+        outside = outside or not _inside(d["file_name"], root)
         fn = os.path.relpath(os.path.abspath(d["file_name"]), root).replace(os.sep, "/")
         im = {"id": int(d["image_id"]), "file_name": fn, "height": int(d["height"]), "width": int(d["width"])}
         for k in ("karyotype", "case_id"):
@@ -276,6 +523,8 @@ def dicts_to_coco(dicts: Iterable[Dict[str, Any]], image_root: str, info: Option
     out: Dict[str, Any] = {}
     if info:
         out["info"] = info
+    if outside:
+        out["allow_outside_root"] = True
     out.update(images=images, annotations=anns, categories=cats)
     return out
 

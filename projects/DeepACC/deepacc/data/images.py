@@ -17,21 +17,34 @@ Conversion rules (identical for training, evaluation and inference, both engines
 * Polarity is never changed: chromosomes stay as stored (dark on light for G-band images;
   fluorescence images such as DAPI must be inverted by their converter, see ``datasets/``).
 
+Size limit: images with more than :data:`MAX_IMAGE_PIXELS` pixels (read from the header, before
+anything is decoded) are refused by every reader here, whatever Pillow's own limit is.
+
 Problems raise :class:`ImageError` whose message names the file and the reason
-(``missing file``, ``corrupt or truncated``, ``unsupported format``).
+(``missing file``, ``corrupt or truncated``, ``unsupported format``, ``image is W x H = N pixels,
+more than the maximum``); no other exception escapes :func:`read_image` / :func:`image_size`.
 """
 from __future__ import annotations
 
 import os
-from typing import Tuple
+import warnings
+from typing import Optional, Tuple
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-__all__ = ["ImageError", "read_image", "image_size", "SUPPORTED_FORMATS"]
+__all__ = ["ImageError", "read_image", "image_size", "SUPPORTED_FORMATS", "MAX_IMAGE_PIXELS"]
 
 #: Pillow format names accepted by :func:`read_image`.
 SUPPORTED_FORMATS = ("TIFF", "PNG", "JPEG", "MPO", "BMP")
+
+#: Largest image accepted (width x height). Microscope cameras give a few to about 20 megapixels;
+#: a header claiming more than 100 MP is almost surely corrupt or hostile (a "decompression bomb":
+#: a few bytes that claim 100000 x 100000 pixels, which would take 10 GB to decode), and training
+#: would run out of memory on it anyway (100 MP is 100 MB as 8-bit gray, several times that as the
+#: model's float input). Change the module attribute to accept larger images; every reader here
+#: reads it at call time.
+MAX_IMAGE_PIXELS = 100_000_000
 
 # Never silently decode half an image.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -49,6 +62,34 @@ class ImageError(OSError):
         return f"{self.path}: {self.reason}"
 
 
+def _too_large(path: str, w: int, h: int) -> ImageError:
+    return ImageError(path, f"image is {w} x {h} = {w * h} pixels, more than the maximum {MAX_IMAGE_PIXELS} "
+                            f"(deepacc.data.images.MAX_IMAGE_PIXELS)")
+
+
+def _unchecked_header_size(path: str) -> Optional[Tuple[int, int]]:
+    """``(W, H)`` from the header through Pillow's format plugins, without Pillow's
+    decompression-bomb check (used only to name the size of a file Pillow refused)."""
+    try:
+        Image.init()
+        with open(path, "rb") as fp:
+            prefix = fp.read(16)
+            for fmt in SUPPORTED_FORMATS:
+                factory, accept = Image.OPEN.get(fmt, (None, None))
+                ok = accept(prefix) if accept else True
+                if factory is None or isinstance(ok, str) or not ok:
+                    continue
+                fp.seek(0)
+                try:
+                    w, h = factory(fp, path).size
+                    return int(w), int(h)
+                except Exception:
+                    continue
+    except Exception:
+        pass
+    return None
+
+
 def _open(path) -> Image.Image:
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -56,15 +97,30 @@ def _open(path) -> Image.Image:
     if os.path.isdir(path):
         raise ImageError(path, "missing file (path is a directory)")
     try:
-        img = Image.open(path)
+        with warnings.catch_warnings():
+            # Pillow warns above its own limit; ours (MAX_IMAGE_PIXELS) is checked below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except Image.DecompressionBombError as e:
+        size = _unchecked_header_size(path)
+        if size is not None:
+            raise _too_large(path, *size) from None
+        raise ImageError(path, f"image is larger than the maximum {MAX_IMAGE_PIXELS} pixels "
+                               f"(deepacc.data.images.MAX_IMAGE_PIXELS; Pillow: {e})") from None
     except UnidentifiedImageError:
         raise ImageError(path, "unsupported format or corrupt file (not a readable TIFF/PNG/JPEG/BMP image)") from None
     except OSError as e:
         raise ImageError(path, f"corrupt or unreadable file ({e})") from None
+    except Exception as e:  # Pillow's plugins may raise anything on a malformed header
+        raise ImageError(path, f"corrupt or unreadable file ({type(e).__name__}: {e})") from None
     if img.format not in SUPPORTED_FORMATS:
         fmt = img.format
         img.close()
         raise ImageError(path, f"unsupported format {fmt} (supported: TIFF, PNG, JPEG, BMP)")
+    w, h = img.size
+    if w * h > MAX_IMAGE_PIXELS:
+        img.close()
+        raise _too_large(path, int(w), int(h))
     return img
 
 
@@ -122,9 +178,14 @@ def _read_with_opencv(path: str) -> np.ndarray:
     """Fallback for files Pillow cannot decode (e.g. 16-bit RGB TIFF)."""
     import cv2
 
-    a = cv2.imread(path, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    try:
+        a = cv2.imread(path, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    except cv2.error as e:  # e.g. OpenCV's own size limit, a corrupt header
+        raise ImageError(path, f"corrupt or unreadable file (OpenCV: {str(e).strip()})") from None
     if a is None:
         raise ImageError(path, "unsupported format or corrupt file (not a readable TIFF/PNG/JPEG/BMP image)")
+    if a.shape[0] * a.shape[1] > MAX_IMAGE_PIXELS:  # the header was checked; the decoded size decides
+        raise _too_large(path, int(a.shape[1]), int(a.shape[0]))
     if a.ndim == 3:
         if a.shape[2] == 4:
             alpha = a[..., 3:4].astype(np.float64) / (65535.0 if a.dtype == np.uint16 else 255.0)
@@ -144,7 +205,7 @@ def _read_with_opencv(path: str) -> np.ndarray:
 def read_image(path) -> np.ndarray:
     """Read an image file as ``(H, W) uint8`` grayscale (rules in the module docstring).
 
-    Raises :class:`ImageError` naming the file and the reason.
+    Raises :class:`ImageError` naming the file and the reason (and nothing else).
     """
     path = os.fspath(path)
     img = _open(path)
@@ -160,7 +221,17 @@ def read_image(path) -> np.ndarray:
                 # Pillow cannot decode some valid TIFF layouts (16-bit RGB, some compressions).
                 return _read_with_opencv(path)
             raise ImageError(path, f"corrupt or truncated file ({msg})") from None
-        out = _to_gray(img, path)
+        except MemoryError:
+            raise ImageError(path, f"not enough memory to decode the {img.size[0]} x {img.size[1]} image") from None
+        except Exception as e:  # a malformed file can make a decoder fail in any way
+            raise ImageError(path, f"corrupt or truncated file ({type(e).__name__}: {e})") from None
+        try:
+            out = _to_gray(img, path)
+        except ImageError:
+            raise
+        except Exception as e:
+            raise ImageError(path, f"cannot convert the {img.mode} image to grayscale "
+                                   f"({type(e).__name__}: {e})") from None
     finally:
         img.close()
     if out.ndim != 2 or out.size == 0:
