@@ -86,6 +86,15 @@ def load_checkpoint_file(path: str) -> Dict[str, Any]:
         data = read_pickled_weights(path)
     else:
         try:
+            with open(path, "rb") as f:
+                head = f.read(4)
+        except OSError as e:
+            raise CheckpointError(path, f"cannot read: {e.strerror or e}") from None
+        # torch.save writes a zip archive (PK\x03\x04); files of torch < 1.6 start with a pickle opcode
+        if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+            what = "an empty file" if not head else f"a file starting with {head!r}"
+            raise CheckpointError(path, f"not a PyTorch checkpoint ({what}; checkpoints are written by torch.save)")
+        try:
             data = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -98,6 +98,12 @@ def add_deepacc_config(cfg) -> None:
     # NHWC GroupNorm backward there); "on" / "off" force it. Torchvision engine.
     _C.MODEL.CHANNELS_LAST = "auto"
 
+    # The training data check before the first iteration (deepacc.data.preflight): "full" decodes
+    # every training image, "header" reads headers only, "off" skips it. A broken dataset stops the
+    # run with every problem named, unless SKIP_INVALID leaves the bad images out (logged).
+    _C.DATASETS.CHECK = "full"
+    _C.DATASETS.SKIP_INVALID = False
+
     # Evaluation thresholds of Acc / AER (paper §3.1), used by the DeepACC evaluator.
     _C.TEST.DEEPACC = type(cfg)()
     _C.TEST.DEEPACC.SCORE_THRESH = 0.5
@@ -365,6 +371,7 @@ _CHOICES = (
     ("SOLVER.AMP.PRECISION", ("auto", "bfloat16", "float16")),
     ("MODEL.CHANNELS_LAST", ("auto", "on", "off")),
     ("MODEL.RESNETS.DEPTH", (18, 34, 50, 101, 152)),
+    ("DATASETS.CHECK", ("full", "header", "off")),
 )
 
 
@@ -438,12 +445,22 @@ def check_config(cfg, source: str = "config") -> None:
 
 
 def unknown_key_message(error: Exception, cfg) -> Optional[str]:
-    """``"unknown config key 'X' (did you mean 'Y'?)"`` for yacs's ``Non-existent config key`` error
-    (from a YAML file or the command line), else ``None``."""
+    """One line for yacs's config-key errors (from a YAML file or the command line), else ``None``:
+    ``"unknown config key 'X' (did you mean 'Y'?)"`` for a key that does not exist, and
+    ``"config key X: expected a float like 0.02, got -1 (int)"`` for a value of the wrong type."""
     import difflib
     import re
 
-    m = re.search(r"Non-existent (?:config )?key: ([\w.]+)", str(error))
+    text = str(error)
+    t = re.search(r"Type mismatch \(<class '(\w+)'> vs\. <class '(\w+)'>\) with values \((.*) vs\. (.*)\) "
+                  r"for config key: ([\w.]+)", text)
+    if t:
+        want, got, default, value, key = t.groups()
+        return f"config key {key}: expected a {want} like {default}, got {value} ({got})"
+    if "Override list has odd length" in text:
+        return ("config options after the flags must be KEY VALUE pairs (an odd number of items was given; "
+                "flags such as --eval-only go before them)")
+    m = re.search(r"Non-existent (?:config )?key: ([\w.]+)", text)
     if not m:
         return None
     key = m.group(1)

@@ -29,6 +29,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint_io import check_loaded_weights
 from ..config import add_deepacc_config, check_config, load_config, resolve_epoch_schedule
+from ..data.preflight import check_training_datasets
 from ..fileio import tidy_output_dir
 from ..precision import amp_dtype, autocast_to
 from ..solver import clip_gradients
@@ -146,6 +147,11 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
+        """Detectron2's loader with DeepACC's mapper, after the training data check
+        (``DATASETS.CHECK``; with ``DATASETS.SKIP_INVALID`` the images with problems are left out)."""
+        dicts = check_training_datasets(cfg, get_dicts=DatasetCatalog.get)
+        if cfg.DATASETS.SKIP_INVALID:
+            return build_detection_train_loader(cfg, mapper=DeepACCDatasetMapper(cfg, True), dataset=dicts)
         return build_detection_train_loader(cfg, mapper=DeepACCDatasetMapper(cfg, True))
 
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Optional
 
 
 def default_argument_parser(epilog: str = None) -> argparse.ArgumentParser:
@@ -34,6 +35,12 @@ def default_argument_parser(epilog: str = None) -> argparse.ArgumentParser:
                         help="initialization URL for pytorch distributed backend ('auto' picks a free local port)")
     parser.add_argument("--engine", choices=["auto", "detectron2", "torchvision"], default="auto",
                         help="which engine runs the model (auto: Detectron2 when importable)")
+    parser.add_argument("--allow-untrained", action="store_true",
+                        help="with --eval-only: evaluate even without MODEL.WEIGHTS or with weights that do not fit "
+                        "the model (refused otherwise)")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of every error (user mistakes are otherwise one named line, "
+                        "exit status 2)")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                         help="modify config options at the end of the command, as 'PATH.KEY VALUE' pairs")
     return parser
@@ -57,6 +64,60 @@ def choose_engine(requested: str) -> str:
     return requested
 
 
+def _engine_cfg(engine: str):
+    if engine == "detectron2":
+        from deepacc.d2.train_net import get_cfg
+    else:
+        from deepacc.config import get_cfg
+    return get_cfg()
+
+
+def preflight(args, engine: str):
+    """What can be checked before any process starts: the config (unknown keys, invalid values), that
+    ``OUTPUT_DIR`` is writable and, for several processes, the training data (each process of a
+    single-process run checks it itself). Raises the user errors that :func:`user_error_message` names."""
+    from deepacc.config import check_config, load_config
+
+    cfg = load_config(args.config_file or None, args.opts, _engine_cfg(engine))
+    check_config(cfg, args.config_file or "config")
+    out = str(cfg.OUTPUT_DIR)
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, f".write-test-{os.getpid()}")
+        with open(probe, "wb"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise OutputDirError(f"OUTPUT_DIR {out!r} is not writable ({e.strerror or e}); give another folder, e.g. "
+                             f"OUTPUT_DIR ./output/run1") from None
+    if not args.eval_only and args.num_gpus * args.num_machines > 1 and engine == "torchvision":
+        from deepacc.data.preflight import check_training_datasets
+
+        check_training_datasets(cfg)
+    return cfg
+
+
+class OutputDirError(OSError):
+    """``OUTPUT_DIR`` cannot be created or written."""
+
+
+def user_error_message(exc: BaseException, engine: str) -> Optional[str]:
+    """One line (or a short list) for a mistake the user can fix, ``None`` for a bug (traceback)."""
+    from deepacc.checkpoint_io import CheckpointError, UntrainedModelError
+    from deepacc.config import ConfigError, unknown_key_message
+    from deepacc.data.coco import DatasetError
+
+    if isinstance(exc, (ConfigError, CheckpointError, UntrainedModelError, DatasetError, OutputDirError,
+                        FileNotFoundError)):
+        return str(exc).strip("'\"")
+    if isinstance(exc, (KeyError, AssertionError, ValueError)):  # yacs: unknown key, value of the wrong type
+        try:
+            return unknown_key_message(exc, _engine_cfg(engine))
+        except Exception:  # noqa: BLE001
+            return None
+    return None
+
+
 def main(argv=None) -> None:
     args = default_argument_parser().parse_args(argv)
     engine = choose_engine(args.engine)
@@ -67,9 +128,18 @@ def main(argv=None) -> None:
     else:
         from deepacc.tv.train import launch_main
     try:
+        preflight(args, engine)
         launch_main(args)
-    except FileNotFoundError as e:  # a missing MODEL.WEIGHTS, config or dataset: one named line, not a traceback
-        raise SystemExit(f"train_net.py: {e}") from None
+    except KeyboardInterrupt:
+        print("train_net.py: interrupted; rerun the same command with --resume to continue from the last "
+              "checkpoint", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as e:  # noqa: BLE001  (user mistakes: named, exit 2; anything else: the traceback)
+        msg = None if args.debug else user_error_message(e, engine)
+        if msg is None:
+            raise
+        print(f"train_net.py: {msg}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

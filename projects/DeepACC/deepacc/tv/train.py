@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ..checkpoint_io import check_loaded_weights
 from ..config import resolve_epoch_schedule
+from ..data.preflight import check_training_datasets
 from ..fileio import tidy_output_dir
 from ..precision import amp_dtype, autocast_to, needs_grad_scaler
 from ..solver import clip_gradients
@@ -36,22 +37,25 @@ logger = logging.getLogger("deepacc")
 
 # --------------------------------------------------------------------------------------------- setup
 def setup_logging(output_dir: Optional[str]) -> None:
+    """INFO logging to stderr (rank 0) and to ``output_dir/log.txt``; calling it again (another run in
+    the same process) replaces the handlers it added before, so each run logs to its own folder."""
     rank = comm.get_rank()
     root = logging.getLogger()
-    if getattr(root, "_deepacc_configured", False):
-        return
+    for h in getattr(root, "_deepacc_handlers", []):
+        root.removeHandler(h)
+        h.close()
     root.setLevel(logging.INFO)
     fmt = logging.Formatter(f"[%(asctime)s r{rank}] %(name)s %(levelname)s: %(message)s", "%m/%d %H:%M:%S")
+    handlers = []
     if rank == 0:
-        h = logging.StreamHandler()
-        h.setFormatter(fmt)
-        root.addHandler(h)
+        handlers.append(logging.StreamHandler())
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)
-        fh = logging.FileHandler(os.path.join(output_dir, "log.txt" if rank == 0 else f"log.txt.rank{rank}"))
-        fh.setFormatter(fmt)
-        root.addHandler(fh)
-    root._deepacc_configured = True
+        handlers.append(logging.FileHandler(os.path.join(output_dir, "log.txt" if rank == 0 else f"log.txt.rank{rank}")))
+    for h in handlers:
+        h.setFormatter(fmt)
+        root.addHandler(h)
+    root._deepacc_handlers = handlers
 
 
 def resolve_device(cfg) -> torch.device:
@@ -276,7 +280,8 @@ class Trainer:
     def __init__(self, cfg):
         self.cfg = cfg
         self.device = resolve_device(cfg)
-        self.train_dicts = dataset_dicts(cfg.DATASETS.TRAIN)
+        # DATASETS.CHECK: every training image decoded before the first iteration (deepacc.data.preflight)
+        self.train_dicts = check_training_datasets(cfg)
         resolve_epoch_schedule(cfg, len(self.train_dicts))
         model = build_model(cfg)
         if cfg.MODEL.RESNETS.NORM == "SyncBN" and comm.get_world_size() > 1:
