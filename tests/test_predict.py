@@ -447,3 +447,44 @@ def test_predictor_returning_torch_tensors(spreads, tmp_path):
     assert P.main(["--input", str(folder / "spread_2.png"), "--output", str(out), "--no-progress"],
                   predictor_factory=factory, reader=lambda p: cv2.imread(p, 0)) == 0
     assert json.loads((out / "spread_2.json").read_text())["summary"]["karyotype"] == "47,XY,+21"
+
+
+def test_real_model_untrained_refused_allowed_flagged_and_weights_recorded(spreads, tmp_path, capsys):
+    """The torchvision engine's predictor: no weights -> refused (exit 2) unless --allow-untrained, which
+    flags every output; trained weights -> path and SHA-256 in every record."""
+    import torch
+
+    from deepacc.checkpoint_io import file_sha256
+    from deepacc.config import load_config
+    from deepacc.tv.checkpoint import AtomicCheckpointer
+    from deepacc.tv.model import build_model
+    from tv_tiny import QUICK_CONFIG, TINY_OPTS
+
+    folder, _ = spreads
+    one = str(folder / "spread_0.png")
+    base = ["--config-file", QUICK_CONFIG, "--input", one, "--no-progress", "--engine", "torchvision"]
+    rc = P.main(base + ["--output", str(tmp_path / "a")] + TINY_OPTS)
+    err = capsys.readouterr().err
+    assert rc == 2 and "MODEL.WEIGHTS is empty" in err and "--allow-untrained" in err and "Traceback" not in err
+    rc = P.main(base + ["--output", str(tmp_path / "b"), "--allow-untrained"] + TINY_OPTS)
+    assert rc == 0
+    rec = json.loads((tmp_path / "b" / "spread_0.json").read_text())
+    assert rec["model"]["status"] == "untrained" and rec["summary"]["needs_review"]
+    assert rec["summary"]["flags"][0]["kind"] == "untrained_model"
+    assert "NOT FROM A TRAINED MODEL" in (tmp_path / "b" / "karyotypes.csv").read_text()
+    torch.manual_seed(0)
+    model = build_model(load_config(QUICK_CONFIG, TINY_OPTS))
+    AtomicCheckpointer(model, str(tmp_path)).save("w")
+    weights = str(tmp_path / "w.pth")
+    opts = [o if o != "" else weights for o in TINY_OPTS]  # MODEL.WEIGHTS "" -> the checkpoint
+    assert P.main(base + ["--output", str(tmp_path / "c")] + opts) == 0
+    rec = json.loads((tmp_path / "c" / "spread_0.json").read_text())
+    assert rec["model"] == {"weights": weights, "sha256": file_sha256(weights), "status": "trained", "problem": None}
+    assert rec["settings"]["weights_sha256"] == file_sha256(weights)
+    assert all(f["kind"] != "untrained_model" for f in rec["summary"]["flags"])
+    capsys.readouterr()
+    # config mistakes: one line, exit 2
+    assert P.main(base + ["--output", str(tmp_path / "d"), "MODEL.DEEPACC.SIAMESE.THRESHOLD", "2.0"]) == 2
+    assert "MODEL.DEEPACC.SIAMESE.THRESHOLD = 2.0" in capsys.readouterr().err
+    assert P.main(base + ["--output", str(tmp_path / "d"), "TEST.DEEPACC.SCORE_THRESHH", "0.5"]) == 2
+    assert "did you mean 'TEST.DEEPACC.SCORE_THRESH'" in capsys.readouterr().err

@@ -97,6 +97,8 @@ class PredictSettings:
     # karyotype assignment; None = the default config's TEST.DEEPACC.ASSIGNMENT value
     assignment: Optional[bool] = None
     extra_copy_cost: Optional[float] = None
+    allow_untrained: bool = False
+    weights_sha256: Optional[str] = None  # of MODEL.WEIGHTS: a rerun with other weights redoes every image
 
 
 @dataclass
@@ -149,6 +151,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--extra-copy-cost", type=float, default=None, metavar="COST",
                    help="assignment penalty per copy beyond 2 per autosome / X and 1 Y (default: the config's "
                    "TEST.DEEPACC.ASSIGNMENT.EXTRA_COPY_COST)")
+    p.add_argument("--allow-untrained", action="store_true",
+                   help="predict even without MODEL.WEIGHTS or with weights that do not fit the model (refused "
+                   "otherwise); every output is then flagged as coming from an untrained model")
     p.add_argument("--engine", choices=("auto", "torchvision", "detectron2"), default="auto",
                    help="model engine (default: auto = Detectron2 when importable, else torchvision)")
     p.add_argument("--report", action="store_true", help="also write the offline HTML report (report.html)")
@@ -365,8 +370,14 @@ def process_image(
         image = cv2.cvtColor(image[:, :, :3], cv2.COLOR_RGB2GRAY)
     if image.ndim != 2 or image.dtype != np.uint8:
         raise ValueError(f"{path}: expected an 8-bit grayscale image, got shape {image.shape} {image.dtype}")
-    prediction = get_predictor()(image)
+    predictor = get_predictor()
+    prediction = predictor(image)
     calls, summary, overlay, karyogram, detections = postprocess(image, prediction, settings)
+    model = getattr(predictor, "weights_info", None)  # weights file, SHA-256, trained or not
+    if model and model.get("status") != "trained":
+        from deepacc.karyotype.summary import ReviewFlag
+
+        summary.flags.insert(0, ReviewFlag("untrained_model", f"NOT FROM A TRAINED MODEL: {model['problem']}"))
     outs = _outputs(output_dir, stem)
     rec = {
         "file_name": path,
@@ -378,6 +389,7 @@ def process_image(
         "detections": detections,
         "num_raw_top1_detections": int(len(prediction["instances_top1"]["scores"])),
         "settings": asdict(settings),
+        "model": model,
         "outputs": {k: os.path.basename(v) for k, v in outs.items()},
     }
     # Images first, JSON last: a complete JSON marks a finished image.
@@ -507,7 +519,7 @@ def build_default_predictor(args) -> Predictor:
     """The engine's predictor for the parsed arguments (imports the engine only now)."""
     from deepacc.engine import build_predictor
 
-    return build_predictor(setup_cfg(args), engine=args.engine)
+    return build_predictor(setup_cfg(args), engine=args.engine, allow_untrained=bool(getattr(args, "allow_untrained", False)))
 
 
 _CFG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
@@ -523,15 +535,16 @@ def _split_trailing_opts(args) -> None:
             return
 
 
-def _config_assignment(args):
-    """``TEST.DEEPACC.ASSIGNMENT`` of the run's config, overridden by ``--assignment`` /
-    ``--extra-copy-cost``."""
-    from deepacc.config import load_config
+def _run_config(args):
+    """The run's config (``--config-file`` + trailing options), validated, with ``TEST.DEEPACC.ASSIGNMENT``
+    overridden by ``--assignment`` / ``--extra-copy-cost``; returns ``(cfg, assignment settings)``."""
+    from deepacc.config import check_config, load_config
     from deepacc.karyotype.assignment import assignment_settings
 
     cfg = load_config(args.config_file or None, list(args.opts or []))
+    check_config(cfg, args.config_file or "config")
     on = None if args.assignment is None else args.assignment == "on"
-    return assignment_settings(cfg, on, args.extra_copy_cost)
+    return cfg, assignment_settings(cfg, on, args.extra_copy_cost)
 
 
 def _interrupted(done: int, total: int) -> int:
@@ -566,20 +579,32 @@ def main(argv: Optional[Sequence[str]] = None,
         print("deepacc-predict: no input image found", file=sys.stderr)
         return 2
     try:
-        assignment = _config_assignment(args)
+        cfg, assignment = _run_config(args)
+        weights = str(cfg.MODEL.WEIGHTS)
+        sha = None
+        if weights and os.path.isfile(weights):
+            from deepacc.checkpoint_io import file_sha256
+
+            sha = file_sha256(weights)
     except KeyboardInterrupt:
         return _interrupted(0, len(paths))
     except Exception as exc:  # noqa: BLE001  (a config the user gave: one line, exit 2)
-        print(f"deepacc-predict: {exc}", file=sys.stderr)
+        from deepacc.config import get_cfg, unknown_key_message
+
+        print(f"deepacc-predict: {unknown_key_message(exc, get_cfg()) or exc}", file=sys.stderr)
         return 2
     settings = PredictSettings(args.confidence_threshold, args.nms_threshold, args.review_score,
                                args.review_margin, args.engine, args.config_file, [str(o) for o in args.opts],
-                               assignment.enabled, assignment.extra_copy_cost)
+                               assignment.enabled, assignment.extra_copy_cost, bool(args.allow_untrained), sha)
     factory = predictor_factory or build_default_predictor
 
     def make():
+        from deepacc.checkpoint_io import CheckpointError, UntrainedModelError
+
         try:
             return factory(args)
+        except (CheckpointError, UntrainedModelError, FileNotFoundError) as exc:  # named by their message
+            raise _SetupError(f"could not build the model: {exc}") from exc
         except Exception as exc:  # noqa: BLE001
             raise _SetupError(f"could not build the model: {type(exc).__name__}: {exc}") from exc
 
