@@ -72,15 +72,22 @@ def check_disjoint(train: List[Dict], val: List[Dict]) -> List[str]:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    from ..config import get_cfg, load_config
+    from ..checkpoint_io import CheckpointError
+    from ..config import ConfigError, check_config, get_cfg, load_config, unknown_key_message
     from ..data.catalog import DatasetNotPreparedError
+    from ..data.coco import DatasetError
     from ..pretrain import PretrainConfig, crop_size_for, cut_crops, pretrain
     from ..tv.train import dataset_dicts, setup_logging
 
     try:
         cfg = load_config(args.config_file, args.opts, get_cfg())
+        check_config(cfg, args.config_file)
+    except ConfigError as e:
+        print(f"deepacc-pretrain: {e}", file=sys.stderr)
+        return 2
     except Exception as e:  # a user mistake in the file or the overrides
-        print(f"deepacc-pretrain: cannot read the config {args.config_file}: {e}", file=sys.stderr)
+        why = unknown_key_message(e, get_cfg()) or e
+        print(f"deepacc-pretrain: cannot read the config {args.config_file}: {why}", file=sys.stderr)
         return 2
     out = args.output or default_output(cfg)
     setup_logging(out)
@@ -89,7 +96,7 @@ def main(argv=None) -> int:
     val_names = list(cfg.DATASETS.TEST) if args.val is None else list(args.val)
     try:
         train_dicts, val_dicts = dataset_dicts(train_names), dataset_dicts(val_names)
-    except (DatasetNotPreparedError, KeyError, ValueError) as e:
+    except (DatasetNotPreparedError, DatasetError, KeyError, ValueError) as e:
         print(f"deepacc-pretrain: {e}", file=sys.stderr)
         return 2
     problems = check_disjoint(train_dicts, val_dicts)
@@ -113,7 +120,15 @@ def main(argv=None) -> int:
     meta = {"command": " ".join(["deepacc-pretrain"] + (argv if argv is not None else sys.argv[1:])),
             "config_file": args.config_file, "train_datasets": ",".join(train_names),
             "val_datasets": ",".join(val_names), "input_min_size": min_size, "input_max_size": max_size}
-    report = pretrain(cfg, train, val, pc, out, meta=meta)
+    try:
+        report = pretrain(cfg, train, val, pc, out, meta=meta)
+    except CheckpointError as e:  # a corrupt pretrain_last.pth of an earlier run
+        print(f"deepacc-pretrain: {e} (--restart starts over)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("deepacc-pretrain: interrupted; rerun the same command to resume from the last finished epoch",
+              file=sys.stderr)
+        return 130
     summary = {"checkpoint": os.path.join(out, "model_pretrained.pth"), "epochs_run": report["epochs_run"],
                "val_top1": report.get("val", {}).get("top1"), "val_crops": report["val_crops"],
                "train_crops": report["train_crops"], "minutes": round(report["history"][-1]["elapsed_s"] / 60, 2)
