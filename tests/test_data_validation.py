@@ -251,6 +251,10 @@ def test_file_name_outside_root_refused_unless_allowed(tmp_path, capsys):
     write_coco_json(d, str(out), str(tmp_path / "new"))
     assert json.loads(out.read_text())["allow_outside_root"] is True
     assert validate_coco_json(str(out)) == [] and load_coco_json(str(out)) == d
+    capsys.readouterr()
+    assert data_main(["validate", str(out)]) == 0  # valid, but the opt-in is pointed out
+    err = capsys.readouterr().err
+    assert 'declares "allow_outside_root": true; 3 image(s) are read from outside' in err and "elsewhere/x.png" in err
     write_coco_json(d[2:], str(out), str(root))
     assert "allow_outside_root" not in json.loads(out.read_text())
     # already loaded dicts: confined when an image root is given

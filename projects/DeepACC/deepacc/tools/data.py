@@ -117,7 +117,32 @@ def cmd_validate(a) -> int:
             print(f"  {n:6d}  {k}", file=sys.stderr)
         return 1
     print(f"OK: {name}: {n_images} images, {n_chrom} chromosomes, no problems")
+    note = _outside_root_note(checked)
+    if note:
+        print(note, file=sys.stderr)
     return 0
+
+
+def _outside_root_note(json_file: str) -> Optional[str]:
+    """A json that opts in to images outside its root says so itself: tell the user, with the count."""
+    from ..data.coco import default_image_root
+
+    if not (isinstance(json_file, str) and json_file.endswith(".json") and os.path.isfile(json_file)):
+        return None
+    try:
+        with open(json_file, "r", encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(data, dict) and data.get("allow_outside_root") is True):
+        return None
+    root = os.path.abspath(default_image_root(json_file))
+    outside = [im.get("file_name") for im in data.get("images", []) if isinstance(im, dict)
+               and isinstance(im.get("file_name"), str)
+               and not os.path.abspath(os.path.join(root, im["file_name"])).startswith(root + os.sep)]
+    return (f"note: {json_file} declares \"allow_outside_root\": true; {len(outside)} image(s) are read from "
+            f"outside {root} (e.g. {outside[0]!r}): check that you trust where they point"
+            if outside else None)
 
 
 def compute_stats(dicts: List[Dict[str, Any]]) -> Dict[str, Any]:
