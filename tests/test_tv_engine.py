@@ -141,7 +141,8 @@ class _FakeWeights:
     def __init__(self, state, fail=False):
         self.state, self.fail = state, fail
 
-    def get_state_dict(self, progress=True):
+    def get_state_dict(self, progress=True, **kwargs):
+        assert kwargs == {"check_hash": True, "weights_only": True}  # read safely, hash-checked
         if self.fail:
             raise OSError("no network")
         return self.state

@@ -196,7 +196,8 @@ def load_imagenet_backbone(model: DeepACCRCNN, cfg) -> None:
     depth = int(cfg.MODEL.RESNETS.DEPTH)
     weights = torchvision.models.get_model_weights(f"resnet{depth}").DEFAULT
     try:
-        state = weights.get_state_dict(progress=True)
+        # the download is checked against the hash in its file name and read without unpickling code
+        state = weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
     except Exception as e:  # no network, proxy, ...
         raise RuntimeError(
             f"could not fetch ImageNet weights for ResNet-{depth} ({e}). Put a checkpoint path in MODEL.WEIGHTS, "
