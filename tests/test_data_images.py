@@ -187,3 +187,19 @@ def test_truncated_files_named_never_other_errors(tmp_path, ext, kw):
         with pytest.raises(ImageError) as e:
             read_image(p)
         assert str(e.value).startswith(f"{p}: ")
+
+
+def test_our_size_limit_decides_over_pillows(tmp_path, monkeypatch):
+    """An image within MAX_IMAGE_PIXELS reads even above Pillow's own bomb limit; above ours it is named."""
+    from PIL import Image
+
+    import deepacc.data.images as images
+
+    path = tmp_path / "big.png"
+    Image.fromarray(np.full((100, 120), 7, np.uint8)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow refuses > 2000 pixels
+    assert images.read_image(str(path)).shape == (100, 120)
+    assert Image.MAX_IMAGE_PIXELS == 1000  # restored
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 5000)
+    with pytest.raises(images.ImageError, match="120 x 100 = 12000 pixels, more than the maximum 5000"):
+        images.read_image(str(path))

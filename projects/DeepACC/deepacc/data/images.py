@@ -103,6 +103,14 @@ def _open(path) -> Image.Image:
             img = Image.open(path)
     except Image.DecompressionBombError as e:
         size = _unchecked_header_size(path)
+        if size is not None and size[0] * size[1] <= MAX_IMAGE_PIXELS:
+            # within our limit, raised above Pillow's own (2 x PIL.Image.MAX_IMAGE_PIXELS): ours decides
+            pil_limit = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+            try:
+                return _open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = pil_limit
         if size is not None:
             raise _too_large(path, *size) from None
         raise ImageError(path, f"image is larger than the maximum {MAX_IMAGE_PIXELS} pixels "
