@@ -234,6 +234,9 @@ def test_killed_run_resumes_from_last_checkpoint(tiny_data_root, tmp_path):
     assert os.path.exists(os.path.join(out, "model_final.pth"))
     state = torch.load(os.path.join(out, "model_final.pth"), map_location="cpu", weights_only=False)
     assert state["iteration"] == done + 3 and "optimizer" in state and "scheduler" in state
+    # the scale-aware reference measured on the training images travels with every checkpoint and the config
+    ref = state["input_reference_size"]
+    assert ref > 0 and f"REFERENCE_SIZE: {ref}" in open(os.path.join(out, "config.yaml")).read()
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ import os
 import pickle
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-__all__ = ["CheckpointError", "UntrainedModelError", "load_checkpoint_file", "read_pickled_weights",
+__all__ = ["CheckpointerMixin", "CheckpointError", "UntrainedModelError", "load_checkpoint_file", "read_pickled_weights",
            "resolve_last_checkpoint", "file_sha256", "compare_state_dicts", "check_loaded_weights", "LAST_CHECKPOINT"]
 
 LAST_CHECKPOINT = "last_checkpoint"
@@ -230,3 +230,43 @@ def weights_problem(path: str, missing: List[str], mismatched: List[str]) -> Opt
         return None
     return (f"{path} does not fit the model built from the config: " + "; ".join(parts)
             + ". Use the config the checkpoint was trained with (see config.yaml next to it).")
+
+
+class CheckpointerMixin:
+    """What both engines' fvcore-based checkpointers share (put it first in the bases): ``save`` and
+    the ``last_checkpoint`` tag written atomically (a kill mid-save leaves the previous file, never a
+    truncated one), ``extra_state`` saved into every checkpoint (e.g. the scale-aware reference
+    size), a tag that only names files of ``save_dir``, and the load's ``incompatible`` keys kept so
+    that callers can refuse weights that do not fit (:func:`check_loaded_weights`)."""
+
+    extra_state: Dict[str, Any] = {}
+
+    def get_checkpoint_file(self) -> str:
+        return resolve_last_checkpoint(self.save_dir)
+
+    def _load_model(self, checkpoint):
+        self.incompatible = super()._load_model(checkpoint)
+        return self.incompatible
+
+    def save(self, name: str, **kwargs) -> None:
+        import torch
+
+        from .fileio import atomic_write
+
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(self.extra_state)
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info("Saving checkpoint to %s", save_file)
+        atomic_write(save_file, lambda f: torch.save(data, f), durable=True)
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        from .fileio import atomic_write
+
+        atomic_write(os.path.join(self.save_dir, LAST_CHECKPOINT), last_filename_basename.encode(), durable=True)

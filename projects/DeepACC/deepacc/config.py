@@ -85,6 +85,19 @@ def add_deepacc_config(cfg) -> None:
     # "none" leaves 0..255 pixels for MODEL.PIXEL_MEAN / PIXEL_STD.
     _C.INPUT.NORMALIZATION = "per_image"
 
+    # Scale-aware resizing at inference (ours, beyond the paper; deepacc.data.scale): each image is
+    # resized so that its chromosomes (size measured on the image) have the size the model saw in
+    # training, instead of "short side to MIN_SIZE_TEST". REFERENCE_SIZE: that size in model-input
+    # pixels; 0 = measured on the training images when training starts, stored in the checkpoints and
+    # read back from them. The factor stays within [MIN_FACTOR, MAX_FACTOR] x the usual one and gives a
+    # long side of at most MAX_SIZE. Training itself keeps the usual resize.
+    _C.INPUT.SCALE_AWARE = type(cfg)()
+    _C.INPUT.SCALE_AWARE.ENABLED = True
+    _C.INPUT.SCALE_AWARE.REFERENCE_SIZE = 0.0
+    _C.INPUT.SCALE_AWARE.MIN_FACTOR = 0.25
+    _C.INPUT.SCALE_AWARE.MAX_FACTOR = 4.0
+    _C.INPUT.SCALE_AWARE.MAX_SIZE = 3000
+
     # Epoch-based schedule (the paper trains 24 epochs with steps at 16 and 22). When EPOCHS > 0 the
     # trainer derives SOLVER.MAX_ITER and SOLVER.STEPS from the training-set size and IMS_PER_BATCH.
     _C.SOLVER.EPOCHS = 0
@@ -365,6 +378,10 @@ _RANGES = (
     ("INPUT.MIN_SIZE_TEST", "posint", None, "the test image short side"),
     ("INPUT.MAX_SIZE_TEST", "posint", None, "the test image long-side cap"),
     ("INPUT.MAX_SIZE_TRAIN", "posint", None, "the training image long-side cap"),
+    ("INPUT.SCALE_AWARE.REFERENCE_SIZE", "nonneg", None, "the reference chromosome size (0: measured)"),
+    ("INPUT.SCALE_AWARE.MIN_FACTOR", "positive", None, "the lowest factor relative to the usual resize"),
+    ("INPUT.SCALE_AWARE.MAX_FACTOR", "positive", None, "the highest factor relative to the usual resize"),
+    ("INPUT.SCALE_AWARE.MAX_SIZE", "posint", None, "the long-side cap of scale-aware resizing"),
 )
 _CHOICES = (
     ("INPUT.NORMALIZATION", ("per_image", "none")),

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .checkpoint_io import check_loaded_weights
+from .data.scale import CHECKPOINT_KEY, resize_factor, resolve_reference, training_files
 
 logger = logging.getLogger(__name__)
 
@@ -19,9 +20,10 @@ class TorchvisionPredictor:
     """Runs the torchvision-engine model on one grayscale image (HxW uint8).
 
     Returns the project's prediction dict (``instances`` and ``instances_top1``, numpy arrays in the
-    input image's coordinates). Loads ``MODEL.WEIGHTS`` (a checkpoint written by this engine) and
-    refuses to run without it, or with weights that do not fit the model, unless ``allow_untrained``;
-    :attr:`weights_info` says which weights made the predictions (path, SHA-256, status).
+    input image's coordinates; ``input_scale``: the resize factor and what decided it). Loads
+    ``MODEL.WEIGHTS`` (a checkpoint written by this engine) and refuses to run without it, or with
+    weights that do not fit the model, unless ``allow_untrained``; :attr:`weights_info` says which
+    weights made the predictions (path, SHA-256, status).
     """
 
     def __init__(self, cfg, allow_untrained: bool = False):
@@ -33,15 +35,18 @@ class TorchvisionPredictor:
         self.device = resolve_device(cfg)
         self.model = build_model(cfg).to(self.device).eval()
         weights = str(cfg.MODEL.WEIGHTS)
-        incompatible = None
+        incompatible, extra = None, {}
         if weights:
             if not os.path.isfile(weights):
                 raise FileNotFoundError(f"MODEL.WEIGHTS {weights!r} is not a file (give a checkpoint, e.g. "
                                         "output/.../model_final.pth)")
             ckpt = AtomicCheckpointer(self.model)
-            ckpt.load(weights, checkpointables=[])
+            extra = ckpt.load(weights, checkpointables=[]) or {}
             incompatible = getattr(ckpt, "incompatible", None)
         self.weights_info = check_loaded_weights(weights, incompatible, allow_untrained)
+        # scale-aware resizing: the reference chromosome size of the model's training (deepacc.data.scale)
+        self.reference_size = resolve_reference(self.cfg, extra.get(CHECKPOINT_KEY) if weights else None,
+                                                training_files(self.cfg) if weights else None)
         if self.weights_info["problem"]:
             logger.warning("%s (allowed by --allow-untrained)", self.weights_info["problem"])
 
@@ -52,9 +57,12 @@ class TorchvisionPredictor:
         from .tv.train import to_prediction
 
         image = to_model_input(gray, self.cfg.INPUT.NORMALIZATION).to(self.device)
+        factor, info = resize_factor(gray, self.cfg, self.reference_size)
         with autocast(self.cfg, self.device.type):
-            det = self.model([image])[0]
-        return to_prediction(det)
+            det = self.model([image], scales=[factor if info["mode"] == "scale_aware" else None])[0]
+        out = to_prediction(det)
+        out["input_scale"] = info
+        return out
 
 
 def build_predictor(cfg, engine: str = "auto", allow_untrained: bool = False) -> Predictor:

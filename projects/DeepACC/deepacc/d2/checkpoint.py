@@ -7,29 +7,25 @@ A ``deepacc-pretrain`` checkpoint names the trunk with torchvision's ResNet name
 before loading; every other file loads as Detectron2 loads it, except that nothing is unpickled
 unsafely: ``.pth`` files through ``torch.load(weights_only=True)`` and model-zoo ``.pkl`` files
 through an arrays-only unpickler (:mod:`deepacc.checkpoint_io`), and ``last_checkpoint`` only
-names files of ``OUTPUT_DIR``.
+names files of ``OUTPUT_DIR``. Saves are atomic, as on the torchvision engine.
 """
 from __future__ import annotations
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-from ..checkpoint_io import CheckpointError, load_checkpoint_file, read_pickled_weights, resolve_last_checkpoint
+from ..checkpoint_io import CheckpointerMixin, CheckpointError, load_checkpoint_file, read_pickled_weights
 from ..pretrain import PRETRAIN_KEY, to_detectron2_names
 
 __all__ = ["DeepACCCheckpointer"]
 
 
-class DeepACCCheckpointer(DetectionCheckpointer):
+class DeepACCCheckpointer(CheckpointerMixin, DetectionCheckpointer):
+    """Detectron2's checkpointer with the project's atomic saves, confined ``last_checkpoint`` tag and
+    ``extra_state`` (:class:`~deepacc.checkpoint_io.CheckpointerMixin`), safe reads, and DeepACC's
+    pretrained trunks."""
+
     def _torch_load(self, f):
         return load_checkpoint_file(f)
-
-    def get_checkpoint_file(self) -> str:
-        return resolve_last_checkpoint(self.save_dir)
-
-    def _load_model(self, checkpoint):
-        # kept so that callers can refuse a model the weights do not fit (checkpoint_io.check_loaded_weights)
-        self.incompatible = super()._load_model(checkpoint)
-        return self.incompatible
 
     def _load_file(self, filename):
         if filename.endswith(".pkl"):

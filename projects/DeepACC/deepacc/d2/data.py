@@ -93,12 +93,15 @@ class DeepACCDatasetMapper:
     """
 
     @configurable
-    def __init__(self, is_train: bool, *, augmentations: List, normalization: str = "per_image"):
+    def __init__(self, is_train: bool, *, augmentations: List, normalization: str = "per_image", scale_cfg=None):
         if normalization not in ("per_image", "none"):
             raise ValueError(f"INPUT.NORMALIZATION must be 'per_image' or 'none', got {normalization!r}")
         self.is_train = bool(is_train)
         self.augmentations = T.AugmentationList(augmentations)
         self.normalization = normalization
+        # inference with INPUT.SCALE_AWARE: each image's own factor (deepacc.data.scale) replaces the
+        # ResizeShortestEdge of the augmentations
+        self.scale_cfg = scale_cfg
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
@@ -106,6 +109,7 @@ class DeepACCDatasetMapper:
             "is_train": is_train,
             "augmentations": utils.build_augmentation(cfg, is_train),
             "normalization": cfg.INPUT.NORMALIZATION,
+            "scale_cfg": cfg if not is_train and cfg.INPUT.SCALE_AWARE.ENABLED else None,
         }
 
     def prepare_image(self, gray: np.ndarray):
@@ -113,6 +117,18 @@ class DeepACCDatasetMapper:
         if gray.ndim != 2:
             raise ValueError(f"expected a (H, W) grayscale image, got shape {gray.shape}")
         image = _normalize_image(gray, self.normalization).astype(np.float32, copy=False)
+        self.last_scale = None
+        if self.scale_cfg is not None:
+            from ..data.scale import resize_factor
+
+            factor, self.last_scale = resize_factor(gray, self.scale_cfg)
+            if self.last_scale["mode"] == "scale_aware":
+                h, w = gray.shape
+                new_h, new_w = max(1, int(round(h * factor))), max(1, int(round(w * factor)))
+                transforms = T.TransformList([T.ResizeTransform(h, w, new_h, new_w)])
+                image = transforms.apply_image(image)
+                return (torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0).expand(3, new_h, new_w).contiguous(),
+                        transforms)
         aug = T.AugInput(image)
         transforms = self.augmentations(aug)
         image = aug.image
@@ -124,6 +140,8 @@ class DeepACCDatasetMapper:
         gray = read_image(d["file_name"])
         utils.check_image_size(d, gray)
         d["image"], transforms = self.prepare_image(gray)
+        if self.last_scale is not None:
+            d["input_scale"] = self.last_scale
         h, w = d["image"].shape[1:]
         annotations = d.pop("annotations", None)
         if not self.is_train or annotations is None:

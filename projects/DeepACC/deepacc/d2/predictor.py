@@ -15,6 +15,7 @@ import torch
 from detectron2.modeling import build_model
 
 from ..checkpoint_io import check_loaded_weights
+from ..data.scale import resolve_reference, stored_reference, training_files
 from ..precision import autocast
 from .checkpoint import DeepACCCheckpointer  # Detectron2's, also reads DeepACC pretrained trunks
 from .data import DeepACCDatasetMapper
@@ -49,6 +50,13 @@ class Detectron2Predictor:
     """
 
     def __init__(self, cfg, allow_untrained: bool = False):
+        cfg = cfg.clone()
+        cfg.defrost()
+        if cfg.INPUT.SCALE_AWARE.ENABLED and float(cfg.INPUT.SCALE_AWARE.REFERENCE_SIZE) <= 0:
+            # scale-aware resizing: the reference of the model's training (deepacc.data.scale)
+            weights = str(cfg.MODEL.WEIGHTS)
+            cfg.INPUT.SCALE_AWARE.REFERENCE_SIZE = resolve_reference(
+                cfg, stored_reference(weights), training_files(cfg) if weights else None)
         self.cfg = to_detectron2_cfg(cfg)
         self.model = build_model(self.cfg).eval()
         weights = str(self.cfg.MODEL.WEIGHTS)
@@ -72,8 +80,11 @@ class Detectron2Predictor:
         h, w = gray.shape[:2]
         with autocast(self.cfg, self.model.device.type):
             out = self.model([{"image": image, "height": h, "width": w}])[0]
-        return {"instances": instances_to_dict(out["instances"]),
-                "instances_top1": instances_to_dict(out["instances_top1"])}
+        res = {"instances": instances_to_dict(out["instances"]),
+               "instances_top1": instances_to_dict(out["instances_top1"])}
+        if self.mapper.last_scale is not None:
+            res["input_scale"] = self.mapper.last_scale
+        return res
 
 
 def build_predictor(cfg, allow_untrained: bool = False) -> Detectron2Predictor:

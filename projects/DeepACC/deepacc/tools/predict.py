@@ -390,6 +390,7 @@ def process_image(
         "num_raw_top1_detections": int(len(prediction["instances_top1"]["scores"])),
         "settings": asdict(settings),
         "model": model,
+        "input_scale": prediction.get("input_scale"),  # the resize factor and what chose it
         "outputs": {k: os.path.basename(v) for k, v in outs.items()},
     }
     # Images first, JSON last: a complete JSON marks a finished image.

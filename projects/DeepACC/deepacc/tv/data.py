@@ -29,11 +29,15 @@ class MetaphaseMapper:
     """Reads one dataset dict into ``(image (3,H,W) float, target, dataset_dict)``.
 
     Training applies the paper's only augmentation: a horizontal flip with p = 0.5
-    (``INPUT.RANDOM_FLIP == "horizontal"``). Resizing is the model's (``INPUT.MIN_SIZE_*``).
+    (``INPUT.RANDOM_FLIP == "horizontal"``). Resizing is the model's (``INPUT.MIN_SIZE_*``); at
+    inference with ``INPUT.SCALE_AWARE`` the record also carries ``input_scale`` (the factor and what
+    decided it, :func:`deepacc.data.scale.resize_factor`), which the inference loop hands to the model.
     """
 
     def __init__(self, cfg, is_train: bool):
         self.is_train = is_train
+        # inference: the scale-aware factor of each image (deepacc.data.scale), None = the usual rule
+        self.scale_cfg = None if is_train or not cfg.INPUT.SCALE_AWARE.ENABLED else cfg
         self.normalization = cfg.INPUT.NORMALIZATION
         self.flip = is_train and cfg.INPUT.RANDOM_FLIP == "horizontal"
         if is_train and cfg.INPUT.RANDOM_FLIP not in ("horizontal", "none"):
@@ -54,6 +58,11 @@ class MetaphaseMapper:
             boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], dim=1)
         image = to_model_input(gray, self.normalization)
         target = {"boxes": boxes, "labels": core_to_tv_labels(classes)}
+        if self.scale_cfg is not None:
+            from ..data.scale import resize_factor
+
+            _, info = resize_factor(gray, self.scale_cfg)
+            d = dict(d, input_scale=info)
         return image, target, d
 
 

@@ -96,10 +96,16 @@ class _Transform(GeneralizedRCNNTransform):
         if cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING != "choice":
             raise ValueError("this engine samples INPUT.MIN_SIZE_TRAIN by 'choice' only")
         self._test = ((int(cfg.INPUT.MIN_SIZE_TEST),), int(cfg.INPUT.MAX_SIZE_TEST))
+        self.pending_factors: List[Optional[float]] = []  # per image of the current call (scale-aware)
 
     def resize(self, image, target=None):
         if self.training:
             return super().resize(image, target)
+        factor = self.pending_factors.pop(0) if self.pending_factors else None
+        if factor is not None:  # deepacc.data.scale: this image's own factor
+            image = torch.nn.functional.interpolate(image[None], scale_factor=float(factor), mode="bilinear",
+                                                    recompute_scale_factor=True, align_corners=False)[0]
+            return image, target
         train = (self.min_size, self.max_size)
         self.min_size, self.max_size = self._test
         try:
@@ -126,11 +132,21 @@ class DeepACCRCNN(nn.Module):
     def head(self) -> DeepACCHead:
         return self.roi_heads.box_head
 
-    def forward(self, images: List[torch.Tensor], targets: Optional[List[Dict[str, torch.Tensor]]] = None):
+    def forward(self, images: List[torch.Tensor], targets: Optional[List[Dict[str, torch.Tensor]]] = None,
+                scales: Optional[List[Optional[float]]] = None):
+        """``scales`` (inference): a resize factor per image (``None``: the usual ``INPUT.*_SIZE_TEST``
+        rule), e.g. from :func:`deepacc.data.scale.resize_factor`; outputs are in input coordinates."""
         if self.training and targets is None:
             raise ValueError("targets are required in training mode")
         original_sizes = [tuple(img.shape[-2:]) for img in images]
-        image_list, targets = self.transform(images, targets)
+        if scales is not None and not self.training:
+            if len(scales) != len(images):
+                raise ValueError(f"{len(scales)} scales for {len(images)} images")
+            self.transform.pending_factors = list(scales)
+        try:
+            image_list, targets = self.transform(images, targets)
+        finally:
+            self.transform.pending_factors = []
         # channels-last convolutions are markedly faster on CPU (oneDNN) and on GPU tensor cores,
         # except with GroupNorm on the CPU (MODEL.CHANNELS_LAST, deepacc.precision)
         features = self.backbone(image_list.tensors.contiguous(memory_format=self.memory_format))

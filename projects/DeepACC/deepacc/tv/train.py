@@ -24,7 +24,9 @@ from tqdm import tqdm
 from ..checkpoint_io import check_loaded_weights
 from ..config import resolve_epoch_schedule
 from ..data.preflight import check_training_datasets
-from ..fileio import tidy_output_dir
+from ..data.scale import CHECKPOINT_KEY as SCALE_KEY
+from ..data.scale import resolve_reference, training_files, training_reference_size
+from ..fileio import atomic_write, tidy_output_dir
 from ..precision import amp_dtype, autocast_to, needs_grad_scaler
 from ..solver import clip_gradients
 from . import comm
@@ -165,6 +167,12 @@ def to_prediction(det: Dict[str, torch.Tensor], image_id=None) -> Dict:
     return out
 
 
+def scale_of(record: Dict) -> Optional[float]:
+    """The scale-aware resize factor the mapper chose for an image (``None``: the usual rule)."""
+    info = record.get("input_scale") or {}
+    return float(info["factor"]) if info.get("mode") == "scale_aware" else None
+
+
 @torch.no_grad()
 def inference_on_dataset(model: nn.Module, loader, evaluator, device, amp_dtype: Optional[torch.dtype] = None) -> Dict:
     model.eval()
@@ -174,8 +182,9 @@ def inference_on_dataset(model: nn.Module, loader, evaluator, device, amp_dtype:
     start = time.perf_counter()
     for batch in bar:
         images = [b[0].to(device, non_blocking=True) for b in batch]
+        scales = [scale_of(b[2]) for b in batch]
         with autocast_to(device.type, amp_dtype):
-            outputs = model(images)
+            outputs = model(images, scales=scales)
         evaluator.process([to_prediction(o, b[2]["image_id"]) for o, b in zip(outputs, batch)])
     elapsed = time.perf_counter() - start
     logger.info("Inference on %d images of this process: %.3f s/image.", total, elapsed / max(total, 1))
@@ -282,6 +291,7 @@ class Trainer:
         self.device = resolve_device(cfg)
         # DATASETS.CHECK: every training image decoded before the first iteration (deepacc.data.preflight)
         self.train_dicts = check_training_datasets(cfg)
+        self.reference_size = training_reference_size(cfg, [d["file_name"] for d in self.train_dicts])
         resolve_epoch_schedule(cfg, len(self.train_dicts))
         model = build_model(cfg)
         if cfg.MODEL.RESNETS.NORM == "SyncBN" and comm.get_world_size() > 1:
@@ -296,6 +306,8 @@ class Trainer:
                         self.device.type)
         self.checkpointer = AtomicCheckpointer(self.model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(),
                                                optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler)
+        if self.reference_size:
+            self.checkpointer.extra_state = {SCALE_KEY: self.reference_size}
         self.ddp = self.model
         if comm.get_world_size() > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -313,6 +325,13 @@ class Trainer:
         if resume and self.checkpointer.has_checkpoint():
             ckpt = self.checkpointer.resume_or_load(weights, resume=True)
             self.start_iter = int(ckpt.get("iteration", -1)) + 1
+            stored = ckpt.get(SCALE_KEY)
+            if stored and abs(float(stored) - self.reference_size) > 1e-6:
+                logger.warning("Scale-aware reference size: the checkpoint says %.2f, the training images now "
+                               "give %.2f; keeping the checkpoint's.", float(stored), self.reference_size)
+                self.reference_size = float(stored)
+                self.cfg.INPUT.SCALE_AWARE.REFERENCE_SIZE = self.reference_size
+                self.checkpointer.extra_state = {SCALE_KEY: self.reference_size}
             logger.info("Resuming from %s at iteration %d.", self.checkpointer.get_checkpoint_file(), self.start_iter)
         elif weights and is_imagenet_weights(weights):
             load_imagenet_backbone(self.model, self.cfg)
@@ -382,10 +401,7 @@ def main(args) -> Dict:
     check_config(cfg, args.config_file or "config")
     setup_logging(cfg.OUTPUT_DIR)
     seed = seed_all(int(cfg.SEED))
-    if comm.is_main_process():
-        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-        with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
-            f.write(cfg.dump())
+    _dump_config(cfg)
     logger.info("Engine: torchvision %s, torch %s; seed %d; config %s", __import__("torchvision").__version__,
                 torch.__version__, seed, args.config_file)
     if args.eval_only:
@@ -394,13 +410,22 @@ def main(args) -> Dict:
         ckpt = AtomicCheckpointer(model, cfg.OUTPUT_DIR)
         resumed = args.resume and ckpt.has_checkpoint()
         loaded = ckpt.get_checkpoint_file() if resumed else str(cfg.MODEL.WEIGHTS)
-        ckpt.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        extra = ckpt.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume) or {}
         info = check_loaded_weights(loaded, getattr(ckpt, "incompatible", None), getattr(args, "allow_untrained", False))
         logger.info("Evaluating weights %s (sha256 %s)", info["weights"] or "(none)", info["sha256"])
+        if cfg.INPUT.SCALE_AWARE.ENABLED and float(cfg.INPUT.SCALE_AWARE.REFERENCE_SIZE) <= 0:
+            cfg.INPUT.SCALE_AWARE.REFERENCE_SIZE = resolve_reference(cfg, extra.get(SCALE_KEY), training_files(cfg))
         return test(cfg, model, device)
     trainer = Trainer(cfg)
+    _dump_config(cfg)  # again: with what the trainer measured (INPUT.SCALE_AWARE.REFERENCE_SIZE)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
+
+
+def _dump_config(cfg) -> None:
+    if comm.is_main_process():
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        atomic_write(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump().encode("utf-8"))
 
 
 def launch_main(args) -> None:

@@ -1,0 +1,131 @@
+"""Scale-aware resizing: the chromosome-size measurement follows magnification, the factor brings an
+image's chromosomes to the reference size, and both engines' inference paths use it."""
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from deepacc.config import get_cfg, load_config
+from deepacc.data.scale import (CHECKPOINT_KEY, chromosome_size, measure_reference_size, resize_factor,
+                                standard_factor)
+
+from test_karyotype import make_spread
+from tv_tiny import QUICK_CONFIG, TINY_OPTS
+
+
+@pytest.fixture(scope="module")
+def spread():
+    img, boxes, classes = make_spread("46,XY", seed=4)
+    return img
+
+
+def _resize(img, f):
+    return cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+
+
+def test_size_follows_magnification_and_ignores_framing(spread):
+    base = chromosome_size(spread)
+    assert base is not None and base > 3
+    resampled = {f: chromosome_size(_resize(spread, f)) / f for f in (0.5, 0.75, 1.5, 2.0)}
+    # resampled versions agree within 3 %; the crisp synthetic original measures ~5 % smaller than any
+    # resampled copy (on the real composed G-band images it is ~1 %)
+    assert max(resampled.values()) / min(resampled.values()) < 1.03, resampled
+    for f, v in resampled.items():
+        assert v / base == pytest.approx(1.0, abs=0.08), f
+    # framing: the same spread with a wide margin of background, or a darker / weaker staining
+    h, w = spread.shape
+    framed = np.full((h * 2, w * 2), int(np.percentile(spread, 90)), np.uint8)
+    framed[h // 2:h // 2 + h, w // 4:w // 4 + w] = spread
+    assert chromosome_size(framed) == pytest.approx(base, rel=0.03)
+    faint = (255 - (255 - spread.astype(np.float32)) * 0.5).astype(np.uint8)
+    assert chromosome_size(faint) == pytest.approx(base, rel=0.05)
+    assert chromosome_size(np.full((50, 60), 200, np.uint8)) is None
+
+
+def test_resize_factor_rules(spread):
+    cfg = get_cfg()
+    cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 480, 640
+    h, w = spread.shape
+    base = standard_factor(h, w, 480, 640)
+    cfg.INPUT.SCALE_AWARE.ENABLED = False
+    assert resize_factor(spread, cfg, 10.0) == (base, {"mode": "standard", "factor": base, "chromosome_size": None,
+                                                       "reference": 10.0})
+    cfg.INPUT.SCALE_AWARE.ENABLED = True
+    assert resize_factor(spread, cfg)[1]["mode"] == "standard"  # no reference known
+    size = chromosome_size(spread)
+    f, info = resize_factor(spread, cfg, size * base * 1.3)
+    assert info["mode"] == "scale_aware" and f == pytest.approx(base * 1.3)
+    # the same spread at half the magnification gets twice the factor: equal chromosome size at the model
+    f2, _ = resize_factor(_resize(spread, 0.5), cfg, size * base * 1.3)
+    assert f2 == pytest.approx(2 * f, rel=0.08)  # the ~5 % native-vs-resampled offset above
+    # bounds: MAX_FACTOR x the usual factor, and the long side
+    f3, _ = resize_factor(spread, cfg, size * base * 100)
+    assert f3 == pytest.approx(min(base * cfg.INPUT.SCALE_AWARE.MAX_FACTOR, cfg.INPUT.SCALE_AWARE.MAX_SIZE / max(h, w)))
+    f4, _ = resize_factor(spread, cfg, size * base / 100)
+    assert f4 == pytest.approx(base * cfg.INPUT.SCALE_AWARE.MIN_FACTOR)
+
+
+def test_reference_measured_at_the_test_resize(spread, tmp_path):
+    paths = []
+    for f in (1.0, 2.0):  # the same content twice, at two magnifications and image sizes
+        p = tmp_path / f"s{f}.png"
+        cv2.imwrite(str(p), _resize(spread, f))
+        paths.append(str(p))
+    ref = measure_reference_size(paths[:1], 480, 640)
+    h, w = spread.shape
+    assert ref == pytest.approx(chromosome_size(spread) * standard_factor(h, w, 480, 640), rel=1e-6)
+    assert measure_reference_size([], 480, 640) is None
+
+
+def test_torchvision_predictor_uses_the_checkpoint_reference(spread, tmp_path):
+    from deepacc.engine import TorchvisionPredictor
+    from deepacc.tv.checkpoint import AtomicCheckpointer
+    from deepacc.tv.model import build_model
+
+    cfg = load_config(QUICK_CONFIG, TINY_OPTS)
+    model = build_model(cfg)
+    ck = AtomicCheckpointer(model, str(tmp_path))
+    ck.extra_state = {CHECKPOINT_KEY: 7.5}
+    ck.save("m")
+    assert torch.load(str(tmp_path / "m.pth"), weights_only=True)[CHECKPOINT_KEY] == 7.5
+    p = TorchvisionPredictor(load_config(QUICK_CONFIG, TINY_OPTS + ["MODEL.WEIGHTS", str(tmp_path / "m.pth")]))
+    assert p.reference_size == 7.5
+    sizes = []
+    for f in (0.5, 1.0, 1.6):  # three image sizes of the same spread
+        img = _resize(spread, f)
+        out = p(img)
+        info = out["input_scale"]
+        assert info["mode"] == "scale_aware" and info["reference"] == 7.5
+        sizes.append(info["chromosome_size"] * info["factor"])
+        assert out["instances"]["boxes"].shape[1] == 4
+        if len(out["instances"]["boxes"]):  # boxes in the input image's coordinates
+            assert out["instances"]["boxes"][:, 2].max() <= img.shape[1] + 1e-3
+    assert sizes == pytest.approx([7.5] * 3, rel=1e-6)  # every image brought to the reference size
+    off = TorchvisionPredictor(load_config(QUICK_CONFIG, TINY_OPTS + ["MODEL.WEIGHTS", str(tmp_path / "m.pth"),
+                                                                   "INPUT.SCALE_AWARE.ENABLED", "False"]))
+    assert off(spread)["input_scale"]["mode"] == "standard"
+
+
+def test_model_scales_follow_the_given_factor():
+    from deepacc.tv.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(load_config(QUICK_CONFIG, TINY_OPTS)).eval()
+    seen = []
+    orig = model.backbone.forward
+
+    def spy(x):
+        seen.append(tuple(x.shape[-2:]))
+        return orig(x)
+
+    model.backbone.forward = spy
+    img = torch.zeros(3, 100, 150)
+    with torch.no_grad():
+        model([img], scales=[0.5])
+        model([img], scales=[None])
+        model([img, img], scales=[2.0, None])
+    # 0.5 x 100x150 -> 50x75, padded to the size divisibility 32; None -> the usual rule (min(144/100,
+    # 192/150) = 1.28 -> 128x192); a batch of 2.0 (200x300) and the rule, padded together
+    assert seen == [(64, 96), (128, 192), (224, 320)]
+    with pytest.raises(ValueError, match="2 scales for 1 images"):
+        model([img], scales=[1.0, 1.0])
