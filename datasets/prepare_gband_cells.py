@@ -34,6 +34,18 @@ cell of the same split, of the same case when there is one (same staining); a lo
 the cell left out; sex changes drop the Y (or one X) or add an X (a Y to a female cell for XXY).
 The layout is composed anew (its own random stream). They score how a method treats aneuploid
 spreads (e.g. whether the karyotype assignment keeps a trisomy).
+
+``--realistic`` gives every image a real slide's appearance after composing it
+(:func:`deepacc.data.slide.apply_slide`, preset ``default``): background level and texture,
+vignetting and a tilted illumination, a faint halo around the objects, unannotated interphase
+nuclei near the spread (never touching a chromosome, covering at most 10 % of any box), debris
+specks and pixel noise. Finer flags (only
+with ``--realistic``): ``--jpeg LO,HI`` JPEG artefacts at a quality drawn from LO..HI, ``--rgb``
+RGB images with a brownish/grayish G-band colour cast, ``--nuclei LO,HI`` nuclei per image,
+``--debris LO,HI`` specks per megapixel. The layout and the boxes are those of the run without
+``--realistic`` (the appearance has its own random stream per cell); the spec and every image's
+drawn parameters are stored in the json's ``info`` (``realism``, ``realism_params``). Without
+these flags the output is unchanged.
 """
 import argparse
 import json
@@ -104,8 +116,18 @@ def _cell_rng(seed, name):
     return np.random.default_rng([seed, zlib.crc32(name.encode())])
 
 
-def compose_cell(cell, width, height, seed=0, density=(0.08, 0.14), overlap_rate=(0.04, 0.15)):
-    """Compose one cell's crops into a spread: ``(image uint8, annotations, problems)``."""
+def _realism_rng(seed, name):
+    return np.random.default_rng([seed, zlib.crc32(name.encode()), 0x511DE])
+
+
+def compose_cell(cell, width, height, seed=0, density=(0.08, 0.14), overlap_rate=(0.04, 0.15), realism=None,
+                 return_info=False):
+    """Compose one cell's crops into a spread: ``(image uint8, annotations, problems)``.
+
+    ``realism`` (a spec for :func:`deepacc.data.slide.apply_slide`, ``None`` = plain white canvas)
+    adds a slide's appearance from its own random stream, so the layout and the boxes do not depend
+    on it. ``return_info=True`` appends the appearance step's info (``{}`` without realism).
+    """
     rng = _cell_rng(seed, cell["name"])
     pieces, problems = [], []
     for path, name in cell["crops"]:
@@ -131,7 +153,7 @@ def compose_cell(cell, width, height, seed=0, density=(0.08, 0.14), overlap_rate
     occ = np.zeros((height, width), bool)
     anns = []
     if not pieces:
-        return 255 - canvas, anns, problems
+        return (255 - canvas, anns, problems, {}) if return_info else (255 - canvas, anns, problems)
     dens = float(rng.uniform(*density))
     orate = float(rng.uniform(*overlap_rate))
     ell = spread_ellipse(rng, float(sum(m.sum() for _, _, m in pieces)), dens, width, height)
@@ -149,7 +171,13 @@ def compose_cell(cell, width, height, seed=0, density=(0.08, 0.14), overlap_rate
         occ[y:y + h, x:x + w] |= m
         anns.append({"bbox": [float(x), float(y), float(x + w), float(y + h)], "bbox_mode": 0,
                      "category_id": CLASS_NAMES.index(name), "iscrowd": 0})
-    return 255 - canvas, anns, problems
+    if realism is None:
+        return (255 - canvas, anns, problems, {}) if return_info else (255 - canvas, anns, problems)
+    from deepacc.data.slide import apply_slide
+
+    image, info = apply_slide(255 - canvas, [a["bbox"] for a in anns], _realism_rng(seed, cell["name"]), realism,
+                              mask=occ, white=255)
+    return (image, anns, problems, info) if return_info else (image, anns, problems)
 
 
 def make_aneuploid(cells, seed=0):
@@ -199,15 +227,45 @@ def make_aneuploid(cells, seed=0):
 
 
 def _job(args):
-    cell, out, split, w, h, seed = args
-    img, anns, problems = compose_cell(cell, w, h, seed)
+    cell, out, split, w, h, seed = args[:6]
+    realism = args[6] if len(args) > 6 else None
+    img, anns, problems, info = compose_cell(cell, w, h, seed, realism=realism, return_info=True)
     fn = os.path.join(out, split, cell["name"] + ".png")
     os.makedirs(os.path.dirname(fn), exist_ok=True)
     cv2.imwrite(fn, img, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     counts = Counter(CLASS_NAMES[a["category_id"]] for a in anns)
     rec = {"file_name": fn, "height": h, "width": w, "annotations": anns, "case_id": cell["case"],
            "karyotype": format_karyotype({n: counts.get(n, 0) for n in CLASS_NAMES})}
+    if realism is not None and info:  # (no info for a cell without usable crops: dropped)
+        rec["realism_params"] = {**info["params"], "nuclei_placed": len(info["nuclei"]),
+                                 "debris_placed": info["debris"]}
     return rec, problems
+
+
+def _range(text, name, integer=False):
+    try:
+        lo, hi = (int(v) if integer else float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name}: expected LO,HI, got {text!r}") from None
+    if lo > hi or lo < 0:
+        raise argparse.ArgumentTypeError(f"{name}: expected 0 <= LO <= HI, got {text!r}")
+    return (lo, hi)
+
+
+def realism_spec(a, parser):
+    """The realism spec of the ``--realistic`` flags (``None`` when off)."""
+    fine = {"jpeg": a.jpeg, "rgb": a.rgb or None, "nuclei": a.nuclei, "debris": a.debris}
+    given = [k for k, v in fine.items() if v is not None]
+    if not a.realistic:
+        if given:
+            parser.error(f"--{', --'.join(given)} need(s) --realistic")
+        return None
+    from deepacc.data.slide import resolve_realism
+
+    try:
+        return resolve_realism({k: v for k, v in fine.items() if v is not None})
+    except ValueError as e:
+        parser.error(str(e))
 
 
 def main(argv=None):
@@ -225,7 +283,19 @@ def main(argv=None):
                    help="also write val_aneuploid and test_aneuploid: each cell with one numerical abnormality")
     p.add_argument("--only", default="", help="comma-separated splits to write (default: all); e.g. "
                    "'val_aneuploid,test_aneuploid' adds those to a prepared folder without rewriting the others")
+    p.add_argument("--realistic", action="store_true",
+                   help="real slide appearance: background texture, vignetting, halo, unannotated interphase "
+                        "nuclei, debris, noise (deepacc.data.slide; layout and boxes unchanged)")
+    p.add_argument("--jpeg", type=lambda t: _range(t, "--jpeg", True), default=None, metavar="LO,HI",
+                   help="with --realistic: JPEG artefacts at a quality drawn from LO..HI (e.g. 60,95)")
+    p.add_argument("--rgb", action="store_true",
+                   help="with --realistic: write RGB images with a brownish/grayish G-band colour cast")
+    p.add_argument("--nuclei", type=lambda t: _range(t, "--nuclei", True), default=None, metavar="LO,HI",
+                   help="with --realistic: interphase nuclei per image (default 0,2)")
+    p.add_argument("--debris", type=lambda t: _range(t, "--debris"), default=None, metavar="LO,HI",
+                   help="with --realistic: debris specks per megapixel (default 0,12)")
     a = p.parse_args(argv)
+    realism = realism_spec(a, p)
     w, h = (int(v) for v in a.size.lower().split("x"))
     fr = [float(v) for v in a.split.split(",")]
     cells, report = scan(a.src)
@@ -250,7 +320,8 @@ def main(argv=None):
             p.error(f"--only: unknown split(s) {', '.join(unknown)}; known: {', '.join(splits)} "
                     "(the *_aneuploid splits need --aneuploid)")
         splits = only
-    jobs = [(c, os.path.abspath(a.out), s, w, h, a.seed) for s in splits for c in by_split.get(s, [])]
+    jobs = [(c, os.path.abspath(a.out), s, w, h, a.seed) + ((realism,) if realism is not None else ())
+            for s in splits for c in by_split.get(s, [])]
     if a.workers > 1:
         import multiprocessing as mp
 
@@ -271,10 +342,14 @@ def main(argv=None):
         recs[s].append(rec)
     summary = {"source": os.path.abspath(a.src), "seed": a.seed, "size": [w, h], **dict(report),
                "crop_problems": n_problems, "splits": {}}
+    if realism is not None:
+        summary["realism"] = realism
     for s in splits:
+        info = {"description": "DeepACC composed metaphases from real G-band crops", "split": s, "seed": a.seed}
+        if realism is not None:
+            info.update(realism=realism, realism_params=[r.pop("realism_params") for r in recs[s]])
         js = write_coco_json(recs[s], os.path.join(a.out, "annotations", f"{s}.json"), os.path.abspath(a.out),
-                             info={"description": "DeepACC composed metaphases from real G-band crops", "split": s,
-                                   "seed": a.seed})
+                             info=info)
         cases = sorted({r["case_id"] for r in recs[s]})
         summary["splits"][s] = {"images": len(recs[s]), "cases": len(cases),
                                 "chromosomes": sum(len(r["annotations"]) for r in recs[s])}

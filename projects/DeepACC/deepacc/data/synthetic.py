@@ -29,6 +29,16 @@ different lab/batch). Parameters (all recorded in ``info["batch_params"]``):
 ``debris``         number of debris specks (integer range)
 =================  =========================================================================
 
+``realism`` (``None`` by default: the images described above, unchanged) adds a real slide's
+appearance on top of the finished spread with :func:`deepacc.data.slide.apply_slide`: slide texture,
+vignetting and tilted illumination, further unannotated interphase nuclei (textured, with
+chromocentres, never touching a chromosome), debris, a little pixel noise, optionally RGB output
+(BGR order) and JPEG artefacts. It draws from the same Generator only after the spread is complete,
+so the layout, boxes and classes are those of ``realism=None``. ``realism=True`` uses the slide
+preset ``"synthetic"`` (the background level stays the batch distribution's, and less
+illumination, noise, nuclei and debris are added than the composer's ``"default"``, because the
+generator already draws them).
+
 Geometry scales with ``sqrt(width * height / (1600 * 1200))`` so a 640x480 spread looks like a
 downscaled 1600x1200 one. Boxes are tight around each chromosome's rendered mask (pixels whose
 chromosome darkness exceeds :data:`MASK_THRESHOLD`, before blur/noise), in XYXY pixel-edge
@@ -245,7 +255,7 @@ def _karyotype_list(karyotype: str) -> List[str]:
 
 
 def generate_spread(rng: np.random.Generator, width: int = 1600, height: int = 1200, karyotype: str = "46,XY",
-                    batch: str = "default", return_masks: bool = False):
+                    batch: str = "default", return_masks: bool = False, realism=None):
     """Render one synthetic metaphase spread.
 
     Returns ``(image, annotations, info)``: ``image`` (H, W) uint8, dark chromosomes on light
@@ -253,9 +263,18 @@ def generate_spread(rng: np.random.Generator, width: int = 1600, height: int = 1
     ``category_id`` 0..23, ``iscrowd`` 0), one per chromosome; ``info`` with ``karyotype``,
     ``batch`` (distribution name) and ``batch_params``. With ``return_masks=True`` ``info["masks"]``
     holds ``(x0, y0, bool mask)`` per annotation (the rendered chromosome pixels).
+
+    ``realism``: ``None`` (default, today's images), ``True``, a preset name or a dict of
+    :mod:`deepacc.data.slide` parameters: adds the slide appearance (``info["realism_params"]``
+    holds its drawn parameters); with ``rgb`` the image is ``(H, W, 3)`` uint8 in BGR order.
     """
     if width < 64 or height < 48:
         raise ValueError(f"spread size {width}x{height} too small (min 64x48)")
+    spec = None
+    if realism is not None:
+        from .slide import resolve_realism
+
+        spec = resolve_realism(realism, preset="synthetic")
     p = sample_batch_params(rng, batch)
     scale = math.sqrt(width * height / _REF_AREA)
     names = _karyotype_list(karyotype)
@@ -303,6 +322,7 @@ def generate_spread(rng: np.random.Generator, width: int = 1600, height: int = 1
             occ[ya:yb, xa:xb] |= sub > MASK_THRESHOLD
 
     anns, masks = [], []
+    chrom = np.zeros((height, width), bool) if spec is not None else None
     for i in order:
         name, patch, m = patches[i]
         h, w = m.shape
@@ -317,6 +337,8 @@ def generate_spread(rng: np.random.Generator, width: int = 1600, height: int = 1
                      "category_id": CLASS_NAMES.index(name), "iscrowd": 0})
         if return_masks:
             masks.append((px, py, m))
+        if chrom is not None:
+            chrom[py:py + h, px:px + w] |= m
 
     # debris: small dark specks and blobs (not annotated)
     for _ in range(int(p["debris"])):
@@ -351,6 +373,12 @@ def generate_spread(rng: np.random.Generator, width: int = 1600, height: int = 1
 
     info: Dict[str, Any] = {"karyotype": karyotype, "batch": batch,
                             "batch_params": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in p.items()}}
+    if spec is not None:
+        from .slide import apply_slide
+
+        image, sinfo = apply_slide(image, [a["bbox"] for a in anns], rng, spec, mask=chrom)
+        info["realism_params"] = {**sinfo["params"], "nuclei_placed": len(sinfo["nuclei"]),
+                                  "debris_placed": sinfo["debris"]}
     if return_masks:
         info["masks"] = masks
     return image, anns, info
@@ -377,9 +405,10 @@ def _pick_karyotypes(rng: np.random.Generator, n: int, karyotypes) -> List[str]:
 
 
 def _work(args):
-    seed_seq, idx, width, height, karyotype, batch, img_path = args
+    seed_seq, idx, width, height, karyotype, batch, img_path = args[:7]
+    realism = args[7] if len(args) > 7 else None
     rng = np.random.default_rng(seed_seq)
-    image, anns, info = generate_spread(rng, width, height, karyotype, batch)
+    image, anns, info = generate_spread(rng, width, height, karyotype, batch, realism=realism)
     os.makedirs(os.path.dirname(img_path), exist_ok=True)
     if not cv2.imwrite(img_path, image, [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]):
         raise OSError(f"{img_path}: could not write image")
@@ -388,7 +417,7 @@ def _work(args):
 
 def generate_dataset(out_dir: str, num_images: int, seed: int = 0, width: int = 1600, height: int = 1200,
                      batch: str = "default", karyotypes=None, workers: int = 1, progress: bool = True,
-                     split: str = "train", first_image_id: int = 1) -> str:
+                     split: str = "train", first_image_id: int = 1, realism=None) -> str:
     """Generate ``num_images`` spreads as PNG + COCO json; returns the json path.
 
     Layout: ``<out_dir>/<split>/<NNNNNN>.png`` and ``<out_dir>/annotations/<split>.json`` with
@@ -396,6 +425,8 @@ def generate_dataset(out_dir: str, num_images: int, seed: int = 0, width: int = 
     ``karyotypes``: ``None`` (mix of normal XX/XY and ~10 % aneuploidies, see
     :data:`DEFAULT_KARYOTYPE_MIX`), one string, a list (cycled) or a ``{karyotype: weight}`` dict.
     Deterministic: the same arguments give byte-identical files (independent of ``workers``).
+    ``realism`` (see :func:`generate_spread`; ``None`` = unchanged output) is stored, resolved, in the
+    json's ``info`` with each image's drawn parameters (``realism``, ``realism_params``).
     """
     from .coco import write_coco_json
 
@@ -403,13 +434,18 @@ def generate_dataset(out_dir: str, num_images: int, seed: int = 0, width: int = 
         raise ValueError("num_images must be >= 0")
     if batch not in BATCH_DISTRIBUTIONS:
         raise KeyError(f"unknown batch distribution {batch!r}; known: {sorted(BATCH_DISTRIBUTIONS)}")
+    spec = None
+    if realism is not None:
+        from .slide import resolve_realism
+
+        spec = resolve_realism(realism, preset="synthetic")
     out_dir = os.path.abspath(out_dir)
     root_ss = np.random.SeedSequence([int(seed), 0x5EED])
     kary_rng = np.random.default_rng(root_ss.spawn(1)[0])
     kts = _pick_karyotypes(kary_rng, num_images, karyotypes)
     children = np.random.SeedSequence([int(seed), 0x1AA6E]).spawn(num_images)
     jobs = [(children[i], i, width, height, kts[i], batch, os.path.join(out_dir, split, f"{i + first_image_id:06d}.png"))
-            for i in range(num_images)]
+            + ((spec,) if spec is not None else ()) for i in range(num_images)]
     results: List[Any] = [None] * num_images
     bar = None
     if progress:
@@ -442,4 +478,6 @@ def generate_dataset(out_dir: str, num_images: int, seed: int = 0, width: int = 
     meta = {"description": "DeepACC synthetic G-band metaphase spreads (ideogram-based, hg38 bands)",
             "seed": int(seed), "batch": batch, "width": width, "height": height, "split": split,
             "batch_params": [r[1]["batch_params"] for r in results]}
+    if spec is not None:
+        meta.update(realism=spec, realism_params=[r[1]["realism_params"] for r in results])
     return write_coco_json(dicts, os.path.join(out_dir, "annotations", f"{split}.json"), out_dir, info=meta)
