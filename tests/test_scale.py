@@ -129,3 +129,33 @@ def test_model_scales_follow_the_given_factor():
     assert seen == [(64, 96), (128, 192), (224, 320)]
     with pytest.raises(ValueError, match="2 scales for 1 images"):
         model([img], scales=[1.0, 1.0])
+
+
+@pytest.mark.slow
+def test_loader_workers_after_opencv_in_the_parent(tiny_data_root, tmp_path):
+    """Evaluation loaders fork workers that measure chromosome sizes: that must not deadlock after the
+    parent process used OpenCV's thread pool (as the synthetic generator and the karyogram do)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import cv2, numpy as np
+        cv2.setNumThreads(4)
+        big = np.random.default_rng(0).integers(0, 255, (2000, 2000), dtype=np.uint8)
+        for _ in range(3):
+            cv2.GaussianBlur(cv2.resize(big, (3000, 3000)), (31, 31), 5)  # starts OpenCV's thread pool
+        from deepacc.config import load_config
+        from deepacc.tv.data import build_test_loader
+        from deepacc.tv.train import dataset_dicts
+        cfg = load_config({QUICK_CONFIG!r}, {TINY_OPTS!r} + ["DATALOADER.NUM_WORKERS", "2",
+                          "INPUT.SCALE_AWARE.REFERENCE_SIZE", "5.0"])
+        n = sum(1 for b in build_test_loader(cfg, dataset_dicts(["deepacc_synth_quick_val"]))
+                if b[0][2]["input_scale"]["mode"] == "scale_aware")
+        print("done", n)
+    """)
+    import os
+
+    env = dict(os.environ, DETECTRON2_DATASETS=tiny_data_root)
+    res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "done 2" in res.stdout, res.stdout + res.stderr

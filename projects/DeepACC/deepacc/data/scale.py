@@ -37,11 +37,26 @@ logger = logging.getLogger(__name__)
 SPECK_FRACTION = 0.05
 
 
+def _otsu(u8: np.ndarray) -> int:
+    """Otsu's threshold of a uint8 image (the level that maximises the between-class variance)."""
+    hist = np.bincount(u8.ravel(), minlength=256).astype(np.float64)
+    levels = np.arange(256, dtype=np.float64)
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * levels)
+    mu0 = np.divide(m0, w0, out=np.zeros_like(m0), where=w0 > 0)
+    mu1 = np.divide(m0[-1] - m0, w1, out=np.zeros_like(m0), where=w1 > 0)
+    return int(np.argmax(w0 * w1 * (mu0 - mu1) ** 2))
+
+
 def chromosome_size(gray: np.ndarray) -> Optional[float]:
     """Typical chromosome size of a grayscale spread (dark chromosomes on light), in pixels: the
     square root of the median blur-invariant equivalent area of its dark objects (see the module
-    docstring). ``None`` when fewer than 3 objects are found (blank or unusual image)."""
-    import cv2
+    docstring). ``None`` when fewer than 3 objects are found (blank or unusual image).
+
+    numpy and scipy only: no OpenCV, whose thread pool, once started in a process, deadlocks the data
+    loader workers forked from it; this runs in both."""
+    from scipy import ndimage
 
     gray = np.asarray(gray)
     if gray.ndim != 2 or gray.size == 0:
@@ -49,17 +64,15 @@ def chromosome_size(gray: np.ndarray) -> Optional[float]:
     g = gray.astype(np.float32)
     background = float(np.percentile(g, 90))
     dark = np.clip(background - g, 0.0, None)
-    u8 = np.ascontiguousarray(gray if gray.dtype == np.uint8 else np.clip(g, 0, 255).astype(np.uint8))
-    _, core = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
-    core_dark = dark[core > 0]
+    u8 = gray if gray.dtype == np.uint8 else np.clip(g, 0, 255).astype(np.uint8)
+    core_dark = dark[u8 <= _otsu(u8)]
     level = float(np.median(core_dark)) if core_dark.size else 0.0
     if level <= 1.0:
         return None
-    loose = (dark > 0.25 * level).astype(np.uint8)
-    n, labels = cv2.connectedComponents(loose, connectivity=8)
-    if n <= 1:
+    labels, n = ndimage.label(dark > 0.25 * level, structure=np.ones((3, 3), bool))
+    if n < 1:
         return None
-    mass = np.bincount(labels.ravel(), weights=dark.ravel(), minlength=n)[1:]
+    mass = np.bincount(labels.ravel(), weights=dark.ravel(), minlength=n + 1)[1:]
     area = mass / level
     area = area[area > SPECK_FRACTION * np.percentile(area, 75)]
     if len(area) < 3:

@@ -124,15 +124,13 @@ def _workers(cfg) -> int:
 
 
 def _worker_init(_worker_id: int) -> None:
-    """One thread per loader worker: a mapper reads and standardises one image, and workers that
-    spawn a thread per core steal the cores the model's step runs on (a 2-core CPU has no spare)."""
-    torch.set_num_threads(1)
-    try:
-        import cv2
+    """One torch thread per loader worker: a mapper reads and standardises one image, and workers that
+    spawn a thread per core steal the cores the model's step runs on (a 2-core CPU has no spare).
 
-        cv2.setNumThreads(1)
-    except ImportError:  # pragma: no cover - OpenCV is a dependency
-        pass
+    OpenCV is left alone: ``cv2.setNumThreads`` in a worker forked from a process whose OpenCV thread
+    pool has started (the synthetic generator, a karyogram) blocks forever (measured), and the
+    mappers do not call OpenCV (images are read with Pillow, chromosome sizes with numpy/scipy)."""
+    torch.set_num_threads(1)
 
 
 def filter_empty(dicts: List[Dict]) -> List[Dict]:
