@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from deepacc.config import get_cfg, load_config
-from deepacc.data.scale import (CHECKPOINT_KEY, chromosome_size, measure_reference_size, resize_factor,
-                                standard_factor)
+from deepacc.data.scale import (CHECKPOINT_KEY, FRAME_KEY, chromosome_size, framed_stats, measure_reference,
+                                measure_reference_size, measure_spread, resize_factor, standard_factor)
 
 from test_karyotype import make_spread
 from tv_tiny import QUICK_CONFIG, TINY_OPTS
@@ -74,7 +74,32 @@ def test_reference_measured_at_the_test_resize(spread, tmp_path):
     ref = measure_reference_size(paths[:1], 480, 640)
     h, w = spread.shape
     assert ref == pytest.approx(chromosome_size(spread) * standard_factor(h, w, 480, 640), rel=1e-6)
+    size, frame = measure_reference(paths[:1], 480, 640)
+    assert size == ref and frame == pytest.approx(h * w / chromosome_size(spread) ** 2)
     assert measure_reference_size([], 480, 640) is None
+
+
+def test_framed_stats_do_not_depend_on_framing(spread):
+    """The same spread in a frame twice as wide: whole-image statistics change (the paper's per-image
+    normalisation), the framed ones do not."""
+    h, w = spread.shape
+    bg = int(np.percentile(spread, 90))
+    wide = np.full((h * 2, w * 2), bg, np.uint8)
+    wide[h // 2:h // 2 + h, w // 2:w // 2 + w] = spread
+    frame = h * w / measure_spread(spread).size ** 2  # this spread's own frame, in chromosome units
+    a = framed_stats(spread, measure_spread(spread), frame)
+    b = framed_stats(wide, measure_spread(wide), frame)
+    assert b[0] == pytest.approx(a[0], abs=1.0) and b[1] == pytest.approx(a[1], rel=0.05)
+    assert spread.std() / wide.std() > 1.5  # what the whole-image statistics would do
+    # as the reference measurement records it: frame area over size squared
+    cfg = get_cfg()
+    f, info = resize_factor(wide, cfg, 10.0)
+    assert "stats" not in info  # no REFERENCE_FRAME yet
+    cfg.INPUT.SCALE_AWARE.REFERENCE_FRAME = frame
+    f, info = resize_factor(wide, cfg, 10.0)
+    assert info["stats"] == pytest.approx(list(b))
+    cfg.INPUT.SCALE_AWARE.FRAMED_STATS = False
+    assert "stats" not in resize_factor(wide, cfg, 10.0)[1]
 
 
 def test_torchvision_predictor_uses_the_checkpoint_reference(spread, tmp_path):
@@ -85,17 +110,18 @@ def test_torchvision_predictor_uses_the_checkpoint_reference(spread, tmp_path):
     cfg = load_config(QUICK_CONFIG, TINY_OPTS)
     model = build_model(cfg)
     ck = AtomicCheckpointer(model, str(tmp_path))
-    ck.extra_state = {CHECKPOINT_KEY: 7.5}
+    ck.extra_state = {CHECKPOINT_KEY: 7.5, FRAME_KEY: 900.0}
     ck.save("m")
-    assert torch.load(str(tmp_path / "m.pth"), weights_only=True)[CHECKPOINT_KEY] == 7.5
+    state = torch.load(str(tmp_path / "m.pth"), weights_only=True)
+    assert state[CHECKPOINT_KEY] == 7.5 and state[FRAME_KEY] == 900.0
     p = TorchvisionPredictor(load_config(QUICK_CONFIG, TINY_OPTS + ["MODEL.WEIGHTS", str(tmp_path / "m.pth")]))
-    assert p.reference_size == 7.5
+    assert (p.cfg.INPUT.SCALE_AWARE.REFERENCE_SIZE, p.cfg.INPUT.SCALE_AWARE.REFERENCE_FRAME) == (7.5, 900.0)
     sizes = []
     for f in (0.5, 1.0, 1.6):  # three image sizes of the same spread
         img = _resize(spread, f)
         out = p(img)
         info = out["input_scale"]
-        assert info["mode"] == "scale_aware" and info["reference"] == 7.5
+        assert info["mode"] == "scale_aware" and info["reference"] == 7.5 and len(info["stats"]) == 2
         sizes.append(info["chromosome_size"] * info["factor"])
         assert out["instances"]["boxes"].shape[1] == 4
         if len(out["instances"]["boxes"]):  # boxes in the input image's coordinates

@@ -235,8 +235,9 @@ def test_killed_run_resumes_from_last_checkpoint(tiny_data_root, tmp_path):
     state = torch.load(os.path.join(out, "model_final.pth"), map_location="cpu", weights_only=False)
     assert state["iteration"] == done + 3 and "optimizer" in state and "scheduler" in state
     # the scale-aware reference measured on the training images travels with every checkpoint and the config
-    ref = state["input_reference_size"]
-    assert ref > 0 and f"REFERENCE_SIZE: {ref}" in open(os.path.join(out, "config.yaml")).read()
+    ref, frame = state["input_reference_size"], state["input_reference_frame"]
+    written = open(os.path.join(out, "config.yaml")).read()
+    assert ref > 0 and frame > 0 and f"REFERENCE_SIZE: {ref}" in written and f"REFERENCE_FRAME: {frame}" in written
 
 
 @pytest.mark.slow

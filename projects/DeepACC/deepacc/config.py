@@ -85,15 +85,20 @@ def add_deepacc_config(cfg) -> None:
     # "none" leaves 0..255 pixels for MODEL.PIXEL_MEAN / PIXEL_STD.
     _C.INPUT.NORMALIZATION = "per_image"
 
-    # Scale-aware resizing at inference (ours, beyond the paper; deepacc.data.scale): each image is
-    # resized so that its chromosomes (size measured on the image) have the size the model saw in
-    # training, instead of "short side to MIN_SIZE_TEST". REFERENCE_SIZE: that size in model-input
-    # pixels; 0 = measured on the training images when training starts, stored in the checkpoints and
-    # read back from them. The factor stays within [MIN_FACTOR, MAX_FACTOR] x the usual one and gives a
-    # long side of at most MAX_SIZE. Training itself keeps the usual resize.
+    # Scale-aware inference (ours, beyond the paper; deepacc.data.scale): each image is resized so that
+    # its chromosomes (size measured on the image) have the size the model saw in training, instead of
+    # "short side to MIN_SIZE_TEST". REFERENCE_SIZE: that size in model-input pixels; 0 = measured on
+    # the training images when training starts, stored in the checkpoints and read back from them.
+    # The factor stays within [MIN_FACTOR, MAX_FACTOR] x the usual one and gives a long side of at most
+    # MAX_SIZE. FRAMED_STATS: the per-image normalisation statistics are taken over a window around the
+    # spread of the training frames' area in chromosome units (REFERENCE_FRAME, measured and stored
+    # like REFERENCE_SIZE), not over the whole image, whose framing changes them. Training itself keeps
+    # the usual resize and statistics.
     _C.INPUT.SCALE_AWARE = type(cfg)()
     _C.INPUT.SCALE_AWARE.ENABLED = True
     _C.INPUT.SCALE_AWARE.REFERENCE_SIZE = 0.0
+    _C.INPUT.SCALE_AWARE.FRAMED_STATS = True
+    _C.INPUT.SCALE_AWARE.REFERENCE_FRAME = 0.0
     _C.INPUT.SCALE_AWARE.MIN_FACTOR = 0.25
     _C.INPUT.SCALE_AWARE.MAX_FACTOR = 4.0
     _C.INPUT.SCALE_AWARE.MAX_SIZE = 3000
@@ -379,6 +384,7 @@ _RANGES = (
     ("INPUT.MAX_SIZE_TEST", "posint", None, "the test image long-side cap"),
     ("INPUT.MAX_SIZE_TRAIN", "posint", None, "the training image long-side cap"),
     ("INPUT.SCALE_AWARE.REFERENCE_SIZE", "nonneg", None, "the reference chromosome size (0: measured)"),
+    ("INPUT.SCALE_AWARE.REFERENCE_FRAME", "nonneg", None, "the reference frame area (0: measured)"),
     ("INPUT.SCALE_AWARE.MIN_FACTOR", "positive", None, "the lowest factor relative to the usual resize"),
     ("INPUT.SCALE_AWARE.MAX_FACTOR", "positive", None, "the highest factor relative to the usual resize"),
     ("INPUT.SCALE_AWARE.MAX_SIZE", "posint", None, "the long-side cap of scale-aware resizing"),

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .checkpoint_io import check_loaded_weights
-from .data.scale import CHECKPOINT_KEY, resize_factor, resolve_reference, training_files
+from .data.scale import apply_reference, input_stats, resize_factor, training_files
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class TorchvisionPredictor:
         from .tv.train import resolve_device
 
         self.cfg = cfg.clone()
+        self.cfg.defrost()  # the scale-aware reference is filled in below
         self.device = resolve_device(cfg)
         self.model = build_model(cfg).to(self.device).eval()
         weights = str(cfg.MODEL.WEIGHTS)
@@ -44,9 +45,8 @@ class TorchvisionPredictor:
             extra = ckpt.load(weights, checkpointables=[]) or {}
             incompatible = getattr(ckpt, "incompatible", None)
         self.weights_info = check_loaded_weights(weights, incompatible, allow_untrained)
-        # scale-aware resizing: the reference chromosome size of the model's training (deepacc.data.scale)
-        self.reference_size = resolve_reference(self.cfg, extra.get(CHECKPOINT_KEY) if weights else None,
-                                                training_files(self.cfg) if weights else None)
+        # scale-aware inference: the reference of the model's training (deepacc.data.scale)
+        apply_reference(self.cfg, extra if weights else None, training_files(self.cfg) if weights else None)
         if self.weights_info["problem"]:
             logger.warning("%s (allowed by --allow-untrained)", self.weights_info["problem"])
 
@@ -56,8 +56,8 @@ class TorchvisionPredictor:
         from .precision import autocast
         from .tv.train import to_prediction
 
-        image = to_model_input(gray, self.cfg.INPUT.NORMALIZATION).to(self.device)
-        factor, info = resize_factor(gray, self.cfg, self.reference_size)
+        factor, info = resize_factor(gray, self.cfg)
+        image = to_model_input(gray, self.cfg.INPUT.NORMALIZATION, input_stats(info)).to(self.device)
         with autocast(self.cfg, self.device.type):
             det = self.model([image], scales=[factor if info["mode"] == "scale_aware" else None])[0]
         out = to_prediction(det)

@@ -74,11 +74,11 @@ def register_datasets(names: Optional[Iterable[str]] = None) -> List[str]:
     return done
 
 
-def _normalize_image(gray: np.ndarray, mode: str) -> np.ndarray:
+def _normalize_image(gray: np.ndarray, mode: str, stats=None) -> np.ndarray:
     # The formula lives in one place, the core, shared with the torchvision engine.
     from ..data.transforms import normalize_image
 
-    return normalize_image(gray, mode)
+    return normalize_image(gray, mode, stats)
 
 
 class DeepACCDatasetMapper:
@@ -116,12 +116,13 @@ class DeepACCDatasetMapper:
         """``(H, W)`` grayscale -> ``(image (3, h, w) float32 tensor, applied transforms)``."""
         if gray.ndim != 2:
             raise ValueError(f"expected a (H, W) grayscale image, got shape {gray.shape}")
-        image = _normalize_image(gray, self.normalization).astype(np.float32, copy=False)
         self.last_scale = None
         if self.scale_cfg is not None:
-            from ..data.scale import resize_factor
+            from ..data.scale import input_stats, resize_factor
 
             factor, self.last_scale = resize_factor(gray, self.scale_cfg)
+            image = _normalize_image(gray, self.normalization, input_stats(self.last_scale)).astype(np.float32,
+                                                                                                   copy=False)
             if self.last_scale["mode"] == "scale_aware":
                 h, w = gray.shape
                 new_h, new_w = max(1, int(round(h * factor))), max(1, int(round(w * factor)))
@@ -129,6 +130,8 @@ class DeepACCDatasetMapper:
                 image = transforms.apply_image(image)
                 return (torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0).expand(3, new_h, new_w).contiguous(),
                         transforms)
+        else:
+            image = _normalize_image(gray, self.normalization).astype(np.float32, copy=False)
         aug = T.AugInput(image)
         transforms = self.augmentations(aug)
         image = aug.image

@@ -15,7 +15,7 @@ import torch
 from detectron2.modeling import build_model
 
 from ..checkpoint_io import check_loaded_weights
-from ..data.scale import resolve_reference, stored_reference, training_files
+from ..data.scale import apply_reference, stored_reference, training_files
 from ..precision import autocast
 from .checkpoint import DeepACCCheckpointer  # Detectron2's, also reads DeepACC pretrained trunks
 from .data import DeepACCDatasetMapper
@@ -52,11 +52,8 @@ class Detectron2Predictor:
     def __init__(self, cfg, allow_untrained: bool = False):
         cfg = cfg.clone()
         cfg.defrost()
-        if cfg.INPUT.SCALE_AWARE.ENABLED and float(cfg.INPUT.SCALE_AWARE.REFERENCE_SIZE) <= 0:
-            # scale-aware resizing: the reference of the model's training (deepacc.data.scale)
-            weights = str(cfg.MODEL.WEIGHTS)
-            cfg.INPUT.SCALE_AWARE.REFERENCE_SIZE = resolve_reference(
-                cfg, stored_reference(weights), training_files(cfg) if weights else None)
+        weights = str(cfg.MODEL.WEIGHTS)  # scale-aware inference: the reference of the model's training
+        apply_reference(cfg, stored_reference(weights), training_files(cfg) if weights else None)
         self.cfg = to_detectron2_cfg(cfg)
         self.model = build_model(self.cfg).eval()
         weights = str(self.cfg.MODEL.WEIGHTS)

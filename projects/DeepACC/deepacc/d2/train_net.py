@@ -30,8 +30,7 @@ from detectron2.utils.logger import setup_logger
 from ..checkpoint_io import check_loaded_weights
 from ..config import add_deepacc_config, check_config, load_config, resolve_epoch_schedule
 from ..data.preflight import check_training_datasets
-from ..data.scale import CHECKPOINT_KEY as SCALE_KEY
-from ..data.scale import resolve_reference, stored_reference, training_files, training_reference_size
+from ..data.scale import apply_reference, reference_state, stored_reference, training_files, training_reference
 from ..fileio import tidy_output_dir
 from ..precision import amp_dtype, autocast_to
 from ..solver import clip_gradients
@@ -104,8 +103,7 @@ class Trainer(DefaultTrainer):
         self._trainer = build_step_trainer(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = DeepACCCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
-        if float(cfg.INPUT.SCALE_AWARE.REFERENCE_SIZE) > 0:  # stored with every checkpoint
-            self.checkpointer.extra_state = {SCALE_KEY: float(cfg.INPUT.SCALE_AWARE.REFERENCE_SIZE)}
+        self.checkpointer.extra_state = reference_state(cfg)  # the scale-aware reference, in every checkpoint
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -183,11 +181,9 @@ def setup(args):
     # scale-aware resizing (deepacc.data.scale): the reference measured on the training images, or for
     # --eval-only the one stored in the checkpoint
     if getattr(args, "eval_only", False):
-        if cfg.INPUT.SCALE_AWARE.ENABLED and float(cfg.INPUT.SCALE_AWARE.REFERENCE_SIZE) <= 0:
-            cfg.INPUT.SCALE_AWARE.REFERENCE_SIZE = resolve_reference(
-                cfg, stored_reference(str(cfg.MODEL.WEIGHTS)), training_files(cfg, DatasetCatalog.get))
+        apply_reference(cfg, stored_reference(str(cfg.MODEL.WEIGHTS)), training_files(cfg, DatasetCatalog.get))
     else:
-        training_reference_size(cfg, training_files(cfg, DatasetCatalog.get))
+        training_reference(cfg, training_files(cfg, DatasetCatalog.get))
     cfg.freeze()
     default_setup(cfg, args)
     if cfg.INPUT.NORMALIZATION == "per_image" and any(float(v) != 0.0 for v in cfg.MODEL.PIXEL_MEAN):

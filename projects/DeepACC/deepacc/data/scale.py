@@ -1,12 +1,19 @@
-"""Scale-aware resizing (ours, beyond the paper): chromosomes reach the model at the pixel size it was
-trained at, whatever the image's size or magnification.
+"""Scale-aware inference (ours, beyond the paper): chromosomes reach the model at the pixel size, and
+with the image statistics, it was trained with, whatever the image's size, magnification or framing.
 
 The usual rule resizes every image to ``INPUT.MIN_SIZE_TEST`` on its short side, so the chromosomes'
 pixel size depends on how the picture was framed: a 524x581 crop around one spread is enlarged, a
 1600x1200 frame with the same spread in a corner is shrunk. Here the typical chromosome size is
-measured on the image itself (:func:`chromosome_size`) and the image is resized so that it equals
-the size the model saw in training (``INPUT.SCALE_AWARE.REFERENCE_SIZE``, measured on the training
-images at the usual test resize, :func:`measure_reference_size`, and stored in the checkpoints).
+measured on the image itself (:func:`measure_spread`) and the image is resized so that it equals the
+size the model saw in training (``INPUT.SCALE_AWARE.REFERENCE_SIZE``, measured on the training
+images at the usual test resize and stored in the checkpoints).
+
+The paper's per-image normalisation (mean and standard deviation over the whole image, §3.1) also
+depends on framing: the same spread in a frame twice as wide has half the standard deviation (more
+white), so its chromosomes come out twice as dark after standardisation. With
+``INPUT.SCALE_AWARE.FRAMED_STATS`` the statistics are taken over a window centred on the spread
+whose area, in units of the chromosome size squared, is that of the training frames
+(``REFERENCE_FRAME``; the part of the window outside the image counts as background).
 
 **The measurement.** Dark objects on the light background are found with Otsu's threshold; each
 connected object of a permissive mask (darker than a quarter of the chromosomes' median darkness)
@@ -16,20 +23,22 @@ scales exactly with the magnification squared, and the division removes the stai
 The chromosome size is the square root of the median equivalent area over the objects (tiny specks
 below 5 % of the 75th percentile are left out; a nucleus or a cluster of touching chromosomes is
 one object and does not move the median much). On the composed G-band val images resized from 0.5x
-to 2x, the measured size follows the resize within 1 % (``tests/test_scale.py``).
+to 2x, the measured size follows the resize within 1 %.
 """
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["chromosome_size", "standard_factor", "measure_reference_size", "resize_factor", "resolve_reference",
-           "training_files", "training_reference_size", "stored_reference", "CHECKPOINT_KEY"]
+__all__ = ["Spread", "measure_spread", "chromosome_size", "framed_stats", "standard_factor", "measure_reference",
+           "measure_reference_size", "resize_factor", "input_stats", "training_files", "reference_state",
+           "training_reference", "apply_reference", "stored_reference", "CHECKPOINT_KEY", "FRAME_KEY"]
 
-#: Key of the reference chromosome size in the checkpoints both engines write.
+#: Keys of the reference chromosome size and frame in the checkpoints both engines write.
 CHECKPOINT_KEY = "input_reference_size"
+FRAME_KEY = "input_reference_frame"
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +58,18 @@ def _otsu(u8: np.ndarray) -> int:
     return int(np.argmax(w0 * w1 * (mu0 - mu1) ** 2))
 
 
-def chromosome_size(gray: np.ndarray) -> Optional[float]:
-    """Typical chromosome size of a grayscale spread (dark chromosomes on light), in pixels: the
-    square root of the median blur-invariant equivalent area of its dark objects (see the module
-    docstring). ``None`` when fewer than 3 objects are found (blank or unusual image).
+class Spread(NamedTuple):
+    """What :func:`measure_spread` finds on one image (pixels of that image)."""
+
+    size: float  # typical chromosome size
+    center: Tuple[float, float]  # (y, x) centroid of the chromosome pixels
+    background: float  # gray level of the background
+
+
+def measure_spread(gray: np.ndarray) -> Optional[Spread]:
+    """The typical chromosome size (the square root of the median blur-invariant equivalent area of
+    the dark objects, see the module docstring), the spread's centre and the background level of a
+    grayscale spread (dark chromosomes on light); ``None`` when fewer than 3 objects are found.
 
     numpy and scipy only: no OpenCV, whose thread pool, once started in a process, deadlocks the data
     loader workers forked from it; this runs in both."""
@@ -65,7 +82,8 @@ def chromosome_size(gray: np.ndarray) -> Optional[float]:
     background = float(np.percentile(g, 90))
     dark = np.clip(background - g, 0.0, None)
     u8 = gray if gray.dtype == np.uint8 else np.clip(g, 0, 255).astype(np.uint8)
-    core_dark = dark[u8 <= _otsu(u8)]
+    core = u8 <= _otsu(u8)
+    core_dark = dark[core]
     level = float(np.median(core_dark)) if core_dark.size else 0.0
     if level <= 1.0:
         return None
@@ -77,7 +95,35 @@ def chromosome_size(gray: np.ndarray) -> Optional[float]:
     area = area[area > SPECK_FRACTION * np.percentile(area, 75)]
     if len(area) < 3:
         return None
-    return float(np.sqrt(np.median(area)))
+    ys, xs = np.nonzero(core)
+    return Spread(float(np.sqrt(np.median(area))), (float(ys.mean()), float(xs.mean())), background)
+
+
+def chromosome_size(gray: np.ndarray) -> Optional[float]:
+    """Typical chromosome size of a grayscale spread, in pixels (:func:`measure_spread`)."""
+    spread = measure_spread(gray)
+    return None if spread is None else spread.size
+
+
+def framed_stats(gray: np.ndarray, spread: Spread, frame: float) -> Tuple[float, float]:
+    """``(mean, std)`` of ``gray`` over a window centred on the spread, of area ``frame`` x size^2 and
+    the image's aspect ratio; the part of the window outside the image counts as background."""
+    g = np.asarray(gray, dtype=np.float64)
+    h, w = g.shape
+    area = float(frame) * spread.size ** 2
+    aspect = min(max(w / h, 0.5), 2.0)
+    wh, hh = np.sqrt(area * aspect), np.sqrt(area / aspect)
+    cy, cx = spread.center
+    y0, y1 = int(round(cy - hh / 2)), int(round(cy + hh / 2))
+    x0, x1 = int(round(cx - wh / 2)), int(round(cx + wh / 2))
+    win = g[max(0, y0):min(h, y1), max(0, x0):min(w, x1)]
+    total = max((y1 - y0) * (x1 - x0), 1)
+    pad = max(total - win.size, 0)
+    n = win.size + pad
+    mean = (win.sum() + pad * spread.background) / n
+    var = ((win ** 2).sum() + pad * spread.background ** 2) / n - mean ** 2
+    std = float(np.sqrt(max(var, 0.0)))
+    return float(mean), (std if std > 1e-6 else 1.0)
 
 
 def standard_factor(height: int, width: int, min_size: int, max_size: int) -> float:
@@ -89,24 +135,35 @@ def standard_factor(height: int, width: int, min_size: int, max_size: int) -> fl
     return float(f)
 
 
-def measure_reference_size(file_names: Sequence[str], min_size: int, max_size: int, max_images: int = 64,
-                           seed: int = 0) -> Optional[float]:
-    """Median chromosome size, in model-input pixels, of (up to ``max_images``, drawn with ``seed``)
-    training images at the usual test resize: the reference that scale-aware resizing matches."""
+def measure_reference(file_names: Sequence[str], min_size: int, max_size: int, max_images: int = 64,
+                      seed: int = 0) -> Tuple[Optional[float], Optional[float]]:
+    """``(size, frame)`` of (up to ``max_images``, drawn with ``seed``) training images: the median
+    chromosome size in model-input pixels at the usual test resize, and the median frame area in units
+    of the chromosome size squared. ``(None, None)`` when nothing can be measured."""
     from .images import read_image
 
     names = list(file_names)
     if not names:
-        return None
+        return None, None
     rng = np.random.default_rng(seed)
-    pick = rng.permutation(len(names))[:max_images]
     sizes: List[float] = []
-    for i in pick:
+    frames: List[float] = []
+    for i in rng.permutation(len(names))[:max_images]:
         gray = read_image(names[int(i)])
-        s = chromosome_size(gray)
-        if s is not None:
-            sizes.append(s * standard_factor(gray.shape[0], gray.shape[1], min_size, max_size))
-    return float(np.median(sizes)) if sizes else None
+        spread = measure_spread(gray)
+        if spread is not None:
+            h, w = gray.shape
+            sizes.append(spread.size * standard_factor(h, w, min_size, max_size))
+            frames.append(h * w / spread.size ** 2)
+    if not sizes:
+        return None, None
+    return float(np.median(sizes)), float(np.median(frames))
+
+
+def measure_reference_size(file_names: Sequence[str], min_size: int, max_size: int, max_images: int = 64,
+                           seed: int = 0) -> Optional[float]:
+    """The reference chromosome size alone (:func:`measure_reference`)."""
+    return measure_reference(file_names, min_size, max_size, max_images, seed)[0]
 
 
 def resize_factor(gray: np.ndarray, cfg, reference: Optional[float] = None) -> Tuple[float, Dict[str, object]]:
@@ -115,9 +172,11 @@ def resize_factor(gray: np.ndarray, cfg, reference: Optional[float] = None) -> T
     With ``INPUT.SCALE_AWARE.ENABLED`` and a reference size (``reference`` or
     ``INPUT.SCALE_AWARE.REFERENCE_SIZE``), the factor makes the image's chromosomes that size,
     bounded to ``[MIN_FACTOR, MAX_FACTOR]`` times the usual factor and to a long side of at most
-    ``MAX_SIZE``; otherwise (or when the image's size cannot be measured) the usual factor
-    (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``). The info dict records ``mode``
-    (``"scale_aware"`` / ``"standard"``), the measured ``chromosome_size`` and the ``reference``.
+    ``MAX_SIZE``; otherwise (or when the image's spread cannot be measured) the usual factor
+    (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``). The info dict records ``mode`` (``"scale_aware"``
+    / ``"standard"``), ``factor``, the measured ``chromosome_size``, the ``reference`` and, with
+    ``FRAMED_STATS`` and a ``REFERENCE_FRAME``, the normalisation ``stats`` ``[mean, std]`` to use
+    instead of the whole image's.
     """
     h, w = int(gray.shape[0]), int(gray.shape[1])
     base = standard_factor(h, w, int(cfg.INPUT.MIN_SIZE_TEST), int(cfg.INPUT.MAX_SIZE_TEST))
@@ -126,37 +185,23 @@ def resize_factor(gray: np.ndarray, cfg, reference: Optional[float] = None) -> T
     info: Dict[str, object] = {"mode": "standard", "factor": base, "chromosome_size": None, "reference": ref or None}
     if not node.ENABLED or ref <= 0:
         return base, info
-    size = chromosome_size(gray)
-    info["chromosome_size"] = size
-    if size is None:
+    spread = measure_spread(gray)
+    if spread is None:
         return base, info
-    f = ref / size
+    info["chromosome_size"] = spread.size
+    f = ref / spread.size
     f = min(max(f, base * float(node.MIN_FACTOR)), base * float(node.MAX_FACTOR))
     f = min(f, float(node.MAX_SIZE) / max(h, w))
     info.update(mode="scale_aware", factor=float(f))
+    if node.FRAMED_STATS and float(node.REFERENCE_FRAME) > 0:
+        info["stats"] = list(framed_stats(gray, spread, float(node.REFERENCE_FRAME)))
     return float(f), info
 
 
-def resolve_reference(cfg, stored: Optional[float] = None, train_files: Optional[Sequence[str]] = None) -> float:
-    """The reference chromosome size for inference: ``INPUT.SCALE_AWARE.REFERENCE_SIZE`` when set,
-    else the one stored in the checkpoint, else measured on ``train_files`` (the model's training
-    images); ``0.0`` (= the usual resize) when none is available or the feature is off."""
-    node = cfg.INPUT.SCALE_AWARE
-    if not node.ENABLED:
-        return 0.0
-    if float(node.REFERENCE_SIZE) > 0:
-        return float(node.REFERENCE_SIZE)
-    if stored:
-        return float(stored)
-    if train_files:
-        ref = measure_reference_size(train_files, int(cfg.INPUT.MIN_SIZE_TEST), int(cfg.INPUT.MAX_SIZE_TEST))
-        if ref:
-            logger.info("Scale-aware resizing: reference chromosome size %.2f px measured on the training images "
-                        "(not stored in the checkpoint).", ref)
-            return ref
-    logger.warning("INPUT.SCALE_AWARE is on but no reference chromosome size is known (not in the config, "
-                   "not in the checkpoint, no training images): using the usual resize.")
-    return 0.0
+def input_stats(info: Optional[Dict[str, object]]):
+    """The normalisation statistics :func:`resize_factor` chose, or ``None`` (the image's own)."""
+    stats = (info or {}).get("stats")
+    return tuple(stats) if stats else None
 
 
 def training_files(cfg, get_dicts=None) -> List[str]:
@@ -173,32 +218,71 @@ def training_files(cfg, get_dicts=None) -> List[str]:
     return files
 
 
-def training_reference_size(cfg, file_names: Sequence[str]) -> float:
-    """At training start (both engines): ``INPUT.SCALE_AWARE.REFERENCE_SIZE``, measured on the
-    training images when it is 0 and the feature is on, and written back into ``cfg`` (the config
-    must not be frozen) so that evaluation during training and the checkpoints use it."""
+def reference_state(cfg) -> Dict[str, float]:
+    """The reference values of ``cfg`` as the checkpoints store them (empty when unknown)."""
+    node = cfg.INPUT.SCALE_AWARE
+    out = {}
+    if float(node.REFERENCE_SIZE) > 0:
+        out[CHECKPOINT_KEY] = float(node.REFERENCE_SIZE)
+    if float(node.REFERENCE_FRAME) > 0:
+        out[FRAME_KEY] = float(node.REFERENCE_FRAME)
+    return out
+
+
+def training_reference(cfg, file_names: Sequence[str]) -> Dict[str, float]:
+    """At training start (both engines): ``REFERENCE_SIZE`` and ``REFERENCE_FRAME`` measured on the
+    training images where they are 0 (feature on), written back into ``cfg`` (not frozen) so that
+    evaluation during training uses them; returns them as the checkpoints store them."""
     node = cfg.INPUT.SCALE_AWARE
     if not node.ENABLED:
-        return 0.0
-    if float(node.REFERENCE_SIZE) <= 0:
+        return {}
+    if float(node.REFERENCE_SIZE) <= 0 or float(node.REFERENCE_FRAME) <= 0:
         seed = int(cfg.SEED) if int(cfg.SEED) >= 0 else 0
-        ref = measure_reference_size(file_names, int(cfg.INPUT.MIN_SIZE_TEST), int(cfg.INPUT.MAX_SIZE_TEST), seed=seed)
-        node.REFERENCE_SIZE = float(ref or 0.0)
-        logger.info("Scale-aware resizing: reference chromosome size %.2f px (model input), measured on the "
-                    "training images; stored in the checkpoints.", node.REFERENCE_SIZE)
-    return float(node.REFERENCE_SIZE)
+        size, frame = measure_reference(file_names, int(cfg.INPUT.MIN_SIZE_TEST), int(cfg.INPUT.MAX_SIZE_TEST),
+                                        seed=seed)
+        if float(node.REFERENCE_SIZE) <= 0:
+            node.REFERENCE_SIZE = float(size or 0.0)
+        if float(node.REFERENCE_FRAME) <= 0:
+            node.REFERENCE_FRAME = float(frame or 0.0)
+        logger.info("Scale-aware inference: reference chromosome size %.2f px (model input), frame %.0f "
+                    "chromosome sizes squared, measured on the training images; stored in the checkpoints.",
+                    node.REFERENCE_SIZE, node.REFERENCE_FRAME)
+    return reference_state(cfg)
 
 
-def stored_reference(weights: str) -> Optional[float]:
-    """The reference size stored in a checkpoint file (read safely), ``None`` when absent."""
+def apply_reference(cfg, stored: Optional[Dict] = None, train_files: Optional[Sequence[str]] = None) -> None:
+    """Before inference (both engines' evaluation, ``--eval-only`` and predictors): fill
+    ``REFERENCE_SIZE`` / ``REFERENCE_FRAME`` where 0 from the checkpoint's stored values, else by
+    measuring ``train_files`` (the model's training images); left 0 (= the usual resize and the
+    image's own statistics) when neither is available. ``cfg`` must not be frozen."""
+    node = cfg.INPUT.SCALE_AWARE
+    if not node.ENABLED or (float(node.REFERENCE_SIZE) > 0 and float(node.REFERENCE_FRAME) > 0):
+        return
+    stored = stored or {}
+    size, frame = stored.get(CHECKPOINT_KEY), stored.get(FRAME_KEY)
+    if (not size or not frame) and train_files:
+        m_size, m_frame = measure_reference(train_files, int(cfg.INPUT.MIN_SIZE_TEST), int(cfg.INPUT.MAX_SIZE_TEST))
+        size, frame = size or m_size, frame or m_frame
+        logger.info("Scale-aware inference: reference measured on the training images (not stored in the checkpoint).")
+    if float(node.REFERENCE_SIZE) <= 0:
+        node.REFERENCE_SIZE = float(size or 0.0)
+    if float(node.REFERENCE_FRAME) <= 0:
+        node.REFERENCE_FRAME = float(frame or 0.0)
+    if float(node.REFERENCE_SIZE) <= 0:
+        logger.warning("INPUT.SCALE_AWARE is on but no reference chromosome size is known (not in the config, "
+                       "not in the checkpoint, no training images): using the usual resize.")
+
+
+def stored_reference(weights: str) -> Dict[str, float]:
+    """The reference values stored in a checkpoint file (read safely); ``{}`` when absent."""
     import os
 
     from ..checkpoint_io import CheckpointError, load_checkpoint_file
 
     if not weights or not os.path.isfile(weights):
-        return None
+        return {}
     try:
-        value = load_checkpoint_file(weights).get(CHECKPOINT_KEY)
+        data = load_checkpoint_file(weights)
     except CheckpointError:
-        return None  # the load proper names the problem
-    return float(value) if value else None
+        return {}  # the load proper names the problem
+    return {k: float(data[k]) for k in (CHECKPOINT_KEY, FRAME_KEY) if data.get(k)}

@@ -14,22 +14,23 @@ def image_stats(gray: np.ndarray):
     return float(x.mean()), (std if std > 1e-6 else 1.0)
 
 
-def normalize_image(gray: np.ndarray, mode: str = "per_image") -> np.ndarray:
+def normalize_image(gray: np.ndarray, mode: str = "per_image", stats=None) -> np.ndarray:
     """``"per_image"``: ``(x - mean(x)) / std(x)`` over the image's own pixels (a constant image maps
-    to zeros), paper §3.1. ``"none"``: the raw 0..255 values as float32 (``MODEL.PIXEL_MEAN/STD``
-    then apply inside the model)."""
+    to zeros), paper §3.1, or with the given ``stats`` ``(mean, std)`` (scale-aware inference's
+    framed statistics, :mod:`deepacc.data.scale`). ``"none"``: the raw 0..255 values as float32
+    (``MODEL.PIXEL_MEAN/STD`` then apply inside the model)."""
     x = np.asarray(gray, dtype=np.float32)
     if mode == "per_image":
-        mean, std = image_stats(x)
+        mean, std = image_stats(x) if stats is None else (float(stats[0]), float(stats[1]))
         return (x - mean) / std
     if mode == "none":
         return x
     raise ValueError(f"INPUT.NORMALIZATION must be one of {NORMALIZATIONS}, got {mode!r}")
 
 
-def to_model_input(gray: np.ndarray, mode: str = "per_image"):
+def to_model_input(gray: np.ndarray, mode: str = "per_image", stats=None):
     """HxW uint8 grayscale -> (3, H, W) float torch tensor (the gray plane repeated for ResNet stems)."""
     import torch
 
-    x = torch.from_numpy(np.ascontiguousarray(normalize_image(gray, mode)))
+    x = torch.from_numpy(np.ascontiguousarray(normalize_image(gray, mode, stats)))
     return x.unsqueeze(0).expand(3, -1, -1).contiguous()

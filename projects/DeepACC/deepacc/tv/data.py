@@ -8,6 +8,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..data.scale import input_stats
 from ..data.transforms import to_model_input
 from . import comm
 
@@ -56,13 +57,14 @@ class MetaphaseMapper:
         if self.flip and torch.rand(()) < 0.5:
             gray = gray[:, ::-1]
             boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], dim=1)
-        image = to_model_input(gray, self.normalization)
-        target = {"boxes": boxes, "labels": core_to_tv_labels(classes)}
+        info = None
         if self.scale_cfg is not None:
             from ..data.scale import resize_factor
 
             _, info = resize_factor(gray, self.scale_cfg)
             d = dict(d, input_scale=info)
+        image = to_model_input(gray, self.normalization, input_stats(info))
+        target = {"boxes": boxes, "labels": core_to_tv_labels(classes)}
         return image, target, d
 
 

@@ -25,7 +25,7 @@ from ..checkpoint_io import check_loaded_weights
 from ..config import resolve_epoch_schedule
 from ..data.preflight import check_training_datasets
 from ..data.scale import CHECKPOINT_KEY as SCALE_KEY
-from ..data.scale import resolve_reference, training_files, training_reference_size
+from ..data.scale import FRAME_KEY, apply_reference, training_files, training_reference
 from ..fileio import atomic_write, tidy_output_dir
 from ..precision import amp_dtype, autocast_to, needs_grad_scaler
 from ..solver import clip_gradients
@@ -291,7 +291,7 @@ class Trainer:
         self.device = resolve_device(cfg)
         # DATASETS.CHECK: every training image decoded before the first iteration (deepacc.data.preflight)
         self.train_dicts = check_training_datasets(cfg)
-        self.reference_size = training_reference_size(cfg, [d["file_name"] for d in self.train_dicts])
+        self.scale_state = training_reference(cfg, [d["file_name"] for d in self.train_dicts])
         resolve_epoch_schedule(cfg, len(self.train_dicts))
         model = build_model(cfg)
         if cfg.MODEL.RESNETS.NORM == "SyncBN" and comm.get_world_size() > 1:
@@ -306,8 +306,7 @@ class Trainer:
                         self.device.type)
         self.checkpointer = AtomicCheckpointer(self.model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(),
                                                optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler)
-        if self.reference_size:
-            self.checkpointer.extra_state = {SCALE_KEY: self.reference_size}
+        self.checkpointer.extra_state = dict(self.scale_state)  # the scale-aware reference, in every checkpoint
         self.ddp = self.model
         if comm.get_world_size() > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -325,13 +324,14 @@ class Trainer:
         if resume and self.checkpointer.has_checkpoint():
             ckpt = self.checkpointer.resume_or_load(weights, resume=True)
             self.start_iter = int(ckpt.get("iteration", -1)) + 1
-            stored = ckpt.get(SCALE_KEY)
-            if stored and abs(float(stored) - self.reference_size) > 1e-6:
-                logger.warning("Scale-aware reference size: the checkpoint says %.2f, the training images now "
-                               "give %.2f; keeping the checkpoint's.", float(stored), self.reference_size)
-                self.reference_size = float(stored)
-                self.cfg.INPUT.SCALE_AWARE.REFERENCE_SIZE = self.reference_size
-                self.checkpointer.extra_state = {SCALE_KEY: self.reference_size}
+            stored = {k: ckpt[k] for k in (SCALE_KEY, FRAME_KEY) if ckpt.get(k)}
+            if stored and stored != self.scale_state:
+                logger.warning("Scale-aware reference: the checkpoint says %s, the training images now give %s; "
+                               "keeping the checkpoint's.", stored, self.scale_state)
+                self.cfg.INPUT.SCALE_AWARE.REFERENCE_SIZE = float(stored.get(SCALE_KEY, 0.0))
+                self.cfg.INPUT.SCALE_AWARE.REFERENCE_FRAME = float(stored.get(FRAME_KEY, 0.0))
+                self.scale_state = dict(stored)
+                self.checkpointer.extra_state = dict(stored)
             logger.info("Resuming from %s at iteration %d.", self.checkpointer.get_checkpoint_file(), self.start_iter)
         elif weights and is_imagenet_weights(weights):
             load_imagenet_backbone(self.model, self.cfg)
@@ -413,11 +413,10 @@ def main(args) -> Dict:
         extra = ckpt.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume) or {}
         info = check_loaded_weights(loaded, getattr(ckpt, "incompatible", None), getattr(args, "allow_untrained", False))
         logger.info("Evaluating weights %s (sha256 %s)", info["weights"] or "(none)", info["sha256"])
-        if cfg.INPUT.SCALE_AWARE.ENABLED and float(cfg.INPUT.SCALE_AWARE.REFERENCE_SIZE) <= 0:
-            cfg.INPUT.SCALE_AWARE.REFERENCE_SIZE = resolve_reference(cfg, extra.get(SCALE_KEY), training_files(cfg))
+        apply_reference(cfg, extra, training_files(cfg))
         return test(cfg, model, device)
     trainer = Trainer(cfg)
-    _dump_config(cfg)  # again: with what the trainer measured (INPUT.SCALE_AWARE.REFERENCE_SIZE)
+    _dump_config(cfg)  # again: with what the trainer measured (INPUT.SCALE_AWARE.REFERENCE_*)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 
