@@ -748,3 +748,33 @@ def test_amp_on_cpu_runs_detectron2_iterations_under_bf16(tiny_yaml):
     assert cos and all(d == torch.float32 for d in cos)
     plain = build_step_trainer(tiny_cfg(tiny_yaml), model, [[item]], opt)
     assert type(plain).__name__ == "SimpleTrainer"
+
+
+def test_framework_free_defaults_equal_detectron2s():
+    """Every key of the framework-free config (deepacc.config.get_cfg) that Detectron2 also has holds
+    Detectron2's default, so a YAML means the same on both engines."""
+    from detectron2.config import get_cfg as d2_get_cfg
+
+    from deepacc.config import get_cfg as ff_get_cfg
+
+    def leaves(node, prefix=""):
+        for k, v in node.items():
+            if hasattr(v, "items"):
+                yield from leaves(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+
+    d2 = dict(leaves(d2_get_cfg()))
+    ff = dict(leaves(ff_get_cfg()))
+    shared = [k for k in ff if k in d2]
+    assert len(shared) > 80
+    differ = {k: (ff[k], d2[k]) for k in shared if ff[k] != d2[k] and not (
+        isinstance(ff[k], (list, tuple)) and isinstance(d2[k], (list, tuple)) and list(ff[k]) == list(d2[k]))}
+    assert differ == {}
+    own = [k for k in ff if k not in d2 and ".DEEPACC." not in k and not k.startswith("MODEL.DEEPACC")]
+    # keys of ours outside MODEL.DEEPACC / TEST.DEEPACC are DeepACC's additions, listed here on purpose
+    assert sorted(own) == sorted([
+        "DATASETS.CHECK", "DATASETS.SKIP_INVALID", "INPUT.NORMALIZATION", "INPUT.SCALE_AWARE.ENABLED",
+        "INPUT.SCALE_AWARE.FRAMED_STATS", "INPUT.SCALE_AWARE.MAX_FACTOR", "INPUT.SCALE_AWARE.MAX_SIZE",
+        "INPUT.SCALE_AWARE.MIN_FACTOR", "INPUT.SCALE_AWARE.REFERENCE_FRAME", "INPUT.SCALE_AWARE.REFERENCE_SIZE",
+        "MODEL.CHANNELS_LAST", "SOLVER.AMP.PRECISION", "SOLVER.EPOCHS", "SOLVER.EPOCH_STEPS"]), own

@@ -488,3 +488,26 @@ def test_real_model_untrained_refused_allowed_flagged_and_weights_recorded(sprea
     assert "MODEL.DEEPACC.SIAMESE.THRESHOLD = 2.0" in capsys.readouterr().err
     assert P.main(base + ["--output", str(tmp_path / "d"), "TEST.DEEPACC.SCORE_THRESHH", "0.5"]) == 2
     assert "did you mean 'TEST.DEEPACC.SCORE_THRESH'" in capsys.readouterr().err
+
+
+def test_thresholds_come_from_the_config_and_flags_override_them(spreads, tmp_path):
+    """deepacc-predict reads TEST.DEEPACC.* of the run's config; a flag overrides one value; the JSON
+    records the values used."""
+    folder, truth = spreads
+    one = str(folder / "spread_0.png")
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text("TEST:\n  DEEPACC:\n    SCORE_THRESH: 0.35\n    NMS_THRESH: 0.6\n    REVIEW_SCORE: 0.8\n"
+                        "    REVIEW_MARGIN: 0.1\n")
+    assert P.main(["--config-file", str(cfg_file), "--input", one, "--output", str(tmp_path / "a"),
+                   "--no-progress"], predictor_factory=factory_for(truth)) == 0
+    s = json.loads((tmp_path / "a" / "spread_0.json").read_text())["settings"]
+    assert (s["confidence_threshold"], s["nms_threshold"], s["review_score"], s["review_margin"]) == (0.35, 0.6, 0.8, 0.1)
+    assert P.main(["--config-file", str(cfg_file), "--input", one, "--output", str(tmp_path / "b"), "--no-progress",
+                   "--confidence-threshold", "0.9"], predictor_factory=factory_for(truth)) == 0
+    s = json.loads((tmp_path / "b" / "spread_0.json").read_text())["settings"]
+    assert (s["confidence_threshold"], s["nms_threshold"]) == (0.9, 0.6)
+    # no config: the project's defaults, the paper's values
+    assert P.main(["--input", one, "--output", str(tmp_path / "c"), "--no-progress"],
+                  predictor_factory=factory_for(truth)) == 0
+    s = json.loads((tmp_path / "c" / "spread_0.json").read_text())["settings"]
+    assert (s["confidence_threshold"], s["nms_threshold"], s["review_score"], s["review_margin"]) == (0.5, 0.7, 0.7, 0.2)

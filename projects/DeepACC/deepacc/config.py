@@ -27,7 +27,7 @@ MODEL.DEEPACC.GIA.LOSS_WEIGHT          0.1      Eq. 4: gamma
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence
 
 from fvcore.common.config import CfgNode as _FvCfgNode
 
@@ -127,6 +127,10 @@ def add_deepacc_config(cfg) -> None:
     _C.TEST.DEEPACC.SCORE_THRESH = 0.5
     _C.TEST.DEEPACC.NMS_THRESH = 0.7
     _C.TEST.DEEPACC.IOU_THRESH = 0.5
+    # Review flags of the numerical summary (deepacc-predict, report, karyogram): calls scoring below
+    # REVIEW_SCORE, or whose two most probable classes differ by less than REVIEW_MARGIN, are flagged.
+    _C.TEST.DEEPACC.REVIEW_SCORE = 0.7
+    _C.TEST.DEEPACC.REVIEW_MARGIN = 0.2
     # Karyotype-consistent class assignment of each spread's calls (ours, beyond the paper; see
     # deepacc.karyotype.assignment): the labels of the calls kept at SCORE_THRESH / NMS_THRESH are
     # chosen jointly, 2 free copies per autosome and X, 1 for Y, EXTRA_COPY_COST (log-probability)
@@ -362,6 +366,8 @@ _RANGES = (
     ("TEST.DEEPACC.SCORE_THRESH", "closed", (0.0, 1.0), "the call score threshold"),
     ("TEST.DEEPACC.NMS_THRESH", "closed", (0.0, 1.0), "the calls' class-agnostic NMS IoU"),
     ("TEST.DEEPACC.IOU_THRESH", "leftopen", (0.0, 1.0), "the matching IoU"),
+    ("TEST.DEEPACC.REVIEW_SCORE", "closed", (0.0, 1.0), "the review flag's score"),
+    ("TEST.DEEPACC.REVIEW_MARGIN", "closed", (0.0, 1.0), "the review flag's top-2 margin"),
     ("TEST.DEEPACC.ASSIGNMENT.EXTRA_COPY_COST", "nonneg", None, "the karyotype assignment's extra-copy cost"),
     ("MODEL.ROI_HEADS.SCORE_THRESH_TEST", "closed", (0.0, 1.0), "the detection score threshold"),
     ("MODEL.ROI_HEADS.NMS_THRESH_TEST", "closed", (0.0, 1.0), "the per-class NMS IoU"),
@@ -519,3 +525,26 @@ def load_config(config_file: Optional[str], opts=None, base=None):
         if "SOLVER.MAX_ITER" in opts[0::2]:
             cfg.SOLVER.EPOCHS = 0
     return cfg
+
+
+class CallThresholds(NamedTuple):
+    """``TEST.DEEPACC``'s thresholds: what a call is (score, class-agnostic NMS), the matching IoU of
+    Acc/AER, and the review flags. The one source of these numbers for every signature."""
+
+    score_thresh: float
+    nms_thresh: float
+    iou_thresh: float
+    review_score: float
+    review_margin: float
+
+
+def call_thresholds(cfg=None) -> CallThresholds:
+    """The thresholds of ``cfg`` (default: the project's defaults, :data:`CALLS`)."""
+    t = (cfg if cfg is not None else get_cfg()).TEST.DEEPACC
+    return CallThresholds(float(t.SCORE_THRESH), float(t.NMS_THRESH), float(t.IOU_THRESH),
+                          float(t.REVIEW_SCORE), float(t.REVIEW_MARGIN))
+
+
+#: The default thresholds (the paper's: score 0.5, NMS 0.7, IoU 0.5; review 0.7 / 0.2), read from the
+#: default config: functions use these as their defaults instead of repeating the numbers.
+CALLS = call_thresholds()

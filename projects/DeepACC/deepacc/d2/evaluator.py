@@ -17,6 +17,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import Instances
 
 from ..evaluation.evaluator import MetaphaseEvaluator, flatten_scalars
+from ..config import CALLS
 from ..karyotype.classes import CLASS_NAMES
 
 __all__ = ["DeepACCEvaluator", "instances_to_dict", "outputs_to_predictions"]
@@ -70,8 +71,9 @@ class DeepACCEvaluator(DatasetEvaluator):
     of the core evaluator is kept in :attr:`results`.
     """
 
-    def __init__(self, dataset_name: str, output_dir: Optional[str] = None, *, score_thresh: float = 0.5,
-                 nms_thresh: float = 0.7, iou_thresh: float = 0.5, distributed: bool = True,
+    def __init__(self, dataset_name: str, output_dir: Optional[str] = None, *,
+                 score_thresh: float = CALLS.score_thresh, nms_thresh: float = CALLS.nms_thresh,
+                 iou_thresh: float = CALLS.iou_thresh, distributed: bool = True,
                  extra_copy_cost: Optional[float] = None):
         self.dataset_name = dataset_name
         meta = MetadataCatalog.get(dataset_name)

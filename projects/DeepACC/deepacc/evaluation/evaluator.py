@@ -41,6 +41,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..config import CALLS
 from ..karyotype.assignment import assign_classes
 from ..karyotype.classes import CLASS_NAMES, canonical_name, group_of
 from .coco_ap import build_coco_dt, build_coco_gt, coco_ap
@@ -147,9 +148,9 @@ class MetaphaseEvaluator:
         dataset_dicts: Sequence[Mapping],
         class_names: Sequence[str] = CLASS_NAMES,
         output_dir: Optional[str] = None,
-        score_thresh: float = 0.5,
-        nms_thresh: float = 0.7,
-        iou_thresh: float = 0.5,
+        score_thresh: float = CALLS.score_thresh,
+        nms_thresh: float = CALLS.nms_thresh,
+        iou_thresh: float = CALLS.iou_thresh,
         distributed: bool = True,
         max_dets: int = 100,
         save_plot: bool = True,

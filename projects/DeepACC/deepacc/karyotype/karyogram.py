@@ -25,6 +25,7 @@ from typing import Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from ..config import CALLS
 from .classes import CLASS_NAMES, canonical_name
 from .overlay import GROUP_COLORS, group_of
 from .summary import top2_margin
@@ -290,7 +291,7 @@ def render_karyogram(
     abnormal = {c.name for c in summary.per_class if c.abnormal} if summary is not None else set()
 
     margins = top2_margin(calls["class_probs"], len(class_names)) if "class_probs" in calls and len(names) else None
-    margin_thr = summary.thresholds.get("review_margin", 0.2) if summary is not None else 0.2
+    margin_thr = CALLS.review_margin if summary is None else summary.thresholds.get("review_margin", CALLS.review_margin)
     cutouts = [extract_chromosome(image, b) for b in boxes]
     scaled, _ = scale_cutouts([c.image for c in cutouts], max_chromosome_height)
 

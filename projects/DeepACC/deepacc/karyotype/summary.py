@@ -20,6 +20,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..config import CALLS
 from .classes import CLASS_NAMES, NUM_CLASSES, canonical_name
 
 __all__ = [
@@ -51,7 +52,8 @@ def _as_numpy(x) -> np.ndarray:
 
 
 def select_calls(
-    instances: Mapping[str, object], score_threshold: float = 0.5, nms_threshold: float = 0.7
+    instances: Mapping[str, object], score_threshold: float = CALLS.score_thresh,
+    nms_threshold: float = CALLS.nms_thresh
 ) -> Dict[str, np.ndarray]:
     """Calls of one image: detections with ``score >= score_threshold``, then class-agnostic NMS.
 
@@ -195,8 +197,8 @@ def _expected_copies(name: str, inferred_sex: str) -> int:
 
 def summarize(
     calls: Mapping[str, object],
-    review_score: float = 0.7,
-    review_margin: float = 0.2,
+    review_score: float = CALLS.review_score,
+    review_margin: float = CALLS.review_margin,
     class_names: Sequence[str] = CLASS_NAMES,
     score_threshold: Optional[float] = None,
     assignment: Optional[Mapping[str, object]] = None,

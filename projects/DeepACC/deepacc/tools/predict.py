@@ -60,6 +60,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from deepacc.config import CALLS, call_thresholds
 from deepacc.fileio import TEMP_PATTERN as _TEMP_FILE  # atomic_write's temporary files: .tmp-<pid>-<name>
 
 __all__ = [
@@ -87,10 +88,10 @@ Predictor = Callable[[np.ndarray], Mapping]
 
 @dataclass
 class PredictSettings:
-    confidence_threshold: float = 0.5
-    nms_threshold: float = 0.7
-    review_score: float = 0.7
-    review_margin: float = 0.2
+    confidence_threshold: float = CALLS.score_thresh
+    nms_threshold: float = CALLS.nms_thresh
+    review_score: float = CALLS.review_score
+    review_margin: float = CALLS.review_margin
     engine: str = "auto"
     config_file: str = ""  # recorded with the outputs: which model made them
     opts: List[str] = field(default_factory=list)
@@ -137,14 +138,16 @@ def get_parser() -> argparse.ArgumentParser:
                    "the tool's own *.overlay.png / *.karyogram.png outputs are never taken)")
     p.add_argument("--output", required=True, metavar="DIR",
                    help="folder for the outputs (created; may be the input folder)")
-    p.add_argument("--confidence-threshold", type=float, default=0.5,
-                   help="minimum score of a call (default: 0.5)")
-    p.add_argument("--nms-threshold", type=float, default=0.7,
-                   help="IoU of the class-agnostic NMS over the calls (default: 0.7)")
-    p.add_argument("--review-score", type=float, default=0.7,
-                   help="calls scoring below this are flagged for review (default: 0.7)")
-    p.add_argument("--review-margin", type=float, default=0.2,
-                   help="calls whose two most probable classes differ by less than this are flagged (default: 0.2)")
+    p.add_argument("--confidence-threshold", type=float, default=None,
+                   help="minimum score of a call (default: the config's TEST.DEEPACC.SCORE_THRESH, 0.5)")
+    p.add_argument("--nms-threshold", type=float, default=None,
+                   help="IoU of the class-agnostic NMS over the calls (default: the config's TEST.DEEPACC.NMS_THRESH, 0.7)")
+    p.add_argument("--review-score", type=float, default=None,
+                   help="calls scoring below this are flagged for review (default: the config's "
+                   "TEST.DEEPACC.REVIEW_SCORE, 0.7)")
+    p.add_argument("--review-margin", type=float, default=None,
+                   help="calls whose two most probable classes differ by less than this are flagged (default: the "
+                   "config's TEST.DEEPACC.REVIEW_MARGIN, 0.2)")
     p.add_argument("--assignment", choices=("on", "off"), default=None,
                    help="karyotype-consistent class assignment of each spread's calls (default: the config's "
                    "TEST.DEEPACC.ASSIGNMENT.ENABLED)")
@@ -504,7 +507,9 @@ def setup_cfg(args):
 
     cfg = load_config(args.config_file or None, list(args.opts or []))
     if "ROI_HEADS" in cfg.MODEL and "SCORE_THRESH_TEST" in cfg.MODEL.ROI_HEADS:
-        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = min(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, args.confidence_threshold)
+        conf = args.confidence_threshold
+        conf = call_thresholds(cfg).score_thresh if conf is None else float(conf)
+        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = min(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, conf)
     dev = str(cfg.MODEL.get("DEVICE", "cpu"))
     if dev.startswith("cuda"):
         import torch
@@ -594,8 +599,11 @@ def main(argv: Optional[Sequence[str]] = None,
 
         print(f"deepacc-predict: {unknown_key_message(exc, get_cfg()) or exc}", file=sys.stderr)
         return 2
-    settings = PredictSettings(args.confidence_threshold, args.nms_threshold, args.review_score,
-                               args.review_margin, args.engine, args.config_file, [str(o) for o in args.opts],
+    t = call_thresholds(cfg)  # the config's values; the flags override them
+    pick = lambda flag, value: value if flag is None else float(flag)  # noqa: E731
+    settings = PredictSettings(pick(args.confidence_threshold, t.score_thresh), pick(args.nms_threshold, t.nms_thresh),
+                               pick(args.review_score, t.review_score), pick(args.review_margin, t.review_margin),
+                               args.engine, args.config_file, [str(o) for o in args.opts],
                                assignment.enabled, assignment.extra_copy_cost, bool(args.allow_untrained), sha)
     factory = predictor_factory or build_default_predictor
 
