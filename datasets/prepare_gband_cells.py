@@ -63,6 +63,7 @@ from deepacc.data.compose import crop_to_mask, place_patch, rotate_patch, spread
 from deepacc.data.images import ImageError, read_image
 from deepacc.data.karyotypes import format_karyotype
 from deepacc.data.splits import limit_per_split
+from deepacc.data.slide import add_realism_arguments, realism_from_args
 from deepacc.karyotype import CLASS_NAMES
 
 MASK_DARKNESS = 25
@@ -242,30 +243,6 @@ def _job(args):
     return rec, problems
 
 
-def _range(text, name, integer=False):
-    try:
-        lo, hi = (int(v) if integer else float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{name}: expected LO,HI, got {text!r}") from None
-    if lo > hi or lo < 0:
-        raise argparse.ArgumentTypeError(f"{name}: expected 0 <= LO <= HI, got {text!r}")
-    return (lo, hi)
-
-
-def realism_spec(a, parser):
-    """The realism spec of the ``--realistic`` flags (``None`` when off)."""
-    fine = {"jpeg": a.jpeg, "rgb": a.rgb or None, "nuclei": a.nuclei, "debris": a.debris}
-    given = [k for k, v in fine.items() if v is not None]
-    if not a.realistic:
-        if given:
-            parser.error(f"--{', --'.join(given)} need(s) --realistic")
-        return None
-    from deepacc.data.slide import resolve_realism
-
-    try:
-        return resolve_realism({k: v for k, v in fine.items() if v is not None})
-    except ValueError as e:
-        parser.error(str(e))
 
 
 def main(argv=None):
@@ -283,19 +260,9 @@ def main(argv=None):
                    help="also write val_aneuploid and test_aneuploid: each cell with one numerical abnormality")
     p.add_argument("--only", default="", help="comma-separated splits to write (default: all); e.g. "
                    "'val_aneuploid,test_aneuploid' adds those to a prepared folder without rewriting the others")
-    p.add_argument("--realistic", action="store_true",
-                   help="real slide appearance: background texture, vignetting, halo, unannotated interphase "
-                        "nuclei, debris, noise (deepacc.data.slide; layout and boxes unchanged)")
-    p.add_argument("--jpeg", type=lambda t: _range(t, "--jpeg", True), default=None, metavar="LO,HI",
-                   help="with --realistic: JPEG artefacts at a quality drawn from LO..HI (e.g. 60,95)")
-    p.add_argument("--rgb", action="store_true",
-                   help="with --realistic: write RGB images with a brownish/grayish G-band colour cast")
-    p.add_argument("--nuclei", type=lambda t: _range(t, "--nuclei", True), default=None, metavar="LO,HI",
-                   help="with --realistic: interphase nuclei per image (default 0,2)")
-    p.add_argument("--debris", type=lambda t: _range(t, "--debris"), default=None, metavar="LO,HI",
-                   help="with --realistic: debris specks per megapixel (default 0,12)")
+    add_realism_arguments(p, preset="default")
     a = p.parse_args(argv)
-    realism = realism_spec(a, p)
+    realism = realism_from_args(a, p, preset="default")
     w, h = (int(v) for v in a.size.lower().split("x"))
     fr = [float(v) for v in a.split.split(",")]
     cells, report = scan(a.src)

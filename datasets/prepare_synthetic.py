@@ -22,32 +22,9 @@ import os
 import sys
 
 from deepacc.data.synthetic import generate_dataset
+from deepacc.data.slide import add_realism_arguments, realism_from_args
 
 
-def _range(text, name, integer=False):
-    try:
-        lo, hi = (int(v) if integer else float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{name}: expected LO,HI, got {text!r}") from None
-    if lo > hi or lo < 0:
-        raise argparse.ArgumentTypeError(f"{name}: expected 0 <= LO <= HI, got {text!r}")
-    return (lo, hi)
-
-
-def realism_spec(a, parser):
-    """The realism of the ``--realistic`` flags (``None`` when off), on the ``synthetic`` preset."""
-    fine = {"jpeg": a.jpeg, "rgb": a.rgb or None, "nuclei": a.nuclei, "debris": a.debris}
-    given = [k for k, v in fine.items() if v is not None]
-    if not a.realistic:
-        if given:
-            parser.error(f"--{', --'.join(given)} need(s) --realistic")
-        return None
-    from deepacc.data.slide import resolve_realism
-
-    try:
-        return resolve_realism({k: v for k, v in fine.items() if v is not None}, preset="synthetic")
-    except ValueError as e:
-        parser.error(str(e))
 
 
 def main(argv=None):
@@ -64,18 +41,9 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0, help="offset added to the per-split seeds")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1) // 2),
                    help="parallel processes (default: half the CPU cores; the output does not depend on it)")
-    p.add_argument("--realistic", action="store_true",
-                   help="real slide appearance: texture, vignetting, halo, unannotated nuclei, debris, noise "
-                        "(deepacc.data.slide preset 'synthetic'; boxes unchanged)")
-    p.add_argument("--jpeg", type=lambda t: _range(t, "--jpeg", True), default=None, metavar="LO,HI",
-                   help="with --realistic: JPEG artefacts at a quality drawn from LO..HI (e.g. 60,95)")
-    p.add_argument("--rgb", action="store_true", help="with --realistic: RGB images with a G-band colour cast")
-    p.add_argument("--nuclei", type=lambda t: _range(t, "--nuclei", True), default=None, metavar="LO,HI",
-                   help="with --realistic: interphase nuclei added per image (default 0,1)")
-    p.add_argument("--debris", type=lambda t: _range(t, "--debris"), default=None, metavar="LO,HI",
-                   help="with --realistic: debris specks added per megapixel (default 0,5)")
+    add_realism_arguments(p, preset="synthetic")
     a = p.parse_args(argv)
-    realism = realism_spec(a, p)
+    realism = realism_from_args(a, p, preset="synthetic")
     jobs = [("deepacc_synth", "train", a.train, 0, "default"), ("deepacc_synth", "val", a.val, 1, "default"),
             ("deepacc_synth", "test", a.test, 2, "default"), ("deepacc_synth_shift", "test", a.shift_test, 3, "shifted")]
     for d, split, n, seed, batch in jobs:

@@ -188,15 +188,22 @@ def test_measure_slide_sees_background_noise_and_nuclei():
 
 
 def test_default_outputs_do_not_need_the_module(tmp_path, gband_src, monkeypatch):
-    """The default paths give the same bytes whether or not deepacc.data.slide can be imported."""
+    """The default paths never run the appearance step: the composer gives the same bytes when
+    ``apply_slide`` would fail, and the generator the same bytes when the module cannot be imported."""
+    import deepacc.data.slide as slide
+
     mod = load_script("prepare_gband_cells")
     assert mod.main(["--src", str(gband_src), "--out", str(tmp_path / "with"), *ARGS]) == 0
     generate_dataset(str(tmp_path / "synth_with"), 2, seed=5, width=320, height=240, progress=False)
+
+    def boom(*a, **k):
+        raise AssertionError("the appearance step ran on a default path")
+
+    monkeypatch.setattr(slide, "apply_slide", boom)
+    assert mod.main(["--src", str(gband_src), "--out", str(tmp_path / "without"), *ARGS]) == 0
     monkeypatch.setitem(sys.modules, "deepacc.data.slide", None)  # any import of it now fails
     with pytest.raises(ImportError):
         import deepacc.data.slide  # noqa: F401
-    mod2 = load_script("prepare_gband_cells")
-    assert mod2.main(["--src", str(gband_src), "--out", str(tmp_path / "without"), *ARGS]) == 0
     generate_dataset(str(tmp_path / "synth_without"), 2, seed=5, width=320, height=240, progress=False)
 
     def norm(files, root):  # absolute paths in the report / json differ by the folder name only

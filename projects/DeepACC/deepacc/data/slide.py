@@ -697,3 +697,52 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())
+
+
+# ------------------------------------------------------------------------------ command-line flags
+def _range_arg(text: str, name: str, integer: bool = False):
+    import argparse
+
+    try:
+        lo, hi = (int(v) if integer else float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name}: expected LO,HI, got {text!r}") from None
+    if lo > hi or lo < 0:
+        raise argparse.ArgumentTypeError(f"{name}: expected 0 <= LO <= HI, got {text!r}")
+    return (lo, hi)
+
+
+def add_realism_arguments(parser, preset: str = "default") -> None:
+    """``--realistic`` and its refinements (``--jpeg``, ``--rgb``, ``--nuclei``, ``--debris``), as
+    the dataset scripts offer them; read them back with :func:`realism_from_args`."""
+    d = REALISM_PRESETS[preset]
+    parser.add_argument("--realistic", action="store_true",
+                        help=f"real slide appearance: background texture, vignetting, halo, unannotated interphase "
+                             f"nuclei, debris, noise (deepacc.data.slide preset {preset!r}; layout and boxes unchanged)")
+    parser.add_argument("--jpeg", type=lambda t: _range_arg(t, "--jpeg", True), default=None, metavar="LO,HI",
+                        help="with --realistic: JPEG artefacts at a quality drawn from LO..HI (e.g. 60,95)")
+    parser.add_argument("--rgb", action="store_true",
+                        help="with --realistic: write RGB images with a brownish/grayish G-band colour cast")
+    parser.add_argument("--nuclei", type=lambda t: _range_arg(t, "--nuclei", True), default=None, metavar="LO,HI",
+                        help=f"with --realistic: interphase nuclei per image (default {_pair(d.get('nuclei'))})")
+    parser.add_argument("--debris", type=lambda t: _range_arg(t, "--debris"), default=None, metavar="LO,HI",
+                        help=f"with --realistic: debris specks per megapixel (default {_pair(d.get('debris'))})")
+
+
+def _pair(v) -> str:
+    return ",".join(f"{x:g}" for x in v) if isinstance(v, (list, tuple)) else str(v)
+
+
+def realism_from_args(args, parser, preset: str = "default") -> Optional[Dict[str, Any]]:
+    """The realism spec of the flags of :func:`add_realism_arguments` (``None`` without ``--realistic``;
+    a refinement without it is a usage error)."""
+    fine = {"jpeg": args.jpeg, "rgb": args.rgb or None, "nuclei": args.nuclei, "debris": args.debris}
+    given = [k for k, v in fine.items() if v is not None]
+    if not args.realistic:
+        if given:
+            parser.error(f"--{', --'.join(given)} need(s) --realistic")
+        return None
+    try:
+        return resolve_realism({k: v for k, v in fine.items() if v is not None}, preset=preset)
+    except ValueError as e:
+        parser.error(str(e))
