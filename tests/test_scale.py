@@ -27,9 +27,9 @@ def test_size_follows_magnification_and_ignores_framing(spread):
     base = chromosome_size(spread)
     assert base is not None and base > 3
     resampled = {f: chromosome_size(_resize(spread, f)) / f for f in (0.5, 0.75, 1.5, 2.0)}
-    # resampled versions agree within 3 %; the crisp synthetic original measures ~5 % smaller than any
-    # resampled copy (on the real composed G-band images it is ~1 %)
-    assert max(resampled.values()) / min(resampled.values()) < 1.03, resampled
+    # within 8 % from 0.5x to 2x on this small synthetic spread (on the composed G-band val images:
+    # +4.4 % at 0.5x, -1.1 % at 2x)
+    assert max(resampled.values()) / min(resampled.values()) < 1.08, resampled
     for f, v in resampled.items():
         assert v / base == pytest.approx(1.0, abs=0.08), f
     # framing: the same spread with a wide margin of background, or a darker / weaker staining
@@ -52,7 +52,12 @@ def test_resize_factor_rules(spread):
                                                        "reference": 10.0})
     cfg.INPUT.SCALE_AWARE.ENABLED = True
     assert resize_factor(spread, cfg)[1]["mode"] == "standard"  # no reference known
+    # within the tolerance the usual factor stays; beyond it, the size goes to the tolerance's edge
     size = chromosome_size(spread)
+    assert resize_factor(spread, cfg, size * base * 1.1)[0] == pytest.approx(base)
+    assert resize_factor(spread, cfg, size * base * 1.5)[0] == pytest.approx(base * 1.5 * 0.85)
+    assert resize_factor(spread, cfg, size * base / 1.5)[0] == pytest.approx(base / 1.5 * 1.15)
+    cfg.INPUT.SCALE_AWARE.TOLERANCE = 0.0
     f, info = resize_factor(spread, cfg, size * base * 1.3)
     assert info["mode"] == "scale_aware" and f == pytest.approx(base * 1.3)
     # the same spread at half the magnification gets twice the factor: equal chromosome size at the model
@@ -114,7 +119,8 @@ def test_torchvision_predictor_uses_the_checkpoint_reference(spread, tmp_path):
     ck.save("m")
     state = torch.load(str(tmp_path / "m.pth"), weights_only=True)
     assert state[CHECKPOINT_KEY] == 7.5 and state[FRAME_KEY] == 900.0
-    p = TorchvisionPredictor(load_config(QUICK_CONFIG, TINY_OPTS + ["MODEL.WEIGHTS", str(tmp_path / "m.pth")]))
+    p = TorchvisionPredictor(load_config(QUICK_CONFIG, TINY_OPTS + ["MODEL.WEIGHTS", str(tmp_path / "m.pth"),
+                                                                 "INPUT.SCALE_AWARE.TOLERANCE", "0.0"]))
     assert (p.cfg.INPUT.SCALE_AWARE.REFERENCE_SIZE, p.cfg.INPUT.SCALE_AWARE.REFERENCE_FRAME) == (7.5, 900.0)
     sizes = []
     for f in (0.5, 1.0, 1.6):  # three image sizes of the same spread

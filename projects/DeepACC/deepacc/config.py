@@ -97,6 +97,9 @@ def add_deepacc_config(cfg) -> None:
     _C.INPUT.SCALE_AWARE = type(cfg)()
     _C.INPUT.SCALE_AWARE.ENABLED = True
     _C.INPUT.SCALE_AWARE.REFERENCE_SIZE = 0.0
+    # No rescaling while the size at the usual factor is within TOLERANCE (relative) of the reference:
+    # the training images themselves vary that much (condensation); beyond it, to the tolerance's edge.
+    _C.INPUT.SCALE_AWARE.TOLERANCE = 0.15
     _C.INPUT.SCALE_AWARE.FRAMED_STATS = True
     _C.INPUT.SCALE_AWARE.REFERENCE_FRAME = 0.0
     _C.INPUT.SCALE_AWARE.MIN_FACTOR = 0.25
@@ -391,6 +394,7 @@ _RANGES = (
     ("INPUT.MAX_SIZE_TRAIN", "posint", None, "the training image long-side cap"),
     ("INPUT.SCALE_AWARE.REFERENCE_SIZE", "nonneg", None, "the reference chromosome size (0: measured)"),
     ("INPUT.SCALE_AWARE.REFERENCE_FRAME", "nonneg", None, "the reference frame area (0: measured)"),
+    ("INPUT.SCALE_AWARE.TOLERANCE", "halfopen", (0.0, 1.0), "the relative size tolerance"),
     ("INPUT.SCALE_AWARE.MIN_FACTOR", "positive", None, "the lowest factor relative to the usual resize"),
     ("INPUT.SCALE_AWARE.MAX_FACTOR", "positive", None, "the highest factor relative to the usual resize"),
     ("INPUT.SCALE_AWARE.MAX_SIZE", "posint", None, "the long-side cap of scale-aware resizing"),
