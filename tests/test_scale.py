@@ -53,6 +53,7 @@ def test_resize_factor_rules(spread):
     cfg.INPUT.SCALE_AWARE.ENABLED = True
     assert resize_factor(spread, cfg)[1]["mode"] == "standard"  # no reference known
     # within the tolerance the usual factor stays; beyond it, the size goes to the tolerance's edge
+    cfg.INPUT.SCALE_AWARE.TOLERANCE = 0.15
     size = chromosome_size(spread)
     assert resize_factor(spread, cfg, size * base * 1.1)[0] == pytest.approx(base)
     assert resize_factor(spread, cfg, size * base * 1.5)[0] == pytest.approx(base * 1.5 * 0.85)
@@ -120,7 +121,7 @@ def test_torchvision_predictor_uses_the_checkpoint_reference(spread, tmp_path):
     state = torch.load(str(tmp_path / "m.pth"), weights_only=True)
     assert state[CHECKPOINT_KEY] == 7.5 and state[FRAME_KEY] == 900.0
     p = TorchvisionPredictor(load_config(QUICK_CONFIG, TINY_OPTS + ["MODEL.WEIGHTS", str(tmp_path / "m.pth"),
-                                                                 "INPUT.SCALE_AWARE.TOLERANCE", "0.0"]))
+                                                                 "INPUT.SCALE_AWARE.ENABLED", "True"]))
     assert (p.cfg.INPUT.SCALE_AWARE.REFERENCE_SIZE, p.cfg.INPUT.SCALE_AWARE.REFERENCE_FRAME) == (7.5, 900.0)
     sizes = []
     for f in (0.5, 1.0, 1.6):  # three image sizes of the same spread
@@ -180,7 +181,7 @@ def test_loader_workers_after_opencv_in_the_parent(tiny_data_root, tmp_path):
         from deepacc.config import load_config
         from deepacc.tv.data import build_test_loader
         from deepacc.tv.train import dataset_dicts
-        cfg = load_config({QUICK_CONFIG!r}, {TINY_OPTS!r} + ["DATALOADER.NUM_WORKERS", "2",
+        cfg = load_config({QUICK_CONFIG!r}, {TINY_OPTS!r} + ["DATALOADER.NUM_WORKERS", "2", "INPUT.SCALE_AWARE.ENABLED", "True",
                           "INPUT.SCALE_AWARE.REFERENCE_SIZE", "5.0"])
         n = sum(1 for b in build_test_loader(cfg, dataset_dicts(["deepacc_synth_quick_val"]))
                 if b[0][2]["input_scale"]["mode"] == "scale_aware")

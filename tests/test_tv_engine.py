@@ -201,7 +201,8 @@ def _iterations(output_dir):
 def test_killed_run_resumes_from_last_checkpoint(tiny_data_root, tmp_path):
     out = str(tmp_path / "run")
     args = ["--config-file", QUICK_CONFIG] + TINY_OPTS + [
-        "SOLVER.MAX_ITER", "40", "SOLVER.CHECKPOINT_PERIOD", "3", "DATASETS.TEST", "()", "OUTPUT_DIR", out]
+        "SOLVER.MAX_ITER", "40", "SOLVER.CHECKPOINT_PERIOD", "3", "DATASETS.TEST", "()",
+        "INPUT.SCALE_AWARE.ENABLED", "True", "OUTPUT_DIR", out]
     proc = train_net(args, tiny_data_root, popen=True)
     deadline = time.time() + 300
     while not glob.glob(os.path.join(out, "model_0000005.pth")):
@@ -222,7 +223,7 @@ def test_killed_run_resumes_from_last_checkpoint(tiny_data_root, tmp_path):
         f.write(json.dumps({"iteration": done + 1, "total_loss": 9.0, "from_killed_run": True}) + "\n")
         f.write('{"iteration": ')
 
-    res = train_net(["--resume"] + args[:-4] + ["SOLVER.MAX_ITER", str(done + 4), "OUTPUT_DIR", out], tiny_data_root)
+    res = train_net(["--resume"] + args[:-2] + ["SOLVER.MAX_ITER", str(done + 4), "OUTPUT_DIR", out], tiny_data_root)
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"at iteration {done + 1}" in res.stdout + res.stderr
     iters = _iterations(out)

@@ -97,9 +97,10 @@ def add_deepacc_config(cfg) -> None:
     _C.INPUT.SCALE_AWARE = type(cfg)()
     _C.INPUT.SCALE_AWARE.ENABLED = True
     _C.INPUT.SCALE_AWARE.REFERENCE_SIZE = 0.0
-    # No rescaling while the size at the usual factor is within TOLERANCE (relative) of the reference:
-    # the training images themselves vary that much (condensation); beyond it, to the tolerance's edge.
-    _C.INPUT.SCALE_AWARE.TOLERANCE = 0.15
+    # No rescaling while the size at the usual factor is within TOLERANCE (relative) of the reference,
+    # beyond it to the tolerance's edge; 0 = every image to the reference size (best on the G-band val
+    # cells, docs/scale.md).
+    _C.INPUT.SCALE_AWARE.TOLERANCE = 0.0
     _C.INPUT.SCALE_AWARE.FRAMED_STATS = True
     _C.INPUT.SCALE_AWARE.REFERENCE_FRAME = 0.0
     _C.INPUT.SCALE_AWARE.MIN_FACTOR = 0.25
