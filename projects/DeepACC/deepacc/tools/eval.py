@@ -42,13 +42,16 @@ import io
 import json
 import logging
 import math
-import numbers
 import os
 import sys
 from collections import Counter
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+
+# the dataset checker's value tests, so a results file and a ground truth are judged alike
+from ..data.coco import _is_int, _short
+from ..data.coco import _num as _finite
 
 __all__ = ["MAX_PROBLEM_LINES", "EvalInputError", "format_problems", "get_parser", "load_ground_truth", "read_coco_results",
            "read_predict_dir", "main"]
@@ -123,24 +126,6 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _finite(v) -> bool:
-    if not isinstance(v, numbers.Real) or isinstance(v, bool):
-        return False
-    try:
-        return math.isfinite(float(v))
-    except OverflowError:
-        return False
-
-
-def _short(v, n: int = 60) -> str:
-    r = repr(v)
-    return r if len(r) <= n else r[: n - 3] + "..."
-
-
 def _numbers(v, n: int, what: str, layout: str) -> Tuple[Optional[List[float]], Optional[str]]:
     """``v`` as ``n`` finite floats, or the reason it is not."""
     if not isinstance(v, (list, tuple)):
