@@ -631,6 +631,21 @@ def test_predictor_from_framework_free_cfg(tiny_yaml, tmp_path):
         build_predictor(cfg)
 
 
+def test_predictor_reads_the_scale_reference_from_its_checkpoint(tiny_yaml, tmp_path):
+    from deepacc.config import load_config
+    from deepacc.d2 import build_predictor, to_detectron2_cfg
+    from deepacc.data.scale import CHECKPOINT_KEY, FRAME_KEY
+
+    cfg = load_config(tiny_yaml, ["INPUT.SCALE_AWARE.ENABLED", "True"])
+    model = build_model(to_detectron2_cfg(cfg))
+    path = str(tmp_path / "w.pth")
+    torch.save({"model": model.state_dict(), CHECKPOINT_KEY: 7.5, FRAME_KEY: 900.0}, path)
+    cfg.merge_from_list(["MODEL.WEIGHTS", path])
+    p = build_predictor(cfg)
+    assert (p.cfg.INPUT.SCALE_AWARE.REFERENCE_SIZE, p.cfg.INPUT.SCALE_AWARE.REFERENCE_FRAME) == (7.5, 900.0)
+    assert p.mapper.scale_cfg.INPUT.SCALE_AWARE.REFERENCE_SIZE == 7.5
+
+
 def test_predictor_refuses_untrained_and_unsafe_weights(tiny_yaml, tmp_path):
     import pickle
 

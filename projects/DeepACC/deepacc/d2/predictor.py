@@ -15,7 +15,7 @@ import torch
 from detectron2.modeling import build_model
 
 from ..checkpoint_io import check_loaded_weights
-from ..data.scale import apply_reference, stored_reference, training_files
+from ..data.scale import apply_reference, training_files
 from ..precision import autocast
 from .checkpoint import DeepACCCheckpointer  # Detectron2's, also reads DeepACC pretrained trunks
 from .data import DeepACCDatasetMapper
@@ -50,22 +50,22 @@ class Detectron2Predictor:
     """
 
     def __init__(self, cfg, allow_untrained: bool = False):
-        cfg = cfg.clone()
-        cfg.defrost()
-        weights = str(cfg.MODEL.WEIGHTS)  # scale-aware inference: the reference of the model's training
-        apply_reference(cfg, stored_reference(weights), training_files(cfg) if weights else None)
-        self.cfg = to_detectron2_cfg(cfg)
-        self.model = build_model(self.cfg).eval()
-        weights = str(self.cfg.MODEL.WEIGHTS)
-        incompatible = None
+        self.model = build_model(to_detectron2_cfg(cfg)).eval()
+        weights = str(cfg.MODEL.WEIGHTS)
+        incompatible, extra = None, {}
         if weights:
             if "://" not in weights and not os.path.isfile(weights):
                 raise FileNotFoundError(f"MODEL.WEIGHTS {weights!r} is not a file (give a checkpoint, e.g. "
                                         "output/.../model_final.pth)")
             ckpt = DeepACCCheckpointer(self.model)
-            ckpt.load(weights)
+            extra = ckpt.load(weights) or {}
             incompatible = getattr(ckpt, "incompatible", None)
         self.weights_info = check_loaded_weights(weights, incompatible, allow_untrained)
+        # scale-aware inference: the reference of the model's training, from the checkpoint just loaded
+        cfg = cfg.clone()
+        cfg.defrost()
+        apply_reference(cfg, extra, training_files(cfg) if weights else None)
+        self.cfg = to_detectron2_cfg(cfg)
         if self.weights_info["problem"]:
             logger.warning("%s (allowed by --allow-untrained)", self.weights_info["problem"])
         self.mapper = DeepACCDatasetMapper(self.cfg, False)

@@ -30,7 +30,7 @@ from detectron2.utils.logger import setup_logger
 from ..checkpoint_io import check_loaded_weights
 from ..config import add_deepacc_config, check_config, load_config, resolve_epoch_schedule
 from ..data.preflight import check_training_datasets
-from ..data.scale import apply_reference, reference_state, stored_reference, training_files, training_reference
+from ..data.scale import apply_reference, reference_state, training_files, training_reference
 from ..fileio import tidy_output_dir
 from ..precision import amp_dtype, autocast_to
 from ..solver import clip_gradients
@@ -178,11 +178,9 @@ def setup(args):
     if int(cfg.SOLVER.EPOCHS) > 0 and not getattr(args, "eval_only", False):
         num_images = sum(len(DatasetCatalog.get(name)) for name in cfg.DATASETS.TRAIN)
         resolve_epoch_schedule(cfg, num_images)
-    # scale-aware resizing (deepacc.data.scale): the reference measured on the training images, or for
-    # --eval-only the one stored in the checkpoint
-    if getattr(args, "eval_only", False):
-        apply_reference(cfg, stored_reference(str(cfg.MODEL.WEIGHTS)), training_files(cfg, DatasetCatalog.get))
-    else:
+    # scale-aware inference (deepacc.data.scale): the reference measured on the training images; for
+    # --eval-only, main() takes the one stored in the checkpoint it loads
+    if not getattr(args, "eval_only", False):
         training_reference(cfg, training_files(cfg, DatasetCatalog.get))
     cfg.freeze()
     default_setup(cfg, args)
@@ -207,9 +205,12 @@ def main(args):
         ckpt = DeepACCCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
         resumed = args.resume and ckpt.has_checkpoint()
         loaded = ckpt.get_checkpoint_file() if resumed else str(cfg.MODEL.WEIGHTS)
-        ckpt.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        extra = ckpt.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume) or {}
         info = check_loaded_weights(loaded, getattr(ckpt, "incompatible", None), getattr(args, "allow_untrained", False))
         logger.info("Evaluating weights %s (sha256 %s)", info["weights"] or "(none)", info["sha256"])
+        cfg.defrost()  # the scale-aware reference of the checkpoint just loaded (read once)
+        apply_reference(cfg, extra, training_files(cfg, DatasetCatalog.get))
+        cfg.freeze()
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)
