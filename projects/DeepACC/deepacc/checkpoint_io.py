@@ -15,13 +15,14 @@ Anything else is refused with :class:`CheckpointError`, which names the file and
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 __all__ = ["CheckpointerMixin", "CheckpointError", "UntrainedModelError", "load_checkpoint_file", "read_pickled_weights",
-           "resolve_last_checkpoint", "file_sha256", "compare_state_dicts", "check_loaded_weights", "LAST_CHECKPOINT"]
+           "resolve_last_checkpoint", "file_sha256", "check_loaded_weights", "LAST_CHECKPOINT"]
 
 LAST_CHECKPOINT = "last_checkpoint"
 
@@ -148,11 +149,18 @@ def resolve_last_checkpoint(save_dir: str) -> str:
     return path
 
 
-def file_sha256(path: str, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file (recorded with the outputs made from a weights file)."""
+def file_sha256(path: str) -> str:
+    """Hex SHA-256 of a file (recorded with the outputs made from a weights file); computed once per
+    file version in a process (``deepacc-predict`` needs it before and after building the model)."""
+    st = os.stat(path)
+    return _sha256(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(path: str, _size: int, _mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
+        for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
 
@@ -193,25 +201,6 @@ def check_loaded_weights(weights: str, incompatible=None, allow: bool = False) -
     if info["problem"] and not allow:
         raise UntrainedModelError(f"{info['problem']}; {flag}")
     return info
-
-
-def compare_state_dicts(expected: Mapping[str, Any], loaded: Mapping[str, Any]) -> Tuple[List[str], List[str], List[str]]:
-    """``(missing, mismatched, unexpected)`` names between a model's ``state_dict()`` and loaded weights.
-
-    ``mismatched`` entries read ``"name: checkpoint (a, b) vs model (c, d)"``. Counters such as
-    ``num_batches_tracked`` are ignored.
-    """
-    def shape(v) -> Optional[tuple]:
-        return tuple(v.shape) if hasattr(v, "shape") else None
-
-    skip = ("num_batches_tracked",)
-    exp = {k: v for k, v in expected.items() if not k.endswith(skip)}
-    got = {k: v for k, v in loaded.items() if not k.endswith(skip)}
-    missing = sorted(k for k in exp if k not in got)
-    unexpected = sorted(k for k in got if k not in exp)
-    mismatched = sorted(f"{k}: checkpoint {shape(got[k])} vs model {shape(exp[k])}"
-                        for k in exp if k in got and shape(got[k]) != shape(exp[k]))
-    return missing, mismatched, unexpected
 
 
 def _describe(names: List[str], limit: int = 5) -> str:
