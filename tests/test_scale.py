@@ -7,7 +7,7 @@ import torch
 
 from deepacc.config import get_cfg, load_config
 from deepacc.data.scale import (CHECKPOINT_KEY, FRAME_KEY, chromosome_size, framed_stats, measure_reference,
-                                measure_reference_size, measure_spread, resize_factor, standard_factor)
+                                measure_spread, resize_factor, standard_factor)
 
 from test_karyotype import make_spread
 from tv_tiny import QUICK_CONFIG, TINY_OPTS
@@ -77,12 +77,12 @@ def test_reference_measured_at_the_test_resize(spread, tmp_path):
         p = tmp_path / f"s{f}.png"
         cv2.imwrite(str(p), _resize(spread, f))
         paths.append(str(p))
-    ref = measure_reference_size(paths[:1], 480, 640)
+    ref = measure_reference(paths[:1], 480, 640)[0]
     h, w = spread.shape
     assert ref == pytest.approx(chromosome_size(spread) * standard_factor(h, w, 480, 640), rel=1e-6)
     size, frame = measure_reference(paths[:1], 480, 640)
     assert size == ref and frame == pytest.approx(h * w / chromosome_size(spread) ** 2)
-    assert measure_reference_size([], 480, 640) is None
+    assert measure_reference([], 480, 640) == (None, None)
 
 
 def test_framed_stats_do_not_depend_on_framing(spread):

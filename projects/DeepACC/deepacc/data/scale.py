@@ -35,7 +35,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 __all__ = ["Spread", "measure_spread", "chromosome_size", "framed_stats", "standard_factor", "measure_reference",
-           "measure_reference_size", "resize_factor", "input_stats", "training_files", "reference_state",
+           "resize_factor", "input_stats", "training_files", "reference_state",
            "training_reference", "apply_reference", "stored_reference", "CHECKPOINT_KEY", "FRAME_KEY"]
 
 #: Keys of the reference chromosome size and frame in the checkpoints both engines write.
@@ -169,12 +169,6 @@ def measure_reference(file_names: Sequence[str], min_size: int, max_size: int, m
     if not sizes:
         return None, None
     return float(np.median(sizes)), float(np.median(frames))
-
-
-def measure_reference_size(file_names: Sequence[str], min_size: int, max_size: int, max_images: int = 64,
-                           seed: int = 0) -> Optional[float]:
-    """The reference chromosome size alone (:func:`measure_reference`)."""
-    return measure_reference(file_names, min_size, max_size, max_images, seed)[0]
 
 
 def resize_factor(gray: np.ndarray, cfg, reference: Optional[float] = None) -> Tuple[float, Dict[str, object]]:
