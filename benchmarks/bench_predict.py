@@ -81,9 +81,9 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    from deepacc.karyotype.karyogram import render_karyogram
-    from deepacc.karyotype.overlay import draw_overlay
-    from deepacc.karyotype.summary import select_calls, summarize
+    from deepacc.clinical.karyogram import render_karyogram
+    from deepacc.clinical.overlay import draw_overlay
+    from deepacc.clinical.summary import select_calls, summarize
     from deepacc.tools import predict as P
 
     t0 = time.perf_counter()

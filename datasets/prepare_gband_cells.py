@@ -61,10 +61,9 @@ import numpy as np
 from deepacc.data.coco import write_coco_json
 from deepacc.data.compose import crop_to_mask, place_patch, rotate_patch, spread_ellipse
 from deepacc.data.images import ImageError, read_image
-from deepacc.data.karyotypes import format_karyotype
 from deepacc.data.splits import limit_per_split
 from deepacc.data.slide import add_realism_arguments, realism_from_args
-from deepacc.karyotype import CLASS_NAMES
+from deepacc.karyotype import CLASS_NAMES, format_karyotype
 
 MASK_DARKNESS = 25
 CELL_RE = re.compile(r"^([^./]+)\.(\d+)\.tiff?$", re.IGNORECASE)

@@ -45,9 +45,8 @@ from PIL import Image
 
 from deepacc.data.coco import write_coco_json
 from deepacc.data.images import ImageError, read_image
-from deepacc.data.karyotypes import parse_karyotype
 from deepacc.data.splits import limit_per_split
-from deepacc.karyotype import CLASS_NAMES
+from deepacc.karyotype import CLASS_NAMES, parse_karyotype
 
 #: Karyotype codes of the ADIR M-FISH set #1 (README-ADIR.md), as ISCN strings without blanks.
 #: Obvious typos of the README are corrected: 38 "-18-, 18" -> "-18,-18"; 45 "14" -> "-14";

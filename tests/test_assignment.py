@@ -12,8 +12,8 @@ from deepacc.config import get_cfg
 from deepacc.evaluation import MetaphaseEvaluator
 from deepacc.karyotype import CLASS_NAMES
 from deepacc.karyotype.assignment import assign_calls, assign_classes, assignment_settings, free_copies
-from deepacc.karyotype.karyogram import render_karyogram
-from deepacc.karyotype.summary import select_calls, summarize
+from deepacc.clinical.karyogram import render_karyogram
+from deepacc.clinical.summary import select_calls, summarize
 from deepacc.tools import predict as P
 
 from test_karyotype import make_spread

@@ -8,7 +8,7 @@ import pytest
 
 from deepacc.data.bands import load_ideograms
 from deepacc.data.coco import load_coco_json, validate_coco_json
-from deepacc.data.karyotypes import format_karyotype, parse_karyotype
+from deepacc.karyotype import format_karyotype, parse_karyotype
 from deepacc.data.synthetic import (BATCH_DISTRIBUTIONS, MASK_THRESHOLD, generate_dataset, generate_spread,
                                     sample_batch_params)
 from deepacc.karyotype import CLASS_NAMES

@@ -5,10 +5,10 @@ import cv2
 import numpy as np
 import pytest
 
-from deepacc.karyotype.classes import CLASS_NAMES
-from deepacc.karyotype.karyogram import ISCN_ROWS, extract_chromosome, render_karyogram
-from deepacc.karyotype.overlay import GROUP_COLORS, draw_overlay
-from deepacc.karyotype.summary import REVIEW_NOTE, format_summary_text, select_calls, summarize
+from deepacc.karyotype import CLASS_NAMES, GROUP_COLORS
+from deepacc.clinical.karyogram import ISCN_ROWS, extract_chromosome, render_karyogram
+from deepacc.clinical.overlay import draw_overlay
+from deepacc.clinical.summary import REVIEW_NOTE, format_summary_text, select_calls, summarize
 
 # Approximate relative lengths (Mb, hg38) so that the test spreads look like chromosomes.
 LENGTH_MB = dict(zip(CLASS_NAMES, [248, 242, 198, 190, 181, 171, 159, 145, 138, 134, 135, 133, 114, 107, 102,
@@ -254,7 +254,7 @@ def test_extract_chromosome_keeps_pieces_on_axis_drops_crossing_neighbour():
 
 
 def test_scale_cutouts_one_scale_and_robust_to_a_huge_box():
-    from deepacc.karyotype.karyogram import scale_cutouts
+    from deepacc.clinical.karyogram import scale_cutouts
 
     ims = [np.full((h, 12), 80, np.uint8) for h in (100, 90, 80, 60, 50, 40, 30, 20, 100, 95)]
     out, s = scale_cutouts(ims, 150)
@@ -268,7 +268,7 @@ def test_scale_cutouts_one_scale_and_robust_to_a_huge_box():
 
 
 def test_report_html_is_offline_escaped_and_folds_long_uncertain_lists(tmp_path):
-    from deepacc.karyotype.report import build_report_html, write_report
+    from deepacc.clinical.report import build_report_html, write_report
 
     _, boxes, classes = make_spread("46,XY", seed=2)
 
@@ -298,7 +298,7 @@ def test_report_links_are_url_encoded_and_resolve(tmp_path):
     import re
     from urllib.parse import unquote
 
-    from deepacc.karyotype.report import build_report_html
+    from deepacc.clinical.report import build_report_html
 
     _, boxes, classes = make_spread("46,XX", seed=3)
     s = summarize(select_calls(fake_prediction(boxes, classes)["instances_top1"]))

@@ -23,4 +23,3 @@ from .catalog import (  # noqa: F401
     register,
     register_coco_dataset,
 )
-from .karyotypes import format_karyotype, parse_karyotype  # noqa: F401

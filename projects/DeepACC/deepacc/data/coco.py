@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..fileio import atomic_write
-from ..karyotype import CLASS_NAMES, canonical_name
+from ..karyotype import CLASS_NAMES, canonical_name, normalize_karyotype
 from .images import ImageError, image_size, read_image
 
 __all__ = [
@@ -162,8 +162,6 @@ def _meta_problems(rec: Dict[str, Any]) -> List[str]:
         if not isinstance(k, str):
             out.append(f"karyotype {_short(k)} is not a string")
         elif k.strip():
-            from ..evaluation.karyotype_string import normalize_karyotype  # the evaluator reads it so
-
             try:
                 normalize_karyotype(k)
             except ValueError as e:

@@ -6,16 +6,12 @@ from typing import Any, Dict, List
 import cv2
 import numpy as np
 
-from ..karyotype import CLASS_NAMES, DENVER_GROUPS
+from ..karyotype import CLASS_NAMES, GROUP_COLORS, group_of
 
-__all__ = ["draw_annotations", "GROUP_COLORS"]
+__all__ = ["draw_annotations"]
 
-#: One BGR colour per Denver group.
-GROUP_COLORS = {
-    "A": (40, 40, 220), "B": (0, 140, 255), "C": (30, 170, 30), "D": (200, 120, 0),
-    "E": (180, 0, 180), "F": (0, 180, 180), "G": (120, 60, 20),
-}
-_COLOR_OF = {n: GROUP_COLORS[g] for g, names in DENVER_GROUPS.items() for n in names}
+#: BGR colour of each class (OpenCV draws BGR): the project's Denver-group palette.
+_COLOR_OF = {n: GROUP_COLORS[group_of(n)][::-1] for n in CLASS_NAMES}
 
 
 def draw_annotations(image: np.ndarray, annotations: List[Dict[str, Any]], scale: float = 1.0,

@@ -53,10 +53,9 @@ from typing import Any, Dict, List, Tuple
 import cv2
 import numpy as np
 
-from ..karyotype import ACROCENTRIC, CLASS_NAMES
+from ..karyotype import ACROCENTRIC, CLASS_NAMES, parse_karyotype
 from .bands import load_ideograms
 from .compose import crop_to_mask, place_patch, rotate_patch, spread_ellipse
-from .karyotypes import parse_karyotype
 
 __all__ = [
     "BATCH_DISTRIBUTIONS",

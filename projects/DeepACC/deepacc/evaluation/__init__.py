@@ -3,7 +3,6 @@
 Framework-free (numpy + pycocotools; torch only to gather results across ranks). Definitions of
 every metric: ``docs/evaluation.md`` and :mod:`deepacc.evaluation.matching`.
 """
-from .karyotype_string import normalize_karyotype, numerical_karyotype  # noqa: F401
 from .matching import acc_aer, box_iou, filter_top1, match_image, nms  # noqa: F401
 from .coco_ap import build_coco_dt, build_coco_gt, coco_ap  # noqa: F401
 from .evaluator import (  # noqa: F401

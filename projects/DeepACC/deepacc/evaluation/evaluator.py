@@ -42,10 +42,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from ..config import CALLS
-from ..karyotype.assignment import assign_classes
-from ..karyotype.classes import CLASS_NAMES, canonical_name, group_of
+from ..karyotype import CLASS_NAMES, assign_classes, canonical_name, group_of, normalize_karyotype, numerical_karyotype
 from .coco_ap import build_coco_dt, build_coco_gt, coco_ap
-from .karyotype_string import normalize_karyotype, numerical_karyotype
 from .matching import filter_top1, match_image, ratios
 
 __all__ = ["MetaphaseEvaluator", "format_table", "format_per_class_table", "flatten_scalars"]

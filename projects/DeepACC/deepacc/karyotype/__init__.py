@@ -1,15 +1,16 @@
-"""Karyotype facts (class names, Denver groups) and clinical outputs.
+"""Karyotype facts, the lowest layer of the package: the 24 classes and their Denver groups, the
+numerical ISCN karyotype (:mod:`.iscn`) and the per-spread class assignment under the copy-number
+prior (:mod:`.assignment`). Everything else imports them from here; they import nothing of DeepACC.
 
-The facts are imported eagerly (they are light); the clinical outputs (summary, karyogram,
-overlay, report) load their modules, with OpenCV, on first use.
+The clinical outputs built on them (summary, karyogram, overlay, report) are :mod:`deepacc.clinical`.
 """
-from importlib import import_module
-
+from .assignment import AssignmentSettings, assign_calls, assign_classes, assignment_settings  # noqa: F401
 from .classes import (  # noqa: F401
     ACROCENTRIC,
     BACKGROUND,
     CLASS_NAMES,
     DENVER_GROUPS,
+    GROUP_COLORS,
     GROUP_OF,
     NUM_CLASSES,
     SEX_CHROMOSOMES,
@@ -19,22 +20,4 @@ from .classes import (  # noqa: F401
     group_index_tensor,
     group_of,
 )
-
-_LAZY = {
-    "select_calls": "summary", "summarize": "summary", "format_summary_text": "summary",
-    "KaryotypeSummary": "summary", "REVIEW_NOTE": "summary",
-    "render_karyogram": "karyogram", "extract_chromosome": "karyogram", "ISCN_ROWS": "karyogram",
-    "draw_overlay": "overlay", "GROUP_COLORS": "overlay",
-    "write_report": "report",
-    "assign_classes": "assignment", "assign_calls": "assignment",
-}
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+from .iscn import NO_CHROMOSOMES, format_karyotype, normalize_karyotype, numerical_karyotype, parse_karyotype  # noqa: F401

@@ -10,7 +10,7 @@ A 1-3, B 4-5, C 6-12 + X, D 13-15, E 16-18, F 19-20, G 21-22 + Y.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 #: The 24 chromosome classes, in the contiguous index order used everywhere in the core.
 CLASS_NAMES: Tuple[str, ...] = tuple([str(i) for i in range(1, 23)] + ["X", "Y"])
@@ -30,6 +30,17 @@ DENVER_GROUPS: Dict[str, Tuple[str, ...]] = {
 }
 GROUP_OF: Dict[str, str] = {name: g for g, names in DENVER_GROUPS.items() for name in names}
 SEX_CHROMOSOMES: Tuple[str, ...] = ("X", "Y")
+#: Display colour (RGB) of each Denver group: the colour-blind-friendly Okabe-Ito palette, plus one.
+#: Every drawing of the project (overlay, karyogram, dataset previews) uses it.
+GROUP_COLORS: Dict[str, Tuple[int, int, int]] = {
+    "A": (230, 159, 0),  # orange
+    "B": (86, 180, 233),  # sky blue
+    "C": (0, 158, 115),  # bluish green
+    "D": (204, 121, 167),  # reddish purple
+    "E": (0, 114, 178),  # blue
+    "F": (213, 94, 0),  # vermillion
+    "G": (140, 60, 200),  # violet
+}
 #: Acrocentric chromosomes (satellites on the short arm).
 ACROCENTRIC: Tuple[str, ...] = ("13", "14", "15", "21", "22")
 
@@ -88,6 +99,3 @@ def adjacency_matrix(class_names: Sequence[str] = CLASS_NAMES):
     same = g[:, None] == g[None, :]
     return same & ~torch.eye(len(class_names), dtype=torch.bool)
 
-
-def names_in_group(letter: str) -> List[str]:
-    return list(DENVER_GROUPS[letter])

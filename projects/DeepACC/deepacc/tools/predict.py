@@ -278,9 +278,9 @@ def postprocess(image: np.ndarray, prediction: Mapping, settings: PredictSetting
     JSON-ready list of calls.
     """
     from deepacc.karyotype.classes import CLASS_NAMES
-    from deepacc.karyotype.karyogram import render_karyogram
-    from deepacc.karyotype.overlay import draw_overlay
-    from deepacc.karyotype.summary import select_calls, summarize
+    from deepacc.clinical.karyogram import render_karyogram
+    from deepacc.clinical.overlay import draw_overlay
+    from deepacc.clinical.summary import select_calls, summarize
 
     if "instances_top1" not in prediction:
         raise KeyError("the prediction has no 'instances_top1' (top-1 detections)")
@@ -378,7 +378,7 @@ def process_image(
     calls, summary, overlay, karyogram, detections = postprocess(image, prediction, settings)
     model = getattr(predictor, "weights_info", None)  # weights file, SHA-256, trained or not
     if model and model.get("status") != "trained":
-        from deepacc.karyotype.summary import ReviewFlag
+        from deepacc.clinical.summary import ReviewFlag
 
         summary.flags.insert(0, ReviewFlag("untrained_model", f"NOT FROM A TRAINED MODEL: {model['problem']}"))
     outs = _outputs(output_dir, stem)
@@ -475,7 +475,7 @@ def run_predict(
         bar.close()
         _write_csv(csv_path, result.records, result.failures)
         if report:
-            from deepacc.karyotype.report import write_report
+            from deepacc.clinical.report import write_report
 
             result.report_path = write_report(result.records, output_dir, failures=result.failures,
                                               embed_images=embed_images)

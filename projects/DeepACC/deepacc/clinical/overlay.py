@@ -1,26 +1,14 @@
 """Overlay of the calls on the metaphase image: boxes coloured by Denver group, with labels."""
 from __future__ import annotations
 
-from typing import Collection, Dict, Mapping, Sequence, Tuple
+from typing import Collection, Mapping, Sequence, Tuple
 
 import cv2
 import numpy as np
 
-from .classes import CLASS_NAMES, DENVER_GROUPS, group_of
+from ..karyotype import CLASS_NAMES, DENVER_GROUPS, GROUP_COLORS, group_of
 
-__all__ = ["GROUP_COLORS", "to_rgb", "draw_overlay", "draw_label"]
-
-#: RGB colour of each Denver group (colour-blind-friendly Okabe-Ito palette, plus one).
-GROUP_COLORS: Dict[str, Tuple[int, int, int]] = {
-    "A": (230, 159, 0),  # orange
-    "B": (86, 180, 233),  # sky blue
-    "C": (0, 158, 115),  # bluish green
-    "D": (204, 121, 167),  # reddish purple
-    "E": (0, 114, 178),  # blue
-    "F": (213, 94, 0),  # vermillion
-    "G": (140, 60, 200),  # violet
-}
-assert set(GROUP_COLORS) == set(DENVER_GROUPS)
+__all__ = ["to_rgb", "draw_overlay", "draw_label"]
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 

@@ -26,8 +26,7 @@ import cv2
 import numpy as np
 
 from ..config import CALLS
-from .classes import CLASS_NAMES, canonical_name
-from .overlay import GROUP_COLORS, group_of
+from ..karyotype import CLASS_NAMES, GROUP_COLORS, canonical_name, group_of
 from .summary import top2_margin
 
 __all__ = ["ISCN_ROWS", "Cutout", "extract_chromosome", "scale_cutouts", "render_karyogram"]
@@ -270,8 +269,8 @@ def render_karyogram(
 
     Args:
         image: the metaphase image (grayscale uint8, dark chromosomes on light background).
-        calls: ``{"boxes", "scores", "classes"}`` (see :func:`deepacc.karyotype.summary.select_calls`).
-        summary: optional :class:`~deepacc.karyotype.summary.KaryotypeSummary` of the calls: gives
+        calls: ``{"boxes", "scores", "classes"}`` (see :func:`deepacc.clinical.summary.select_calls`).
+        summary: optional :class:`~deepacc.clinical.summary.KaryotypeSummary` of the calls: gives
             the title (karyotype string), the uncertain calls and the classes with abnormal copy numbers.
         uncertain: rows of ``calls`` to mark (red frame + score); default ``summary.uncertain``.
         max_chromosome_height: height in pixels of the longest chromosomes (one scale for all: the

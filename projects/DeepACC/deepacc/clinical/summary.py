@@ -21,7 +21,8 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from ..config import CALLS
-from .classes import CLASS_NAMES, NUM_CLASSES, canonical_name
+from ..karyotype import CLASS_NAMES, NUM_CLASSES, canonical_name
+from ..karyotype.iscn import numerical_karyotype
 
 __all__ = [
     "REVIEW_NOTE",
@@ -31,7 +32,6 @@ __all__ = [
     "select_calls",
     "summarize",
     "format_summary_text",
-    "karyotype_string",
     "top2_margin",
 ]
 
@@ -107,17 +107,6 @@ def top2_margin(class_probs, num_classes: int = NUM_CLASSES) -> np.ndarray:
         return p[:, 0] if p.shape[1] else np.zeros(len(p))
     top2 = -np.sort(-p, axis=1)[:, :2]
     return top2[:, 0] - top2[:, 1]
-
-
-def karyotype_string(class_names: Sequence[str]) -> str:
-    """ISCN-style numerical karyotype of a list of class names (``"47,XY,+21"``).
-
-    Delegates to :func:`deepacc.evaluation.karyotype_string.numerical_karyotype`, the project's single
-    implementation of the string.
-    """
-    from deepacc.evaluation.karyotype_string import numerical_karyotype
-
-    return numerical_karyotype(list(class_names))
 
 
 @dataclass
@@ -303,7 +292,7 @@ def summarize(
         count=len(names),
         sex_chromosomes=sex_chroms,
         inferred_sex=inferred_sex,
-        karyotype=karyotype_string(names),
+        karyotype=numerical_karyotype(names),
         per_class=per_class,
         flags=flags,
         uncertain=uncertain,

@@ -1,0 +1,25 @@
+"""Clinical outputs of the calls of one spread, built on the karyotype facts (:mod:`deepacc.karyotype`):
+the numerical summary with review flags (:mod:`.summary`), the karyogram (:mod:`.karyogram`), the
+overlay of the calls on the image (:mod:`.overlay`) and the HTML report (:mod:`.report`).
+
+The names below load their modules, with OpenCV, on first use.
+"""
+from importlib import import_module
+
+_LAZY = {
+    "select_calls": "summary", "summarize": "summary", "format_summary_text": "summary",
+    "KaryotypeSummary": "summary", "REVIEW_NOTE": "summary",
+    "render_karyogram": "karyogram", "extract_chromosome": "karyogram", "ISCN_ROWS": "karyogram",
+    "draw_overlay": "overlay",
+    "write_report": "report",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))
