@@ -146,7 +146,9 @@ def add_deepacc_config(cfg) -> None:
 
 
 def _detectron2_defaults() -> CfgNode:
-    """Detectron2's default values for every key this project reads (same names, same values)."""
+    """Detectron2's default values for every key this project reads (same names, same values; checked
+    against Detectron2 by tests/test_d2_engine.py). Where a default is also the paper's, the comment
+    says so: configs/Base-DeepACC-RCNN-FPN.yaml lists only what differs from these."""
     _C = CfgNode()
     _C.VERSION = 2
     _C.MODEL = CfgNode()
@@ -165,7 +167,7 @@ def _detectron2_defaults() -> CfgNode:
     _C.INPUT.MAX_SIZE_TRAIN = 1333
     _C.INPUT.MIN_SIZE_TEST = 800
     _C.INPUT.MAX_SIZE_TEST = 1333
-    _C.INPUT.RANDOM_FLIP = "horizontal"
+    _C.INPUT.RANDOM_FLIP = "horizontal"  # paper §3.1: the only augmentation, p = 0.5
     _C.INPUT.FORMAT = "BGR"
 
     _C.DATASETS = CfgNode()
@@ -241,7 +243,7 @@ def _detectron2_defaults() -> CfgNode:
     _C.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 0
     _C.MODEL.ROI_BOX_HEAD.POOLER_TYPE = "ROIAlignV2"
     _C.MODEL.ROI_BOX_HEAD.NUM_FC = 0
-    _C.MODEL.ROI_BOX_HEAD.FC_DIM = 1024
+    _C.MODEL.ROI_BOX_HEAD.FC_DIM = 1024  # paper §2.1: 1024-d FC layers
     _C.MODEL.ROI_BOX_HEAD.NUM_CONV = 0
     _C.MODEL.ROI_BOX_HEAD.CONV_DIM = 256
     _C.MODEL.ROI_BOX_HEAD.NORM = ""
@@ -263,7 +265,7 @@ def _detectron2_defaults() -> CfgNode:
     _C.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"
     _C.SOLVER.MAX_ITER = 40000
     _C.SOLVER.BASE_LR = 0.001
-    _C.SOLVER.MOMENTUM = 0.9
+    _C.SOLVER.MOMENTUM = 0.9  # paper §3.1: SGD momentum 0.9
     _C.SOLVER.NESTEROV = False
     _C.SOLVER.WEIGHT_DECAY = 0.0001
     _C.SOLVER.WEIGHT_DECAY_NORM = 0.0

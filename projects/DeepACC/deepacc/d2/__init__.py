@@ -23,8 +23,9 @@ from ..config import add_deepacc_config  # noqa: F401  (the one place of the MOD
 from .data import DeepACCDatasetMapper, register_datasets  # noqa: F401
 from .evaluator import DeepACCEvaluator, instances_to_dict, outputs_to_predictions  # noqa: F401
 from .checkpoint import DeepACCCheckpointer  # noqa: F401
+from .config import to_detectron2_cfg  # noqa: F401
 from .meta_arch import DeepACCRCNN  # noqa: F401
-from .predictor import Detectron2Predictor, build_predictor, to_detectron2_cfg  # noqa: F401
+from .predictor import Detectron2Predictor, build_predictor  # noqa: F401
 from .roi_heads import (  # noqa: F401
     DeepACCOutputLayers,
     DeepACCROIHeads,

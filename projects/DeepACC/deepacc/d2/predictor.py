@@ -18,26 +18,13 @@ from ..checkpoint_io import check_loaded_weights
 from ..data.scale import apply_reference, training_files
 from ..precision import autocast
 from .checkpoint import DeepACCCheckpointer  # Detectron2's, also reads DeepACC pretrained trunks
+from .config import to_detectron2_cfg
 from .data import DeepACCDatasetMapper
 from .evaluator import instances_to_dict
 
-__all__ = ["Detectron2Predictor", "build_predictor", "to_detectron2_cfg"]
+__all__ = ["Detectron2Predictor", "build_predictor"]
 
 logger = logging.getLogger(__name__)
-
-
-def to_detectron2_cfg(cfg):
-    """A Detectron2 config (Detectron2's defaults + DeepACC's keys) holding the values of ``cfg``
-    (a Detectron2 or framework-free :func:`deepacc.config.get_cfg` config); ``GeneralizedRCNN``
-    becomes ``DeepACCRCNN``. Returns a new, frozen config."""
-    from .train_net import get_cfg
-
-    out = get_cfg()
-    out.merge_from_other_cfg(cfg)
-    if out.MODEL.META_ARCHITECTURE == "GeneralizedRCNN":
-        out.MODEL.META_ARCHITECTURE = "DeepACCRCNN"
-    out.freeze()
-    return out
 
 
 class Detectron2Predictor:

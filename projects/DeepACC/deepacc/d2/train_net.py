@@ -17,7 +17,6 @@ import weakref
 
 import torch
 
-from detectron2.config import get_cfg as _d2_get_cfg
 from detectron2.data import DatasetCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, default_argument_parser, \
     default_setup, launch
@@ -28,26 +27,20 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint_io import check_loaded_weights
-from ..config import add_deepacc_config, check_config, load_config, resolve_epoch_schedule
+from ..config import check_config, load_config, resolve_epoch_schedule
 from ..data.preflight import check_training_datasets
 from ..data.scale import apply_reference, reference_state, training_files, training_reference
 from ..fileio import tidy_output_dir
 from ..precision import amp_dtype, autocast_to
 from ..solver import clip_gradients
 from .checkpoint import DeepACCCheckpointer  # Detectron2's, also reads DeepACC pretrained trunks
+from .config import get_cfg, use_deepacc_meta_arch
 from .data import DeepACCDatasetMapper, register_datasets
 from .evaluator import DeepACCEvaluator
 
-__all__ = ["Trainer", "get_cfg", "setup", "main", "launch_main"]
+__all__ = ["Trainer", "setup", "main", "launch_main"]
 
 logger = logging.getLogger("deepacc.d2")
-
-
-def get_cfg():
-    """Detectron2's default config plus DeepACC's keys."""
-    cfg = _d2_get_cfg()
-    add_deepacc_config(cfg)
-    return cfg
 
 
 class CPUAutocastTrainer(SimpleTrainer):
@@ -86,9 +79,10 @@ class Trainer(DefaultTrainer):
     """
 
     def __init__(self, cfg):
-        # DefaultTrainer.__init__ wraps the model with DistributedDataParallel(device_ids=[local
-        # rank]), which DDP refuses for a model on the CPU. This is the same construction, with
-        # device_ids left out on the CPU so `--num-gpus N MODEL.DEVICE cpu` trains with gloo.
+        # DefaultTrainer.__init__'s body (Detectron2 0.6), copied because it hard-codes, with no hook,
+        # the three things changed here: DDP without device_ids for a CPU model (DDP refuses them;
+        # `--num-gpus N MODEL.DEVICE cpu` trains with gloo), the step runner (build_step_trainer: CPU
+        # bf16 autocast) and the checkpointer (DeepACCCheckpointer, the scale reference in every file).
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
@@ -96,14 +90,12 @@ class Trainer(DefaultTrainer):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        ddp_kwargs = {"broadcast_buffers": False}
-        if next(model.parameters()).device.type == "cpu":
-            ddp_kwargs["device_ids"] = None
-        model = create_ddp_model(model, **ddp_kwargs)
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        model = create_ddp_model(model, broadcast_buffers=False, **({"device_ids": None} if on_cpu else {}))
         self._trainer = build_step_trainer(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = DeepACCCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
-        self.checkpointer.extra_state = reference_state(cfg)  # the scale-aware reference, in every checkpoint
+        self.checkpointer.extra_state = reference_state(cfg)
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -164,17 +156,12 @@ class Trainer(DefaultTrainer):
 def setup(args):
     """Config from ``args`` (``config_file``, ``opts``, ``eval_only``): Detectron2's defaults +
     DeepACC's keys + the YAML + the trailing overrides; datasets mirrored into Detectron2's
-    catalogs; ``GeneralizedRCNN`` replaced by ``DeepACCRCNN`` (same training, plus the top-1 set
-    at inference); ``SOLVER.EPOCHS`` turned into ``MAX_ITER`` / ``STEPS``; then ``default_setup``."""
+    catalogs; ``GeneralizedRCNN`` read as ``DeepACCRCNN`` (:func:`~deepacc.d2.config.use_deepacc_meta_arch`);
+    ``SOLVER.EPOCHS`` turned into ``MAX_ITER`` / ``STEPS``; then ``default_setup``."""
     cfg = load_config(args.config_file, args.opts, get_cfg())
     check_config(cfg, args.config_file or "config")
     register_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
-    if cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN":
-        # Same training; its inference also returns the top-1 set that mAP_max / Acc / AER need.
-        cfg.MODEL.META_ARCHITECTURE = "DeepACCRCNN"
-        switched_meta_arch = True
-    else:
-        switched_meta_arch = False
+    switched_meta_arch = use_deepacc_meta_arch(cfg)
     if int(cfg.SOLVER.EPOCHS) > 0 and not getattr(args, "eval_only", False):
         num_images = sum(len(DatasetCatalog.get(name)) for name in cfg.DATASETS.TRAIN)
         resolve_epoch_schedule(cfg, num_images)

@@ -66,7 +66,7 @@ def choose_engine(requested: str) -> str:
 
 def _engine_cfg(engine: str):
     if engine == "detectron2":
-        from deepacc.d2.train_net import get_cfg
+        from deepacc.d2.config import get_cfg
     else:
         from deepacc.config import get_cfg
     return get_cfg()
