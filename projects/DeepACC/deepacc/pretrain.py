@@ -39,6 +39,7 @@ from torch import nn
 
 from .checkpoint_io import load_checkpoint_file
 from .fileio import remove_stale_temp_files
+from .karyotype import NUM_CLASSES
 from .precision import autocast_to
 
 logger = logging.getLogger("deepacc.pretrain")
@@ -192,7 +193,7 @@ def pretrain_norm(detector_norm: str) -> str:
     return "BN" if detector_norm in ("FrozenBN", "") else detector_norm
 
 
-def build_classifier(cfg, num_classes: int = 24) -> nn.Module:
+def build_classifier(cfg, num_classes: int = NUM_CLASSES) -> nn.Module:
     """The detector's ResNet trunk (torchvision engine, ``MODEL.RESNETS.*``) with a ``num_classes`` FC."""
     from .tv.model import build_resnet
 
@@ -280,7 +281,7 @@ def evaluate_crops(net: nn.Module, crops: CropSet, batch_size: int = 256, amp: b
         with autocast_to("cpu", torch.bfloat16 if amp else None):
             preds.append(net(x).float().argmax(1))
     pred = torch.cat(preds)
-    k = 24
+    k = NUM_CLASSES
     conf = torch.zeros(k, k, dtype=torch.long)
     conf.index_put_((crops.labels, pred), torch.ones_like(pred), accumulate=True)
     per_class = (conf.diag().float() / conf.sum(1).clamp(min=1).float()).tolist()

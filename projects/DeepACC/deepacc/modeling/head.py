@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..config import head_options
+from ..karyotype import NUM_CLASSES
 from .box_head import DecoupledBoxHead
 from .classifier import ClassifierOutput, DeepACCClassifier
 
@@ -19,7 +20,7 @@ class DeepACCHead(nn.Module):
     proposals.
     """
 
-    def __init__(self, in_channels: int, resolution: int, *, num_classes: int = 24, fc_dim: int = 1024,
+    def __init__(self, in_channels: int, resolution: int, *, num_classes: int = NUM_CLASSES, fc_dim: int = 1024,
                  num_fc: int = 2, decoupled: bool = True, cls_agnostic_bbox_reg: bool = False,
                  **classifier_kwargs):
         super().__init__()
