@@ -699,7 +699,8 @@ def test_pretrained_trunk_loads_into_detectron2_backbone(depth, norm, tmp_path):
     """A deepacc-pretrain checkpoint fills every tensor of Detectron2's ResNet with the trunk's values."""
     from deepacc.config import load_config
     from deepacc.d2 import DeepACCCheckpointer
-    from deepacc.pretrain import PRETRAIN_KEY, build_classifier, trunk_state_dict
+    from deepacc.checkpoint_io import PRETRAIN_KEY
+    from deepacc.pretrain import build_classifier, trunk_state_dict
 
     opts = ["MODEL.RESNETS.DEPTH", depth, "MODEL.RESNETS.NORM", norm, "MODEL.RESNETS.RES2_OUT_CHANNELS",
             64 if depth < 50 else 256, "MODEL.RESNETS.STRIDE_IN_1X1", False, "MODEL.BACKBONE.FREEZE_AT", 0,
@@ -727,7 +728,7 @@ def test_pretrained_trunk_loads_into_detectron2_backbone(depth, norm, tmp_path):
         assert torch.equal(bottom_up.stem.conv1.norm.running_var, net.bn1.running_var)
     # every trunk tensor of Detectron2's model got a value (none left at its initialisation)
     d2_keys = {k for k in model.state_dict() if k.startswith("backbone.bottom_up.")}
-    from deepacc.pretrain import to_detectron2_names
+    from deepacc.checkpoint_io import to_detectron2_names
 
     assert d2_keys == set(to_detectron2_names(trunk_state_dict(net, norm)))
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from deepacc.config import get_cfg, load_config
-from deepacc.pretrain import (PRETRAIN_KEY, Augment, CropSet, PretrainConfig, build_classifier, crop_size_for,
+from deepacc.checkpoint_io import PRETRAIN_KEY
+from deepacc.pretrain import (Augment, CropSet, PretrainConfig, build_classifier, crop_size_for,
                               cut_crops, detector_scale, pretrain, trunk_state_dict)
 from deepacc.tools.pretrain import check_disjoint, default_output
 from deepacc.tv.model import build_model
@@ -183,7 +184,7 @@ def test_pretrain_refuses_validation_images_in_training(tiny_data_root, tmp_path
 
 
 def test_detectron2_names_of_the_trunk():
-    from deepacc.pretrain import to_detectron2_names
+    from deepacc.checkpoint_io import to_detectron2_names
 
     t = torch.zeros(1)
     state = {"backbone.body.conv1.weight": t, "backbone.body.bn1.running_var": t,

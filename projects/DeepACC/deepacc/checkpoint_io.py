@@ -19,12 +19,17 @@ import functools
 import hashlib
 import os
 import pickle
+import re
 from typing import Any, Dict, List, Optional
 
 __all__ = ["CheckpointerMixin", "CheckpointError", "UntrainedModelError", "load_checkpoint_file", "read_pickled_weights",
-           "resolve_last_checkpoint", "file_sha256", "check_loaded_weights", "LAST_CHECKPOINT"]
+           "resolve_last_checkpoint", "file_sha256", "check_loaded_weights", "LAST_CHECKPOINT", "PRETRAIN_KEY",
+           "to_detectron2_names"]
 
 LAST_CHECKPOINT = "last_checkpoint"
+#: The block of a ``deepacc-pretrain`` trunk checkpoint (:mod:`deepacc.pretrain`) that describes the trunk;
+#: its ``model`` holds ``backbone.body.*`` tensors under torchvision's ResNet names.
+PRETRAIN_KEY = "deepacc_pretrain"
 
 _REFUSED_HINT = ("DeepACC loads only weights: tensors, numbers, strings and plain containers. Re-save a file you "
                  "trust with torch.save(model.state_dict(), path).")
@@ -259,3 +264,37 @@ class CheckpointerMixin:
         from .fileio import atomic_write
 
         atomic_write(os.path.join(self.save_dir, LAST_CHECKPOINT), last_filename_basename.encode(), durable=True)
+
+
+def to_detectron2_names(state: Dict[str, Any]) -> Dict[str, Any]:
+    """``backbone.body.*`` (torchvision ResNet names) -> Detectron2's ``backbone.bottom_up.*``.
+
+    ``conv1``/``bn1`` -> ``stem.conv1``/``stem.conv1.norm``; ``layerL.B.convC``/``bnC`` ->
+    ``res{L+1}.B.convC``/``.convC.norm``; ``downsample.0``/``.1`` -> ``shortcut``/``shortcut.norm``;
+    ``num_batches_tracked`` is dropped. torchvision's bottlenecks (ResNet-50 and deeper) stride in the
+    3x3 convolution: use them with Detectron2's ``MODEL.RESNETS.STRIDE_IN_1X1 False``.
+    """
+    out = {}
+    for k, v in state.items():
+        if not k.startswith("backbone.body.") or k.endswith("num_batches_tracked"):
+            continue
+        name = k[len("backbone.body."):]
+        m = re.match(r"^(conv1|bn1)\.(\w+)$", name)
+        if m:
+            new = "stem.conv1." + m.group(2) if m.group(1) == "conv1" else "stem.conv1.norm." + m.group(2)
+        else:
+            m = re.match(r"^layer(\d)\.(\d+)\.(conv\d|bn\d|downsample\.[01])\.(\w+)$", name)
+            if not m:
+                raise KeyError(f"{k}: not a torchvision ResNet trunk parameter")
+            stage, block, part, leaf = int(m.group(1)) + 1, m.group(2), m.group(3), m.group(4)
+            if part.startswith("conv"):
+                part = part + "." + leaf
+            elif part.startswith("bn"):
+                part = "conv" + part[2:] + ".norm." + leaf
+            elif part == "downsample.0":
+                part = "shortcut." + leaf
+            else:
+                part = "shortcut.norm." + leaf
+            new = f"res{stage}.{block}.{part}"
+        out["backbone.bottom_up." + new] = v
+    return out

@@ -19,7 +19,7 @@ Augmentations mimic the batch effects of real spreads, applied on whole batches 
 
 The result is a checkpoint ``{"model": {"backbone.body.<torchvision name>": tensor}, "deepacc_pretrain":
 {...}}`` that ``MODEL.WEIGHTS`` loads into the backbone of the torchvision engine (and, with the names
-translated by :func:`to_detectron2_names` when Detectron2's checkpointer reads it, of the Detectron2 engine). It loads with
+translated by :func:`deepacc.checkpoint_io.to_detectron2_names` when Detectron2's checkpointer reads it, of the Detectron2 engine). It loads with
 ``torch.load(weights_only=True)`` (read back through :func:`deepacc.checkpoint_io.load_checkpoint_file`).
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint_io import load_checkpoint_file
+from .checkpoint_io import PRETRAIN_KEY, load_checkpoint_file
 from .fileio import remove_stale_temp_files
 from .karyotype import NUM_CLASSES
 from .precision import autocast_to
@@ -45,11 +45,7 @@ from .precision import autocast_to
 logger = logging.getLogger("deepacc.pretrain")
 
 __all__ = ["CropSet", "cut_crops", "detector_scale", "Augment", "build_classifier", "trunk_state_dict",
-           "to_detectron2_names",
-           "PretrainConfig", "pretrain", "evaluate_crops", "PRETRAIN_KEY"]
-
-#: Key of the metadata block in a pretraining checkpoint.
-PRETRAIN_KEY = "deepacc_pretrain"
+           "PretrainConfig", "pretrain", "evaluate_crops"]
 
 
 # -------------------------------------------------------------------------------------- crops
@@ -211,42 +207,6 @@ def trunk_state_dict(classifier: nn.Module, detector_norm: str) -> Dict[str, tor
         if k.endswith("num_batches_tracked") and detector_norm in ("FrozenBN", ""):
             continue  # FrozenBatchNorm2d has no such buffer
         out["backbone.body." + k] = v.detach().cpu().clone()
-    return out
-
-
-def to_detectron2_names(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """``backbone.body.*`` (torchvision ResNet names) -> Detectron2's ``backbone.bottom_up.*``.
-
-    ``conv1``/``bn1`` -> ``stem.conv1``/``stem.conv1.norm``; ``layerL.B.convC``/``bnC`` ->
-    ``res{L+1}.B.convC``/``.convC.norm``; ``downsample.0``/``.1`` -> ``shortcut``/``shortcut.norm``;
-    ``num_batches_tracked`` is dropped. torchvision's bottlenecks (ResNet-50 and deeper) stride in the
-    3x3 convolution: use them with Detectron2's ``MODEL.RESNETS.STRIDE_IN_1X1 False``.
-    """
-    import re
-
-    out = {}
-    for k, v in state.items():
-        if not k.startswith("backbone.body.") or k.endswith("num_batches_tracked"):
-            continue
-        name = k[len("backbone.body."):]
-        m = re.match(r"^(conv1|bn1)\.(\w+)$", name)
-        if m:
-            new = "stem.conv1." + m.group(2) if m.group(1) == "conv1" else "stem.conv1.norm." + m.group(2)
-        else:
-            m = re.match(r"^layer(\d)\.(\d+)\.(conv\d|bn\d|downsample\.[01])\.(\w+)$", name)
-            if not m:
-                raise KeyError(f"{k}: not a torchvision ResNet trunk parameter")
-            stage, block, part, leaf = int(m.group(1)) + 1, m.group(2), m.group(3), m.group(4)
-            if part.startswith("conv"):
-                part = part + "." + leaf
-            elif part.startswith("bn"):
-                part = "conv" + part[2:] + ".norm." + leaf
-            elif part == "downsample.0":
-                part = "shortcut." + leaf
-            else:
-                part = "shortcut.norm." + leaf
-            new = f"res{stage}.{block}.{part}"
-        out["backbone.bottom_up." + new] = v
     return out
 
 

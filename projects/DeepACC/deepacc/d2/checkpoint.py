@@ -3,7 +3,7 @@
 A ``deepacc-pretrain`` checkpoint names the trunk with torchvision's ResNet names
 (``backbone.body.layer1.0.conv1.weight``); Detectron2's ResNet calls the same tensor
 ``backbone.bottom_up.res2.0.conv1.weight``. This checkpointer recognises such a file by its
-``deepacc_pretrain`` block and translates the names (:func:`deepacc.pretrain.to_detectron2_names`)
+``deepacc_pretrain`` block and translates the names (:func:`deepacc.checkpoint_io.to_detectron2_names`)
 before loading; every other file loads as Detectron2 loads it, except that nothing is unpickled
 unsafely: ``.pth`` files through ``torch.load(weights_only=True)`` and model-zoo ``.pkl`` files
 through an arrays-only unpickler (:mod:`deepacc.checkpoint_io`), and ``last_checkpoint`` only
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-from ..checkpoint_io import CheckpointerMixin, CheckpointError, load_checkpoint_file, read_pickled_weights
-from ..pretrain import PRETRAIN_KEY, to_detectron2_names
+from ..checkpoint_io import (PRETRAIN_KEY, CheckpointerMixin, CheckpointError, load_checkpoint_file, read_pickled_weights,
+                             to_detectron2_names)
 
 __all__ = ["DeepACCCheckpointer"]
 
