@@ -112,7 +112,7 @@ def main(argv=None):
                 out, _ = m.roi_heads(features, proposals, images.image_sizes)
                 _sync(device)
                 times[name].append(time.perf_counter() - t)
-                dets[name] = (len(out[0]["boxes"]), len(out[0]["top1_boxes"]))
+                dets[name] = (len(out[0].instances.boxes), len(out[0].instances_top1.boxes))
 
     bb = statistics.median(backbone_times)
     base = statistics.median(times[VARIANTS[0][0]])

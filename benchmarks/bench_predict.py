@@ -31,6 +31,8 @@ import time
 import cv2
 import numpy as np
 
+from deepacc.engine import ENGINES
+
 KARYOTYPES = ("46,XX", "46,XY", "47,XY,+21", "45,X")
 
 
@@ -73,7 +75,7 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch/OpenCV threads (default 1)")
     ap.add_argument("--config-file", default="", help="model config: also time the full pipeline")
-    ap.add_argument("--engine", default="auto", choices=("auto", "torchvision", "detectron2"))
+    ap.add_argument("--engine", default="auto", choices=ENGINES)
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs (MODEL.WEIGHTS ...)")
     args = ap.parse_args(argv)
 

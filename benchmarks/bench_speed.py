@@ -6,7 +6,7 @@ Both models are built from the committed configs (``configs/DeepACC_R101_FPN_2x.
 same engine, device, thread count and synthetic 1600x1200 spreads, and timed interleaved (a, f, a,
 f, ...) so that machine noise hits both alike:
 
-* training: one SGD iteration by the trainer's own step (``deepacc.tv.train.train_step``: forward
+* training: one SGD iteration by the trainer's own step (``deepacc.tv.trainer.train_step``: forward
   with losses, backward, gradient clipping, optimiser step; ``SOLVER.AMP`` with ``--amp``), seconds per
   iteration → iterations/s;
 * inference: one spread through the model in eval mode incl. resizing and both detection
@@ -46,7 +46,7 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "projects", "DeepACC"))
 
-from deepacc.tv.train import train_step  # noqa: E402  (the trainer's own iteration)
+from deepacc.tv.trainer import train_step  # noqa: E402  (the trainer's own iteration)
 
 MODELS = [("(a) Faster R-CNN", "faster_rcnn_R101_FPN_2x.yaml"), ("(f) DeepACC", "DeepACC_R101_FPN_2x.yaml")]
 #: ``--compare paths``: the same model (row f) on the execution path before mixed precision on the CPU
@@ -75,7 +75,7 @@ def variants(args):
 def build(config: str, args, device, extra=()):
     from deepacc.config import get_cfg, load_config
     from deepacc.tv.model import build_model
-    from deepacc.tv.train import build_optimizer
+    from deepacc.tv.solver import build_optimizer
 
     w, h = args.width, args.height
     if args.protocol:  # the protocol sets depth, norm and input size: only the device is ours

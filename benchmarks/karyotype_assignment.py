@@ -58,11 +58,11 @@ def predict_dataset(config: str, weights: str, dataset: str) -> List[Dict]:
     from tqdm import tqdm
 
     from deepacc.config import load_config
+    from deepacc.modeling.prediction import to_prediction
     from deepacc.precision import amp_dtype, autocast_to
     from deepacc.tv.checkpoint import AtomicCheckpointer
-    from deepacc.tv.data import build_test_loader
+    from deepacc.tv.data import build_test_loader, dataset_dicts
     from deepacc.tv.model import build_model
-    from deepacc.tv.train import dataset_dicts, to_prediction
 
     cfg = load_config(config, ["MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu"])
     model = build_model(cfg).eval()
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "assignment"),
                     help="output prefix (.md, .json)")
     a = ap.parse_args(argv)
-    from deepacc.tv.train import dataset_dicts
+    from deepacc.tv.data import dataset_dicts
 
     costs = [float(c) for c in a.costs.split(",") if c.strip()]
     os.makedirs(a.cache, exist_ok=True)

@@ -55,11 +55,12 @@ def evaluate(config: str, weights: str, dataset: str, mode: str, reference: Dict
 
     from deepacc.config import load_config
     from deepacc.evaluation import MetaphaseEvaluator
+    from deepacc.modeling.prediction import to_prediction
     from deepacc.precision import amp_dtype, autocast_to
     from deepacc.tv.checkpoint import AtomicCheckpointer
-    from deepacc.tv.data import build_test_loader
+    from deepacc.tv.data import build_test_loader, dataset_dicts
+    from deepacc.tv.evaluation import scale_of
     from deepacc.tv.model import build_model
-    from deepacc.tv.train import dataset_dicts, scale_of, to_prediction
 
     enabled, framed = MODES[mode]
     cfg = load_config(config, ["MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu", "INPUT.SCALE_AWARE.ENABLED", enabled,

@@ -119,7 +119,7 @@ def _tiny_cfg(*opts):
 
 
 def test_predictor_refuses_random_and_mismatched_weights(tmp_path):
-    from deepacc.engine import TorchvisionPredictor
+    from deepacc.tv.predictor import TorchvisionPredictor
 
     cfg = _tiny_cfg()
     with pytest.raises(UntrainedModelError, match="MODEL.WEIGHTS is empty.*--allow-untrained"):

@@ -602,7 +602,7 @@ def test_train_evaluate_resume_eval_only(tiny_yaml, tiny_train_dataset, tmp_path
 def test_predictor_from_framework_free_cfg(tiny_yaml, tmp_path):
     """deepacc-predict's path: a framework-free cfg -> Detectron2 model -> the project's prediction dict."""
     from deepacc.config import load_config
-    from deepacc.d2 import build_predictor, to_detectron2_cfg
+    from deepacc.d2 import Detectron2Predictor, to_detectron2_cfg
     from deepacc.d2.evaluator import instances_to_dict
 
     torch.manual_seed(0)
@@ -614,7 +614,7 @@ def test_predictor_from_framework_free_cfg(tiny_yaml, tmp_path):
     weights = str(tmp_path / "w.pth")
     torch.save({"model": model.state_dict()}, weights)
     cfg.merge_from_list(["MODEL.WEIGHTS", weights])
-    predictor = build_predictor(cfg)
+    predictor = Detectron2Predictor(cfg)
     d = _write_dataset(str(tmp_path), n=1, size=(150, 200))[0]
     gray = np.asarray(Image.open(d["file_name"]))
     out = predictor(gray)
@@ -629,12 +629,12 @@ def test_predictor_from_framework_free_cfg(tiny_yaml, tmp_path):
     assert predictor.weights_info["status"] == "trained" and predictor.weights_info["sha256"]
     with pytest.raises(FileNotFoundError, match="no_such.pth"):
         cfg.merge_from_list(["MODEL.WEIGHTS", str(tmp_path / "no_such.pth")])
-        build_predictor(cfg)
+        Detectron2Predictor(cfg)
 
 
 def test_predictor_reads_the_scale_reference_from_its_checkpoint(tiny_yaml, tmp_path):
     from deepacc.config import load_config
-    from deepacc.d2 import build_predictor, to_detectron2_cfg
+    from deepacc.d2 import Detectron2Predictor, to_detectron2_cfg
     from deepacc.data.scale import CHECKPOINT_KEY, FRAME_KEY
 
     cfg = load_config(tiny_yaml, ["INPUT.SCALE_AWARE.ENABLED", "True"])
@@ -642,7 +642,7 @@ def test_predictor_reads_the_scale_reference_from_its_checkpoint(tiny_yaml, tmp_
     path = str(tmp_path / "w.pth")
     torch.save({"model": model.state_dict(), CHECKPOINT_KEY: 7.5, FRAME_KEY: 900.0}, path)
     cfg.merge_from_list(["MODEL.WEIGHTS", path])
-    p = build_predictor(cfg)
+    p = Detectron2Predictor(cfg)
     assert (p.cfg.INPUT.SCALE_AWARE.REFERENCE_SIZE, p.cfg.INPUT.SCALE_AWARE.REFERENCE_FRAME) == (7.5, 900.0)
     assert p.mapper.scale_cfg.INPUT.SCALE_AWARE.REFERENCE_SIZE == 7.5
 
@@ -652,18 +652,18 @@ def test_predictor_refuses_untrained_and_unsafe_weights(tiny_yaml, tmp_path):
 
     from deepacc.checkpoint_io import CheckpointError, UntrainedModelError
     from deepacc.config import load_config
-    from deepacc.d2 import build_predictor, to_detectron2_cfg
+    from deepacc.d2 import Detectron2Predictor, to_detectron2_cfg
 
     cfg = load_config(tiny_yaml, ["MODEL.WEIGHTS", ""])
     with pytest.raises(UntrainedModelError, match="--allow-untrained"):
-        build_predictor(cfg)
-    assert build_predictor(cfg, allow_untrained=True).weights_info["status"] == "untrained"
+        Detectron2Predictor(cfg)
+    assert Detectron2Predictor(cfg, allow_untrained=True).weights_info["status"] == "untrained"
     # a trunk-only checkpoint: the heads stay random -> refused
     model = build_model(to_detectron2_cfg(cfg))
     trunk = {k: v for k, v in model.state_dict().items() if k.startswith("backbone.bottom_up.")}
     torch.save({"model": trunk}, str(tmp_path / "trunk.pth"))
     with pytest.raises(UntrainedModelError, match="missing"):
-        build_predictor(load_config(tiny_yaml, ["MODEL.WEIGHTS", str(tmp_path / "trunk.pth")]))
+        Detectron2Predictor(load_config(tiny_yaml, ["MODEL.WEIGHTS", str(tmp_path / "trunk.pth")]))
     # pickled code in a .pth or a model-zoo .pkl never runs
     marker = tmp_path / "pwned"
 
@@ -676,7 +676,7 @@ def test_predictor_refuses_untrained_and_unsafe_weights(tiny_yaml, tmp_path):
         pickle.dump({"blobs": {"conv1_w": Payload()}}, f)
     for name in ("evil.pth", "evil.pkl"):
         with pytest.raises(CheckpointError, match="refused"):
-            build_predictor(load_config(tiny_yaml, ["MODEL.WEIGHTS", str(tmp_path / name)]))
+            Detectron2Predictor(load_config(tiny_yaml, ["MODEL.WEIGHTS", str(tmp_path / name)]))
     assert not marker.exists()
 
 

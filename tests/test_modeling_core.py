@@ -1,6 +1,7 @@
 """The paper's equations, checked numerically against values computed independently on tiny tensors."""
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,8 @@ from deepacc.modeling import (
     select_local_centres,
     siamese_logits,
 )
+from deepacc.modeling.inference import image_prediction
+from deepacc.modeling.prediction import to_prediction
 
 
 # ----------------------------------------------------------------------------- Eq. 1: AAM loss
@@ -290,3 +293,60 @@ def test_top1_keeps_only_the_best_class_of_each_proposal():
     assert sorted(zip(top["proposal_index"].tolist(), top["classes"].tolist())) == [(0, 0), (1, 2)]
     assert top["boxes"][top["classes"] == 2].tolist() == [[50, 50, 60, 60]]
     assert top["scores"].tolist() == pytest.approx([0.6, 0.5])
+
+
+def _three_proposals():
+    """K = 3: proposal 0 prefers class 0, proposal 1 class 2, proposal 2 is background (top-1 class 1
+    at 0.03, below the threshold). Class-specific boxes differ by class."""
+    boxes = torch.tensor([[[0, 0, 10, 10], [1, 1, 11, 11], [2, 2, 12, 12]],
+                          [[50, 50, 60, 60], [51, 51, 61, 61], [52, 52, 62, 62]],
+                          [[80, 80, 90, 90], [80, 80, 90, 90], [80, 80, 90, 90]]], dtype=torch.float)
+    probs = torch.tensor([[0.6, 0.3, 0.05, 0.05], [0.1, 0.2, 0.5, 0.2], [0.02, 0.03, 0.01, 0.94]])
+    return boxes, probs
+
+
+def test_image_prediction_gives_both_sets_with_their_proposals_probabilities():
+    boxes, probs = _three_proposals()
+    pred = image_prediction(boxes, probs, (100, 100), score_thresh=0.05, nms_thresh=0.5, topk=100)
+    every, top1 = pred.instances, pred.instances_top1
+    # all classes: every (proposal, class) above 0.05, by decreasing score
+    assert every.proposal_index.tolist() == [0, 1, 0, 1, 1] and every.classes.tolist() == [0, 2, 1, 1, 0]
+    # top-1: only each proposal's arg-max foreground class, with that class's box
+    assert top1.proposal_index.tolist() == [0, 1] and top1.classes.tolist() == [0, 2]
+    assert top1.boxes.tolist() == [[0, 0, 10, 10], [52, 52, 62, 62]]
+    assert torch.equal(top1.classes, top1.class_probs[:, :3].argmax(1))
+    for det in (every, top1):
+        assert torch.equal(det.class_probs, probs[det.proposal_index])  # the whole row of the proposal
+        assert torch.equal(det.scores, det.class_probs[torch.arange(len(det.scores)), det.classes])
+        assert torch.equal(det.boxes, boxes[det.proposal_index, det.classes])
+
+
+def test_image_prediction_box_layouts_agree():
+    boxes, probs = _three_proposals()
+    args = ((100, 100), 0.05, 0.5, 100)
+
+    def sets(b):
+        pred = image_prediction(b, probs, *args)
+        return [(d.boxes.tolist(), d.classes.tolist(), d.proposal_index.tolist())
+                for d in (pred.instances, pred.instances_top1)]
+
+    assert sets(boxes.reshape(3, 12)) == sets(boxes)  # (R, 4K) as Detectron2 decodes them
+    agnostic = boxes[:, :1]
+    assert sets(agnostic[:, 0]) == sets(agnostic) == sets(agnostic.expand(3, 3, 4).contiguous())
+
+
+def test_prediction_dict_and_rescale():
+    boxes, probs = _three_proposals()
+    pred = image_prediction(boxes, probs, (100, 100), 0.05, 0.5, 100).rescale(2.0, 0.5)
+    assert pred.instances_top1.boxes.tolist() == [[0, 0, 20, 5], [104, 26, 124, 31]]
+    pred.input_scale = {"mode": "standard"}
+    out = to_prediction(pred, image_id=7)
+    assert list(out) == ["instances", "instances_top1", "image_id", "input_scale"] and out["image_id"] == 7
+    for key, n in (("instances", 5), ("instances_top1", 2)):
+        d = out[key]
+        assert list(d) == ["boxes", "scores", "classes", "class_probs"]
+        assert [d[k].dtype for k in d] == [np.float32, np.float32, np.int64, np.float32]
+        assert d["boxes"].shape == (n, 4) and d["class_probs"].shape == (n, 4)
+    empty = image_prediction(torch.zeros(0, 12), torch.zeros(0, 4), (100, 100), 0.05, 0.5, 100)
+    d = to_prediction(empty)["instances_top1"]
+    assert d["boxes"].shape == (0, 4) and d["scores"].shape == (0,) and d["class_probs"].shape == (0, 4)

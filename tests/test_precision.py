@@ -6,7 +6,8 @@ from deepacc.config import get_cfg, load_config
 from deepacc.modeling import DeepACCClassifier
 from deepacc.precision import amp_dtype, autocast, needs_grad_scaler, use_channels_last
 from deepacc.tv.model import FrozenBN, build_model
-from deepacc.tv.train import build_optimizer, train_step
+from deepacc.tv.solver import build_optimizer
+from deepacc.tv.trainer import train_step
 from tv_tiny import QUICK_CONFIG, TINY_OPTS
 
 

@@ -13,9 +13,10 @@ import torch
 from deepacc.config import get_cfg, load_config
 from deepacc.tv.checkpoint import AtomicCheckpointer
 from deepacc.data.transforms import normalize_image
-from deepacc.tv.data import MetaphaseMapper, core_to_tv_labels, tv_to_core_labels
+from deepacc.tv.data import MetaphaseMapper
 from deepacc.tv.model import build_model
-from deepacc.tv.train import WarmupMultiStep
+from deepacc.tv.roi_heads import core_to_tv_labels, tv_to_core_labels
+from deepacc.tv.solver import WarmupMultiStep
 from tv_tiny import QUICK_CONFIG, TINY_OPTS, train_net
 
 
@@ -58,7 +59,7 @@ def test_mapper_flip_moves_boxes_with_pixels(tmp_path):
         x0, y0, x1, y1 = target["boxes"][0].round().int().tolist()
         plane = image[0].numpy()
         assert plane[y0:y1, x0:x1].max() < plane.mean()  # the box still covers the dark pixels
-        assert target["labels"].tolist() == [21]  # core 20 -> torchvision 21
+        assert target["classes"].tolist() == [20]  # core classes (the ROI heads convert for torchvision)
         seen.add(x0)
     assert seen == {5, 45}  # both orientations occur (p = 0.5)
 
@@ -85,7 +86,7 @@ def test_warmup_multistep_schedule():
 
 
 def test_training_checkpoint_loads_with_weights_only(tmp_path):
-    from deepacc.tv.train import build_lr_scheduler, build_optimizer
+    from deepacc.tv.solver import build_lr_scheduler, build_optimizer
 
     cfg = tiny_cfg("SOLVER.MAX_ITER", "100", "SOLVER.STEPS", "(60, 90)")
     model = build_model(cfg)
@@ -117,14 +118,14 @@ def test_model_outputs_both_detection_sets_in_image_coordinates():
     model = build_model(cfg).eval()
     with torch.no_grad():
         out = model([torch.randn(3, 150, 200)])[0]  # resized to 100x133 inside, boxes mapped back
-    for prefix in ("", "top1_"):
-        assert out[prefix + "class_probs"].shape[1] == 25
-        b = out[prefix + "boxes"]
+    for det in (out.instances, out.instances_top1):
+        assert det.class_probs.shape[1] == 25
+        b = det.boxes
         assert b.shape[0] > 0 and float(b[:, 2].max()) <= 200 + 1e-3 and float(b[:, 3].max()) <= 150 + 1e-3
         assert float(b[:, 2].max()) > 140  # not left in the 133-pixel-wide resized frame
     # top-1 detections carry the arg-max foreground class of their proposal
-    probs = out["top1_class_probs"]
-    assert torch.equal(probs[:, :24].argmax(1), out["top1_classes"])
+    top1 = out.instances_top1
+    assert torch.equal(top1.class_probs[:, :24].argmax(1), top1.classes)
 
 
 def test_image_without_proposals_gives_empty_detections():
@@ -133,8 +134,8 @@ def test_image_without_proposals_gives_empty_detections():
     features = {k: torch.zeros(1, 32, 8, 8) for k in ("0", "1", "2", "3")}
     with torch.no_grad():
         out, _ = model.roi_heads(features, [torch.zeros(0, 4)], [(144, 192)])
-    for prefix in ("", "top1_"):
-        assert out[0][prefix + "boxes"].shape == (0, 4) and out[0][prefix + "class_probs"].shape == (0, 25)
+    for det in (out[0].instances, out[0].instances_top1):
+        assert det.boxes.shape == (0, 4) and det.class_probs.shape == (0, 25)
 
 
 class _FakeWeights:

@@ -1,81 +1,81 @@
-"""Engine-independent entry points: a predictor for one metaphase image on either engine."""
+"""The engine choice, and the library entry points that work on either engine.
+
+DeepACC runs on Detectron2 (:mod:`deepacc.d2`) when it is importable and on its own torchvision engine
+(:mod:`deepacc.tv`) everywhere. This module is the only place that picks one: the command lines
+(:mod:`deepacc.tools`) parse their arguments and call :func:`choose_engine`, :func:`engine_config`,
+:func:`launch` and :func:`build_predictor`. Each engine's modules load only when it is used.
+"""
 from __future__ import annotations
 
-import logging
-import os
 from typing import Callable, Dict
 
 import numpy as np
-import torch
 
-from .checkpoint_io import check_loaded_weights
-from .data.scale import apply_reference, input_stats, resize_factor, training_files
+__all__ = ["ENGINES", "EngineError", "detectron2_available", "choose_engine", "engine_config", "launch",
+           "build_predictor", "Predictor"]
 
-logger = logging.getLogger(__name__)
+#: The engines, and ``auto``: Detectron2 when it is importable, else torchvision.
+ENGINES = ("auto", "detectron2", "torchvision")
 
+#: ``predictor(gray uint8 image) -> prediction dict`` (:func:`deepacc.modeling.prediction.to_prediction`).
 Predictor = Callable[[np.ndarray], Dict]
 
 
-class TorchvisionPredictor:
-    """Runs the torchvision-engine model on one grayscale image (HxW uint8).
+class EngineError(RuntimeError):
+    """The engine asked for cannot run here; ``str()`` says why and what to do."""
 
-    Returns the project's prediction dict (``instances`` and ``instances_top1``, numpy arrays in the
-    input image's coordinates; ``input_scale``: the resize factor and what decided it). Loads
-    ``MODEL.WEIGHTS`` (a checkpoint written by this engine) and refuses to run without it, or with
-    weights that do not fit the model, unless ``allow_untrained``; :attr:`weights_info` says which
-    weights made the predictions (path, SHA-256, status).
-    """
 
-    def __init__(self, cfg, allow_untrained: bool = False):
-        from .tv.checkpoint import AtomicCheckpointer
-        from .tv.model import build_model
-        from .tv.train import resolve_device
+def detectron2_available() -> bool:
+    """Whether Detectron2 (and its model registries) can be imported."""
+    try:
+        import detectron2  # noqa: F401
+        from detectron2.modeling import ROI_HEADS_REGISTRY  # noqa: F401
+    except Exception:  # noqa: BLE001  (a broken install counts as absent)
+        return False
+    return True
 
-        self.cfg = cfg.clone()
-        self.cfg.defrost()  # the scale-aware reference is filled in below
-        self.device = resolve_device(cfg)
-        self.model = build_model(cfg).to(self.device).eval()
-        weights = str(cfg.MODEL.WEIGHTS)
-        incompatible, extra = None, {}
-        if weights:
-            if not os.path.isfile(weights):
-                raise FileNotFoundError(f"MODEL.WEIGHTS {weights!r} is not a file (give a checkpoint, e.g. "
-                                        "output/.../model_final.pth)")
-            ckpt = AtomicCheckpointer(self.model)
-            extra = ckpt.load(weights, checkpointables=[]) or {}
-            incompatible = getattr(ckpt, "incompatible", None)
-        self.weights_info = check_loaded_weights(weights, incompatible, allow_untrained)
-        # scale-aware inference: the reference of the model's training (deepacc.data.scale)
-        apply_reference(self.cfg, extra if weights else None, training_files(self.cfg) if weights else None)
-        if self.weights_info["problem"]:
-            logger.warning("%s (allowed by --allow-untrained)", self.weights_info["problem"])
 
-    @torch.no_grad()
-    def __call__(self, gray: np.ndarray) -> Dict:
-        from .data.transforms import to_model_input
-        from .precision import autocast
-        from .tv.train import to_prediction
+def choose_engine(requested: str = "auto") -> str:
+    """``"detectron2"`` or ``"torchvision"`` for ``requested`` (one of :data:`ENGINES`)."""
+    if requested not in ENGINES:
+        raise EngineError(f"unknown engine {requested!r}: expected one of {', '.join(ENGINES)}")
+    if requested == "auto":
+        return "detectron2" if detectron2_available() else "torchvision"
+    if requested == "detectron2" and not detectron2_available():
+        raise EngineError("--engine detectron2: Detectron2 is not importable. Install it (see README, "
+                          "'Detectron2 engine') or use --engine torchvision.")
+    return requested
 
-        factor, info = resize_factor(gray, self.cfg)
-        image = to_model_input(gray, self.cfg.INPUT.NORMALIZATION, input_stats(info)).to(self.device)
-        with autocast(self.cfg, self.device.type):
-            det = self.model([image], scales=[factor if info["mode"] == "scale_aware" else None])[0]
-        out = to_prediction(det)
-        out["input_scale"] = info
-        return out
+
+def engine_config(engine: str):
+    """The default config of ``engine`` (a name :func:`choose_engine` returned): Detectron2's defaults
+    plus DeepACC's keys, or the framework-free equivalent (:func:`deepacc.config.get_cfg`)."""
+    if engine == "detectron2":
+        from .d2.config import get_cfg
+    else:
+        from .config import get_cfg
+    return get_cfg()
+
+
+def launch(engine: str, args) -> None:
+    """Run ``train_net.py``'s job (training, or ``--eval-only``) on ``engine``, in ``args.num_gpus``
+    processes on each of ``args.num_machines`` machines (Detectron2's command-line arguments)."""
+    if engine == "detectron2":
+        from .d2.train_net import launch_main
+    else:
+        from .tv.train import launch_main
+    launch_main(args)
 
 
 def build_predictor(cfg, engine: str = "auto", allow_untrained: bool = False) -> Predictor:
-    """A callable ``predictor(gray_uint8_image) -> prediction dict`` on the chosen engine.
+    """A :data:`Predictor` on the chosen engine, with ``cfg.MODEL.WEIGHTS`` loaded.
 
     ``auto`` uses Detectron2 when it is importable (as ``train_net.py`` does, so a model is read by
-    the engine that trained it), otherwise torchvision.
+    the engine that trained it), otherwise torchvision. Each engine refuses to run without trained
+    weights unless ``allow_untrained``.
     """
-    from .tools.train import choose_engine
-
-    engine = choose_engine(engine)
-    if engine == "detectron2":
-        from .d2 import build_predictor as build_d2_predictor
-
-        return build_d2_predictor(cfg, allow_untrained=allow_untrained)
-    return TorchvisionPredictor(cfg, allow_untrained=allow_untrained)
+    if choose_engine(engine) == "detectron2":
+        from .d2.predictor import Detectron2Predictor as EnginePredictor
+    else:
+        from .tv.predictor import TorchvisionPredictor as EnginePredictor
+    return EnginePredictor(cfg, allow_untrained=allow_untrained)

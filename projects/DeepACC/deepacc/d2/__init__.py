@@ -25,7 +25,7 @@ from .evaluator import DeepACCEvaluator, instances_to_dict, outputs_to_predictio
 from .checkpoint import DeepACCCheckpointer  # noqa: F401
 from .config import to_detectron2_cfg  # noqa: F401
 from .meta_arch import DeepACCRCNN  # noqa: F401
-from .predictor import Detectron2Predictor, build_predictor  # noqa: F401
+from .predictor import Detectron2Predictor  # noqa: F401
 from .roi_heads import (  # noqa: F401
     DeepACCOutputLayers,
     DeepACCROIHeads,

@@ -17,6 +17,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import Instances
 
 from ..evaluation.evaluator import MetaphaseEvaluator, flatten_scalars
+from ..modeling.prediction import Detections
 from ..config import CALLS
 from ..karyotype.classes import CLASS_NAMES
 
@@ -27,16 +28,10 @@ logger = logging.getLogger(__name__)
 
 def instances_to_dict(instances: Instances) -> Dict[str, np.ndarray]:
     """``Instances`` (``pred_boxes``, ``scores``, ``pred_classes``, optional ``class_probs``) -> the
-    project's per-set prediction dict of numpy arrays (boxes XYXY in the instances' coordinates)."""
-    inst = instances.to("cpu")
-    out = {
-        "boxes": inst.pred_boxes.tensor.numpy().astype(np.float32).reshape(-1, 4),
-        "scores": inst.scores.numpy().astype(np.float32).reshape(-1),
-        "classes": inst.pred_classes.numpy().astype(np.int64).reshape(-1),
-    }
-    if inst.has("class_probs"):
-        out["class_probs"] = inst.class_probs.float().numpy()
-    return out
+    project's per-set prediction dict (:meth:`deepacc.modeling.prediction.Detections.to_numpy`; boxes
+    XYXY in the instances' coordinates)."""
+    probs = instances.class_probs if instances.has("class_probs") else None
+    return Detections(instances.pred_boxes.tensor, instances.scores, instances.pred_classes, probs).to_numpy()
 
 
 def outputs_to_predictions(inputs: Sequence[Mapping], outputs: Sequence[Mapping]) -> List[Dict[str, Any]]:

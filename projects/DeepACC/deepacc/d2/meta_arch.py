@@ -8,7 +8,7 @@ inference each output dict carries
 * ``"instances_top1"``: the detections obtained by keeping only the top-1 foreground class of each
   proposal (mAP_max, Acc, AER);
 
-both computed by the core :func:`~deepacc.modeling.select_detections` from one pass of the box
+both computed by the core :func:`~deepacc.modeling.image_prediction` from one pass of the box
 head, and both rescaled to the input's ``height`` x ``width`` by ``detector_postprocess``.
 """
 from __future__ import annotations

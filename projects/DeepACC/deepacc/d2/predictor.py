@@ -22,7 +22,7 @@ from .config import to_detectron2_cfg
 from .data import DeepACCDatasetMapper
 from .evaluator import instances_to_dict
 
-__all__ = ["Detectron2Predictor", "build_predictor"]
+__all__ = ["Detectron2Predictor"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +69,3 @@ class Detectron2Predictor:
         if self.mapper.last_scale is not None:
             res["input_scale"] = self.mapper.last_scale
         return res
-
-
-def build_predictor(cfg, allow_untrained: bool = False) -> Detectron2Predictor:
-    """``predictor(gray_uint8_image) -> prediction dict`` on Detectron2 (see :class:`Detectron2Predictor`)."""
-    return Detectron2Predictor(cfg, allow_untrained=allow_untrained)

@@ -3,8 +3,9 @@
 * :class:`DeepACCOutputLayers` derives from Detectron2's ``FastRCNNOutputLayers``: it holds the core
   :class:`~deepacc.modeling.DeepACCClassifier` and the box regressor, its ``forward`` returns
   ``(scores, deltas, classifier_output)`` (the first two as Detectron2 expects), ``losses()`` is the
-  core classification losses plus Detectron2's box regression loss, and ``inference()`` uses the
-  core :func:`~deepacc.modeling.select_detections`.
+  core classification losses plus Detectron2's box regression loss, and ``inference()`` and
+  ``detection_sets()`` use the core :func:`~deepacc.modeling.inference.detection_set` /
+  :func:`~deepacc.modeling.inference.image_prediction`, whose results :func:`to_instances` wraps.
 * :class:`DeepACCROIHeads` (``MODEL.ROI_HEADS.NAME: "DeepACCROIHeads"``) derives from
   ``StandardROIHeads``: proposal matching, sampling and ROI pooling are Detectron2's; the box head
   is the core :class:`~deepacc.modeling.DecoupledBoxHead`; the number of proposals of each image is
@@ -27,7 +28,9 @@ from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers, _log_classification_stats
 from detectron2.structures import Boxes, Instances
 
-from ..modeling import ClassifierOutput, DeepACCClassifier, DeepACCHead, select_detections
+from ..modeling import ClassifierOutput, DeepACCClassifier, DeepACCHead
+from ..modeling.inference import detection_set, image_prediction
+from ..modeling.prediction import Detections
 
 __all__ = [
     "DeepACCOutputLayers",
@@ -35,7 +38,19 @@ __all__ = [
     "box_predictions",
     "detection_sets",
     "instances_from_probs",
+    "to_instances",
 ]
+
+
+def to_instances(det: Detections, image_size: Tuple[int, int]) -> Instances:
+    """A core detection set as Detectron2 ``Instances`` (``pred_boxes``, ``scores``, ``pred_classes``,
+    ``class_probs``)."""
+    inst = Instances(tuple(image_size))
+    inst.pred_boxes = Boxes(det.boxes)
+    inst.scores = det.scores
+    inst.pred_classes = det.classes
+    inst.class_probs = det.class_probs
+    return inst
 
 
 def instances_from_probs(
@@ -47,7 +62,8 @@ def instances_from_probs(
     topk: int,
     top1: bool = False,
 ) -> Tuple[List[Instances], List[torch.Tensor]]:
-    """Per-image detections with the core :func:`select_detections`, as Detectron2 ``Instances``.
+    """Per-image detections with the core :func:`~deepacc.modeling.inference.detection_set`, as
+    Detectron2 ``Instances``.
 
     Args:
         boxes: per image, ``(R, K*4)`` class-specific or ``(R, 4)`` class-agnostic decoded boxes.
@@ -58,20 +74,9 @@ def instances_from_probs(
         ``pred_classes`` and ``class_probs`` (N, K+1) (the probabilities of each detection's
         proposal), and for each image the index of the proposal of each detection.
     """
-    results, kept = [], []
-    for b, p, shape in zip(boxes, probs, image_shapes):
-        k = p.shape[1] - 1
-        if b.shape[1] != 4:
-            b = b.view(b.shape[0], k, 4)
-        det = select_detections(b, p, tuple(shape), score_thresh, nms_thresh, topk, top1=top1)
-        inst = Instances(tuple(shape))
-        inst.pred_boxes = Boxes(det["boxes"])
-        inst.scores = det["scores"]
-        inst.pred_classes = det["classes"]
-        inst.class_probs = p[det["proposal_index"]].float()
-        results.append(inst)
-        kept.append(det["proposal_index"])
-    return results, kept
+    dets = [detection_set(b, p, tuple(shape), score_thresh, nms_thresh, topk, top1=top1)
+            for b, p, shape in zip(boxes, probs, image_shapes)]
+    return [to_instances(d, shape) for d, shape in zip(dets, image_shapes)], [d.proposal_index for d in dets]
 
 
 class DeepACCOutputLayers(FastRCNNOutputLayers):
@@ -188,10 +193,12 @@ class DeepACCOutputLayers(FastRCNNOutputLayers):
 def _detection_sets(predictor: FastRCNNOutputLayers, predictions, proposals):
     boxes = predictor.predict_boxes(predictions, proposals)
     probs = predictor.predict_probs(predictions, proposals)
-    shapes = [p.image_size for p in proposals]
     args = (predictor.test_score_thresh, predictor.test_nms_thresh, predictor.test_topk_per_image)
-    all_classes, _ = instances_from_probs(boxes, probs, shapes, *args, top1=False)
-    top1, _ = instances_from_probs(boxes, probs, shapes, *args, top1=True)
+    all_classes, top1 = [], []
+    for b, p, prop in zip(boxes, probs, proposals):
+        pred = image_prediction(b, p, tuple(prop.image_size), *args)
+        all_classes.append(to_instances(pred.instances, prop.image_size))
+        top1.append(to_instances(pred.instances_top1, prop.image_size))
     return all_classes, top1
 
 

@@ -8,7 +8,8 @@ Two selections are produced from the same proposals:
   proposal is a candidate, with that class's box.
 
 Both are followed by per-class NMS and a per-image top-k. Each detection keeps the index of its
-proposal, so its full probability vector can be reported.
+proposal, so its full probability vector can be reported. :func:`image_prediction` gives both sets
+of one image as an :class:`~deepacc.modeling.prediction.ImagePrediction`.
 """
 from __future__ import annotations
 
@@ -17,23 +18,28 @@ from typing import Dict, Tuple
 import torch
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
+from .prediction import Detections, ImagePrediction
+
 
 def select_detections(
     boxes: torch.Tensor,
     probs: torch.Tensor,
     image_size: Tuple[int, int],
-    score_thresh: float = 0.05,
-    nms_thresh: float = 0.5,
-    topk: int = 100,
+    score_thresh: float,
+    nms_thresh: float,
+    topk: int,
     top1: bool = False,
 ) -> Dict[str, torch.Tensor]:
     """Detections of one image.
 
     Args:
-        boxes: ``(R, K, 4)`` class-specific or ``(R, 4)`` class-agnostic boxes, xyxy, in the
-            coordinates of ``image_size``.
+        boxes: class-specific ``(R, K, 4)`` or ``(R, 4K)``, or class-agnostic ``(R, 1, 4)`` or
+            ``(R, 4)`` decoded boxes, xyxy, in the coordinates of ``image_size``.
         probs: ``(R, K+1)`` class probabilities (last column background).
         image_size: ``(height, width)`` used to clip the boxes.
+        score_thresh, nms_thresh, topk: ``MODEL.ROI_HEADS.SCORE_THRESH_TEST``,
+            ``MODEL.ROI_HEADS.NMS_THRESH_TEST`` and ``TEST.DETECTIONS_PER_IMAGE`` of the config
+            (a negative ``topk`` keeps all).
     Returns:
         dict with ``boxes (N, 4)``, ``scores (N,)``, ``classes (N,)`` in ``0..K-1`` and
         ``proposal_index (N,)``, sorted by decreasing score.
@@ -41,7 +47,8 @@ def select_detections(
     num_classes = probs.shape[1] - 1
     r = probs.shape[0]
     if boxes.dim() == 2:
-        boxes = boxes.unsqueeze(1).expand(r, num_classes, 4)
+        boxes = boxes.reshape(r, boxes.shape[1] // 4, 4)
+    boxes = boxes.expand(r, num_classes, 4)  # class-agnostic: one box for every class
     boxes = clip_boxes_to_image(boxes.reshape(-1, 4).float(), image_size).view(r, num_classes, 4)
     scores = probs[:, :num_classes].float()
     valid = torch.isfinite(boxes).all(dim=2) & torch.isfinite(scores)
@@ -63,3 +70,33 @@ def select_detections(
         "classes": cls_idx[keep],
         "proposal_index": prop_idx[keep],
     }
+
+
+def detection_set(
+    boxes: torch.Tensor,
+    probs: torch.Tensor,
+    image_size: Tuple[int, int],
+    score_thresh: float,
+    nms_thresh: float,
+    topk: int,
+    top1: bool = False,
+) -> Detections:
+    """:func:`select_detections` as :class:`Detections`, with each detection's ``class_probs`` (its
+    proposal's row of ``probs``) and ``proposal_index``."""
+    sel = select_detections(boxes, probs, image_size, score_thresh, nms_thresh, topk, top1)
+    index = sel["proposal_index"]
+    return Detections(sel["boxes"], sel["scores"], sel["classes"], probs[index].float(), index)
+
+
+def image_prediction(
+    boxes: torch.Tensor,
+    probs: torch.Tensor,
+    image_size: Tuple[int, int],
+    score_thresh: float,
+    nms_thresh: float,
+    topk: int,
+) -> ImagePrediction:
+    """Both detection sets of one image (all classes and top-1) from its proposals' decoded boxes and
+    class probabilities (arguments as :func:`select_detections`)."""
+    args = (boxes, probs, image_size, score_thresh, nms_thresh, topk)
+    return ImagePrediction(detection_set(*args, top1=False), detection_set(*args, top1=True))

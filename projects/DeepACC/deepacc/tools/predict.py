@@ -61,6 +61,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from deepacc.config import CALLS, call_thresholds
+from deepacc.engine import ENGINES
 from deepacc.fileio import TEMP_PATTERN as _TEMP_FILE  # atomic_write's temporary files: .tmp-<pid>-<name>
 
 __all__ = [
@@ -157,7 +158,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-untrained", action="store_true",
                    help="predict even without MODEL.WEIGHTS or with weights that do not fit the model (refused "
                    "otherwise); every output is then flagged as coming from an untrained model")
-    p.add_argument("--engine", choices=("auto", "torchvision", "detectron2"), default="auto",
+    p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="model engine (default: auto = Detectron2 when importable, else torchvision)")
     p.add_argument("--report", action="store_true", help="also write the offline HTML report (report.html)")
     p.add_argument("--embed-images", action="store_true",
@@ -609,10 +610,11 @@ def main(argv: Optional[Sequence[str]] = None,
 
     def make():
         from deepacc.checkpoint_io import CheckpointError, UntrainedModelError
+        from deepacc.engine import EngineError
 
         try:
             return factory(args)
-        except (CheckpointError, UntrainedModelError, FileNotFoundError) as exc:  # named by their message
+        except (CheckpointError, UntrainedModelError, EngineError, FileNotFoundError) as exc:  # named by their message
             raise _SetupError(f"could not build the model: {exc}") from exc
         except Exception as exc:  # noqa: BLE001
             raise _SetupError(f"could not build the model: {type(exc).__name__}: {exc}") from exc

@@ -77,7 +77,8 @@ def main(argv=None) -> int:
     from ..data.catalog import DatasetNotPreparedError
     from ..data.coco import DatasetError
     from ..pretrain import PretrainConfig, crop_size_for, cut_crops, pretrain
-    from ..tv.train import dataset_dicts, setup_logging
+    from ..tv.data import dataset_dicts
+    from ..tv.runtime import setup_logging
 
     try:
         cfg = load_config(args.config_file, args.opts, get_cfg())

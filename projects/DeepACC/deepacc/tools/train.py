@@ -10,6 +10,8 @@ import os
 import sys
 from typing import Optional
 
+from deepacc.engine import ENGINES, EngineError, choose_engine, engine_config, launch
+
 
 def default_argument_parser(epilog: str = None) -> argparse.ArgumentParser:
     """Detectron2's ``default_argument_parser`` flags, plus ``--engine``."""
@@ -33,7 +35,7 @@ def default_argument_parser(epilog: str = None) -> argparse.ArgumentParser:
     port = 2 ** 15 + 2 ** 14 + hash(os.getuid() if sys.platform != "win32" else 1) % 2 ** 14
     parser.add_argument("--dist-url", default=f"tcp://127.0.0.1:{port}",
                         help="initialization URL for pytorch distributed backend ('auto' picks a free local port)")
-    parser.add_argument("--engine", choices=["auto", "detectron2", "torchvision"], default="auto",
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="which engine runs the model (auto: Detectron2 when importable)")
     parser.add_argument("--allow-untrained", action="store_true",
                         help="with --eval-only: evaluate even without MODEL.WEIGHTS or with weights that do not fit "
@@ -46,39 +48,13 @@ def default_argument_parser(epilog: str = None) -> argparse.ArgumentParser:
     return parser
 
 
-def detectron2_available() -> bool:
-    try:
-        import detectron2  # noqa: F401
-        from detectron2.modeling import ROI_HEADS_REGISTRY  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-def choose_engine(requested: str) -> str:
-    if requested == "auto":
-        return "detectron2" if detectron2_available() else "torchvision"
-    if requested == "detectron2" and not detectron2_available():
-        raise SystemExit("--engine detectron2: Detectron2 is not importable. Install it "
-                         "(see README, 'Detectron2 engine') or use --engine torchvision.")
-    return requested
-
-
-def _engine_cfg(engine: str):
-    if engine == "detectron2":
-        from deepacc.d2.config import get_cfg
-    else:
-        from deepacc.config import get_cfg
-    return get_cfg()
-
-
 def preflight(args, engine: str):
     """What can be checked before any process starts: the config (unknown keys, invalid values), that
     ``OUTPUT_DIR`` is writable and, for several processes, the training data (each process of a
     single-process run checks it itself). Raises the user errors that :func:`user_error_message` names."""
     from deepacc.config import check_config, load_config
 
-    cfg = load_config(args.config_file or None, args.opts, _engine_cfg(engine))
+    cfg = load_config(args.config_file or None, args.opts, engine_config(engine))
     check_config(cfg, args.config_file or "config")
     out = str(cfg.OUTPUT_DIR)
     try:
@@ -112,7 +88,7 @@ def user_error_message(exc: BaseException, engine: str) -> Optional[str]:
         return str(exc).strip("'\"")
     if isinstance(exc, (KeyError, AssertionError, ValueError)):  # yacs: unknown key, value of the wrong type
         try:
-            return unknown_key_message(exc, _engine_cfg(engine))
+            return unknown_key_message(exc, engine_config(engine))
         except Exception:  # noqa: BLE001
             return None
     return None
@@ -120,16 +96,15 @@ def user_error_message(exc: BaseException, engine: str) -> Optional[str]:
 
 def main(argv=None) -> None:
     args = default_argument_parser().parse_args(argv)
-    engine = choose_engine(args.engine)
+    try:
+        engine = choose_engine(args.engine)
+    except EngineError as e:
+        raise SystemExit(f"train_net.py: {e}") from None
     print(f"DeepACC: running on the {engine} engine"
           + (" (Detectron2 not importable)" if args.engine == "auto" and engine == "torchvision" else ""), flush=True)
-    if engine == "detectron2":
-        from deepacc.d2.train_net import launch_main
-    else:
-        from deepacc.tv.train import launch_main
     try:
         preflight(args, engine)
-        launch_main(args)
+        launch(engine, args)
     except KeyboardInterrupt:
         print("train_net.py: interrupted; rerun the same command with --resume to continue from the last "
               "checkpoint", file=sys.stderr)

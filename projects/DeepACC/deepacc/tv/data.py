@@ -8,6 +8,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..data.catalog import get_dataset_dicts
 from ..data.scale import input_stats
 from ..data.transforms import to_model_input
 from . import comm
@@ -15,19 +16,17 @@ from . import comm
 logger = logging.getLogger(__name__)
 
 
-def core_to_tv_labels(classes: torch.Tensor) -> torch.Tensor:
-    """Core classes ``0..K-1`` -> torchvision labels ``1..K`` (torchvision reserves 0 for background)."""
-    return classes.long() + 1
-
-
-def tv_to_core_labels(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """torchvision labels (0 background, ``1..K``) -> core classes (``0..K-1``, ``K`` background)."""
-    labels = labels.long()
-    return torch.where(labels == 0, torch.full_like(labels, num_classes), labels - 1)
+def dataset_dicts(names: Sequence[str]) -> List[Dict]:
+    """The dataset dicts of the registered datasets ``names``, concatenated."""
+    out = []
+    for name in names:
+        out.extend(get_dataset_dicts(name))
+    return out
 
 
 class MetaphaseMapper:
-    """Reads one dataset dict into ``(image (3,H,W) float, target, dataset_dict)``.
+    """Reads one dataset dict into ``(image (3,H,W) float, target, dataset_dict)``; ``target`` holds
+    ``boxes`` (xyxy) and the core ``classes`` (0..K-1).
 
     Training applies the paper's only augmentation: a horizontal flip with p = 0.5
     (``INPUT.RANDOM_FLIP == "horizontal"``). Resizing is the model's (``INPUT.MIN_SIZE_*``); at
@@ -64,7 +63,7 @@ class MetaphaseMapper:
             _, info = resize_factor(gray, self.scale_cfg)
             d = dict(d, input_scale=info)
         image = to_model_input(gray, self.normalization, input_stats(info))
-        target = {"boxes": boxes, "labels": core_to_tv_labels(classes)}
+        target = {"boxes": boxes, "classes": classes}
         return image, target, d
 
 

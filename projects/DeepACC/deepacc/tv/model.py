@@ -22,7 +22,7 @@ from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 
 from ..modeling import DeepACCHead
 from ..precision import use_channels_last
-from .roi_heads import DeepACCRoIHeads
+from .roi_heads import TorchvisionDeepACCRoIHeads
 
 logger = logging.getLogger(__name__)
 
@@ -114,13 +114,13 @@ class _Transform(GeneralizedRCNNTransform):
             self.min_size, self.max_size = train
 
 
-class DeepACCRCNN(nn.Module):
+class TorchvisionDeepACCRCNN(nn.Module):
     """Generalized R-CNN whose inference returns both the all-classes and the top-1 detections.
 
     ``forward(images, targets)``: ``images`` is a list of (3, H, W) float tensors (already
-    normalised by the mapper), ``targets`` torchvision-style dicts (``boxes``, ``labels`` 1..K).
-    Training returns a loss dict; inference a list of dicts with ``boxes``, ``scores``, ``classes``
-    (core 0..K-1), ``class_probs`` and the same with the ``top1_`` prefix, in input-image coordinates.
+    normalised by the mapper), ``targets`` dicts of ``boxes`` (xyxy) and core ``classes`` (0..K-1).
+    Training returns a loss dict; inference one :class:`~deepacc.modeling.prediction.ImagePrediction`
+    per image, in input-image coordinates.
     """
 
     def __init__(self, transform, backbone, rpn, roi_heads, channels_last: bool = True):
@@ -154,16 +154,13 @@ class DeepACCRCNN(nn.Module):
         detections, head_losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
         if self.training:
             return {**rpn_losses, **head_losses}
-        for det, resized, orig in zip(detections, image_list.image_sizes, original_sizes):
-            ratio_h, ratio_w = orig[0] / resized[0], orig[1] / resized[1]
-            scale = torch.tensor([ratio_w, ratio_h, ratio_w, ratio_h], device=det["boxes"].device)
-            det["boxes"] = det["boxes"] * scale
-            det["top1_boxes"] = det["top1_boxes"] * scale
-        return detections
+        return [pred.rescale(orig[1] / resized[1], orig[0] / resized[0])
+                for pred, resized, orig in zip(detections, image_list.image_sizes, original_sizes)]
 
 
-def build_model(cfg) -> DeepACCRCNN:
-    """Build the torchvision-engine model described by ``cfg`` (random init; see ``load_weights``)."""
+def build_model(cfg) -> TorchvisionDeepACCRCNN:
+    """Build the torchvision-engine model described by ``cfg`` (random init; weights are loaded by the
+    checkpointer or :func:`load_imagenet_backbone`)."""
     backbone = build_backbone(cfg)
     rpn_in = list(cfg.MODEL.RPN.IN_FEATURES)
     if any(f not in _P for f in rpn_in):
@@ -190,18 +187,18 @@ def build_model(cfg) -> DeepACCRCNN:
     pooler = MultiScaleRoIAlign(roi_in, int(cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION),
                                 int(cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO))
     head = DeepACCHead.from_config(cfg, int(cfg.MODEL.FPN.OUT_CHANNELS))
-    roi_heads = DeepACCRoIHeads.from_config(cfg, pooler, head)
+    roi_heads = TorchvisionDeepACCRoIHeads.from_config(cfg, pooler, head)
     device = str(cfg.MODEL.DEVICE)
     channels_last = use_channels_last(cfg, "cuda" if device.startswith("cuda") and torch.cuda.is_available() else "cpu")
     if channels_last:
         backbone = backbone.to(memory_format=torch.channels_last)
-    return DeepACCRCNN(_Transform(cfg), backbone, rpn, roi_heads, channels_last=channels_last)
+    return TorchvisionDeepACCRCNN(_Transform(cfg), backbone, rpn, roi_heads, channels_last=channels_last)
 
 
 _IMAGENET_ALIASES = ("torchvision://", "detectron2://ImageNetPretrained/", "imagenet")
 
 
-def load_imagenet_backbone(model: DeepACCRCNN, cfg) -> None:
+def load_imagenet_backbone(model: TorchvisionDeepACCRCNN, cfg) -> None:
     """Load torchvision's ImageNet weights into the ResNet body (needs network access once).
 
     torchvision's weights expect ``(x / 255 - mean_c) / std_c``. The input scale this model feeds

@@ -1,4 +1,9 @@
-"""torchvision ``RoIHeads`` that runs the DeepACC core head (box branch only)."""
+"""torchvision ``RoIHeads`` that runs the DeepACC core head (box branch only).
+
+The only place of the torchvision engine where torchvision's label convention (0 background,
+``1..K``) exists: the proposal sampling of ``RoIHeads`` needs it; everything else uses the core's
+classes ``0..K-1`` (targets ``{"boxes", "classes"}``, predictions).
+"""
 from __future__ import annotations
 
 from typing import Dict, List, Optional
@@ -6,15 +11,28 @@ from typing import Dict, List, Optional
 import torch
 from torchvision.models.detection.roi_heads import RoIHeads
 
-from ..modeling import DeepACCHead, box_regression_loss, select_detections
-from .data import tv_to_core_labels
+from ..modeling import DeepACCHead, box_regression_loss
+from ..modeling.inference import image_prediction
+from ..modeling.prediction import ImagePrediction
 
 
-class DeepACCRoIHeads(RoIHeads):
+def core_to_tv_labels(classes: torch.Tensor) -> torch.Tensor:
+    """Core classes ``0..K-1`` -> torchvision labels ``1..K`` (torchvision reserves 0 for background)."""
+    return classes.long() + 1
+
+
+def tv_to_core_labels(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """torchvision labels (0 background, ``1..K``) -> core classes (``0..K-1``, ``K`` background)."""
+    labels = labels.long()
+    return torch.where(labels == 0, torch.full_like(labels, num_classes), labels - 1)
+
+
+class TorchvisionDeepACCRoIHeads(RoIHeads):
     """Proposal sampling and box coding are torchvision's; everything after ROI pooling is the core's.
 
     ``box_head`` is the core :class:`~deepacc.modeling.DeepACCHead` (box head + classifier + box
-    regressor); ``box_predictor`` is unused.
+    regressor); ``box_predictor`` is unused. Training returns the loss dict; inference one
+    :class:`~deepacc.modeling.prediction.ImagePrediction` per image, in the resized images' frame.
     """
 
     def __init__(self, box_roi_pool, head: DeepACCHead, *, fg_iou_thresh, bg_iou_thresh, batch_size_per_image,
@@ -26,7 +44,7 @@ class DeepACCRoIHeads(RoIHeads):
         self.box_loss_weight = float(box_loss_weight)
 
     @classmethod
-    def from_config(cls, cfg, pooler, head: DeepACCHead) -> "DeepACCRoIHeads":
+    def from_config(cls, cfg, pooler, head: DeepACCHead) -> "TorchvisionDeepACCRoIHeads":
         if len(cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS) != 1:
             raise ValueError("MODEL.ROI_HEADS.IOU_THRESHOLDS must have one value (fg >= t, bg < t)")
         if not cfg.MODEL.ROI_HEADS.PROPOSAL_APPEND_GT:
@@ -49,7 +67,8 @@ class DeepACCRoIHeads(RoIHeads):
         head: DeepACCHead = self.box_head
         k = head.num_classes
         if self.training:
-            proposals, _, labels, regression_targets = self.select_training_samples(proposals, targets)
+            tv_targets = [{"boxes": t["boxes"], "labels": core_to_tv_labels(t["classes"])} for t in targets]
+            proposals, _, labels, regression_targets = self.select_training_samples(proposals, tv_targets)
         pooled = self.box_roi_pool(features, proposals, image_shapes)
         num_per_image = [len(p) for p in proposals]
         out, deltas = head(pooled, num_per_image)
@@ -59,20 +78,8 @@ class DeepACCRoIHeads(RoIHeads):
             losses["loss_box_reg"] = self.box_loss_weight * box_regression_loss(
                 deltas, torch.cat(regression_targets), core_labels, k, self.smooth_l1_beta)
             return [], losses
-        probs = out.probs()
-        # (R, K or 1, 4); BoxCoder.decode skips its reshape when there are no proposals at all
-        boxes = self.box_coder.decode(deltas, proposals).reshape(deltas.shape[0], deltas.shape[1] // 4, 4)
-        if boxes.shape[1] == 1:
-            boxes = boxes[:, 0]
-        results = []
-        for b, p, size in zip(boxes.split(num_per_image), probs.split(num_per_image), image_shapes):
-            det = {}
-            for prefix, top1 in (("", False), ("top1_", True)):
-                sel = select_detections(b, p, size, self.score_thresh, self.nms_thresh, self.detections_per_img, top1)
-                det[prefix + "boxes"] = sel["boxes"]
-                det[prefix + "scores"] = sel["scores"]
-                det[prefix + "classes"] = sel["classes"]
-                det[prefix + "class_probs"] = p[sel["proposal_index"]]
-            det["labels"] = det["classes"] + 1  # torchvision convention
-            results.append(det)
+        boxes = self.box_coder.decode(deltas, proposals)
+        results: List[ImagePrediction] = [
+            image_prediction(b, p, size, self.score_thresh, self.nms_thresh, self.detections_per_img)
+            for b, p, size in zip(boxes.split(num_per_image), out.probs().split(num_per_image), image_shapes)]
         return results, {}
