@@ -361,11 +361,11 @@ def test_detections_identical_to_core_pipeline_of_the_torchvision_engine(tiny_ya
         start += len(p)
         for d2, top1 in ((d2_all[i], False), (d2_top1[i], True)):
             ref = select_detections(b, pr, size, 0.02, cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST, 100, top1=top1)
-            assert len(d2) == len(ref["scores"]) > 0
-            assert torch.equal(d2.pred_classes, ref["classes"])
-            assert torch.allclose(d2.scores, ref["scores"], atol=1e-6)
-            assert torch.allclose(d2.pred_boxes.tensor, ref["boxes"], atol=1e-3)
-            assert torch.allclose(d2.class_probs, pr[ref["proposal_index"]], atol=1e-6)
+            assert len(d2) == len(ref.scores) > 0
+            assert torch.equal(d2.pred_classes, ref.classes)
+            assert torch.allclose(d2.scores, ref.scores, atol=1e-6)
+            assert torch.allclose(d2.pred_boxes.tensor, ref.boxes, atol=1e-3)
+            assert torch.allclose(d2.class_probs, pr[ref.proposal_index], atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------- evaluator

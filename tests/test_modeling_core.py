@@ -289,10 +289,10 @@ def test_top1_keeps_only_the_best_class_of_each_proposal():
     probs = torch.tensor([[0.6, 0.3, 0.05, 0.05], [0.1, 0.2, 0.5, 0.2]])
     std = select_detections(boxes, probs, (100, 100), score_thresh=0.05, nms_thresh=0.5, topk=100)
     top = select_detections(boxes, probs, (100, 100), score_thresh=0.05, nms_thresh=0.5, topk=100, top1=True)
-    assert sorted(zip(std["proposal_index"].tolist(), std["classes"].tolist())) == [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)]
-    assert sorted(zip(top["proposal_index"].tolist(), top["classes"].tolist())) == [(0, 0), (1, 2)]
-    assert top["boxes"][top["classes"] == 2].tolist() == [[50, 50, 60, 60]]
-    assert top["scores"].tolist() == pytest.approx([0.6, 0.5])
+    assert sorted(zip(std.proposal_index.tolist(), std.classes.tolist())) == [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)]
+    assert sorted(zip(top.proposal_index.tolist(), top.classes.tolist())) == [(0, 0), (1, 2)]
+    assert top.boxes[top.classes == 2].tolist() == [[50, 50, 60, 60]]
+    assert top.scores.tolist() == pytest.approx([0.6, 0.5])
 
 
 def _three_proposals():

@@ -4,7 +4,7 @@
   :class:`~deepacc.modeling.DeepACCClassifier` and the box regressor, its ``forward`` returns
   ``(scores, deltas, classifier_output)`` (the first two as Detectron2 expects), ``losses()`` is the
   core classification losses plus Detectron2's box regression loss, and ``inference()`` and
-  ``detection_sets()`` use the core :func:`~deepacc.modeling.inference.detection_set` /
+  ``detection_sets()`` use the core :func:`~deepacc.modeling.inference.select_detections` /
   :func:`~deepacc.modeling.inference.image_prediction`, whose results :func:`to_instances` wraps.
 * :class:`DeepACCROIHeads` (``MODEL.ROI_HEADS.NAME: "DeepACCROIHeads"``) derives from
   ``StandardROIHeads``: proposal matching, sampling and ROI pooling are Detectron2's; the box head
@@ -29,7 +29,7 @@ from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers, _log_c
 from detectron2.structures import Boxes, Instances
 
 from ..modeling import ClassifierOutput, DeepACCClassifier, DeepACCHead
-from ..modeling.inference import detection_set, image_prediction
+from ..modeling.inference import image_prediction, select_detections
 from ..modeling.prediction import Detections
 
 __all__ = [
@@ -62,7 +62,7 @@ def instances_from_probs(
     topk: int,
     top1: bool = False,
 ) -> Tuple[List[Instances], List[torch.Tensor]]:
-    """Per-image detections with the core :func:`~deepacc.modeling.inference.detection_set`, as
+    """Per-image detections with the core :func:`~deepacc.modeling.inference.select_detections`, as
     Detectron2 ``Instances``.
 
     Args:
@@ -74,7 +74,7 @@ def instances_from_probs(
         ``pred_classes`` and ``class_probs`` (N, K+1) (the probabilities of each detection's
         proposal), and for each image the index of the proposal of each detection.
     """
-    dets = [detection_set(b, p, tuple(shape), score_thresh, nms_thresh, topk, top1=top1)
+    dets = [select_detections(b, p, tuple(shape), score_thresh, nms_thresh, topk, top1=top1)
             for b, p, shape in zip(boxes, probs, image_shapes)]
     return [to_instances(d, shape) for d, shape in zip(dets, image_shapes)], [d.proposal_index for d in dets]
 

@@ -9,6 +9,6 @@ from .classifier import (  # noqa: F401
     siamese_logits,
 )
 from .head import DeepACCHead  # noqa: F401
-from .inference import detection_set, image_prediction, select_detections  # noqa: F401
+from .inference import image_prediction, select_detections  # noqa: F401
 from .losses import additive_angular_margin, aam_loss, box_regression_loss, gia_loss  # noqa: F401
 from .prediction import Detections, ImagePrediction, to_prediction  # noqa: F401

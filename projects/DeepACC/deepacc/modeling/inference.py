@@ -8,12 +8,12 @@ Two selections are produced from the same proposals:
   proposal is a candidate, with that class's box.
 
 Both are followed by per-class NMS and a per-image top-k. Each detection keeps the index of its
-proposal, so its full probability vector can be reported. :func:`image_prediction` gives both sets
+proposal and that proposal's full probability vector. :func:`image_prediction` gives both sets
 of one image as an :class:`~deepacc.modeling.prediction.ImagePrediction`.
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Tuple
 
 import torch
 from torchvision.ops import batched_nms, clip_boxes_to_image
@@ -29,8 +29,8 @@ def select_detections(
     nms_thresh: float,
     topk: int,
     top1: bool = False,
-) -> Dict[str, torch.Tensor]:
-    """Detections of one image.
+) -> Detections:
+    """One detection set of one image.
 
     Args:
         boxes: class-specific ``(R, K, 4)`` or ``(R, 4K)``, or class-agnostic ``(R, 1, 4)`` or
@@ -41,8 +41,9 @@ def select_detections(
             ``MODEL.ROI_HEADS.NMS_THRESH_TEST`` and ``TEST.DETECTIONS_PER_IMAGE`` of the config
             (a negative ``topk`` keeps all).
     Returns:
-        dict with ``boxes (N, 4)``, ``scores (N,)``, ``classes (N,)`` in ``0..K-1`` and
-        ``proposal_index (N,)``, sorted by decreasing score.
+        :class:`Detections`, sorted by decreasing score: ``boxes (N, 4)``, ``scores (N,)``, ``classes
+        (N,)`` in ``0..K-1``, ``class_probs (N, K+1)`` (the row of ``probs`` of each detection's
+        proposal) and ``proposal_index (N,)``.
     """
     num_classes = probs.shape[1] - 1
     r = probs.shape[0]
@@ -64,39 +65,13 @@ def select_detections(
     keep = batched_nms(cand_boxes, cand_scores, cls_idx, nms_thresh)
     if topk >= 0:
         keep = keep[:topk]
-    return {
-        "boxes": cand_boxes[keep],
-        "scores": cand_scores[keep],
-        "classes": cls_idx[keep],
-        "proposal_index": prop_idx[keep],
-    }
+    index = prop_idx[keep]
+    return Detections(cand_boxes[keep], cand_scores[keep], cls_idx[keep], probs[index].float(), index)
 
 
-def detection_set(
-    boxes: torch.Tensor,
-    probs: torch.Tensor,
-    image_size: Tuple[int, int],
-    score_thresh: float,
-    nms_thresh: float,
-    topk: int,
-    top1: bool = False,
-) -> Detections:
-    """:func:`select_detections` as :class:`Detections`, with each detection's ``class_probs`` (its
-    proposal's row of ``probs``) and ``proposal_index``."""
-    sel = select_detections(boxes, probs, image_size, score_thresh, nms_thresh, topk, top1)
-    index = sel["proposal_index"]
-    return Detections(sel["boxes"], sel["scores"], sel["classes"], probs[index].float(), index)
-
-
-def image_prediction(
-    boxes: torch.Tensor,
-    probs: torch.Tensor,
-    image_size: Tuple[int, int],
-    score_thresh: float,
-    nms_thresh: float,
-    topk: int,
-) -> ImagePrediction:
+def image_prediction(boxes: torch.Tensor, probs: torch.Tensor, image_size: Tuple[int, int], score_thresh: float,
+                     nms_thresh: float, topk: int) -> ImagePrediction:
     """Both detection sets of one image (all classes and top-1) from its proposals' decoded boxes and
     class probabilities (arguments as :func:`select_detections`)."""
     args = (boxes, probs, image_size, score_thresh, nms_thresh, topk)
-    return ImagePrediction(detection_set(*args, top1=False), detection_set(*args, top1=True))
+    return ImagePrediction(select_detections(*args, top1=False), select_detections(*args, top1=True))
