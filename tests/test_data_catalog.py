@@ -53,7 +53,7 @@ def test_register_func():
 
 def test_builtin_names_registered():
     names = set(catalog.list_datasets())
-    for n in ["deepacc_synth_quick_train", "deepacc_synth_quick_val", "deepacc_synth_shift_test"] + [
+    for n in ["deepacc_synth_quick_train", "deepacc_synth_quick_val", "deepacc_synth_shift_test", "deepacc_synth_aneuploid_test"] + [
         f"{p}_{s}" for p in ("deepacc_synth", "gband_cells", "mfish", "voc_chromosomes") for s in ("train", "val", "test")
     ]:
         assert n in names
@@ -107,7 +107,7 @@ def test_prepare_synthetic_feeds_builtin_names(tmp_path, monkeypatch):
 
     mod = load_script("prepare_synthetic")
     assert mod.main(["--root", str(tmp_path), "--train", "2", "--val", "1", "--test", "1", "--shift-test", "1",
-                     "--width", "320", "--height", "240", "--workers", "1"]) == 0
+                     "--aneuploid-test", "5", "--width", "320", "--height", "240", "--workers", "1"]) == 0
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
     assert len(catalog.get_dataset_dicts("deepacc_synth_train")) == 2
     assert len(catalog.get_dataset_dicts("deepacc_synth_test")) == 1
@@ -115,3 +115,6 @@ def test_prepare_synthetic_feeds_builtin_names(tmp_path, monkeypatch):
     assert len(shift) == 1 and shift[0]["file_name"].startswith(str(tmp_path / "deepacc_synth_shift"))
     info = json.load(open(catalog.get_metadata("deepacc_synth_shift_test")["json_file"]))["info"]
     assert info["batch"] == "shifted"
+    aneuploid = catalog.get_dataset_dicts("deepacc_synth_aneuploid_test")
+    assert [d["karyotype"] for d in aneuploid] == ["47,XY,+21", "45,X", "47,XXY", "45,XY,-7", "47,XY,+21"]
+    assert [len(d["annotations"]) for d in aneuploid] == [47, 45, 47, 45, 47]

@@ -9,6 +9,7 @@ loaded (so setting the variable after import works). Builtin datasets (registere
     deepacc_synth_quick_{train,val}      <root>/deepacc_synth_quick/      auto-generated on first use
     deepacc_synth_{train,val,test}       <root>/deepacc_synth/            datasets/prepare_synthetic.py
     deepacc_synth_shift_test             <root>/deepacc_synth_shift/      datasets/prepare_synthetic.py (batch "shifted")
+    deepacc_synth_aneuploid_test         <root>/deepacc_synth_aneuploid/  datasets/prepare_synthetic.py (aneuploid only)
     gband_cells_{train,val,test}         <root>/gband_cells/              datasets/prepare_gband_cells.py
     gband_cells_{val,test}_aneuploid     <root>/gband_cells/              datasets/prepare_gband_cells.py --aneuploid
     mfish_{train,val,test}               <root>/mfish/                    datasets/prepare_mfish.py
@@ -235,6 +236,8 @@ def _register_builtins() -> None:
         _builtin_split(f"deepacc_synth_{split}", "deepacc_synth", split,
                        f"python datasets/prepare_synthetic.py --root {root_hint}")
     _builtin_split("deepacc_synth_shift_test", "deepacc_synth_shift", "test",
+                   f"python datasets/prepare_synthetic.py --root {root_hint}")
+    _builtin_split("deepacc_synth_aneuploid_test", "deepacc_synth_aneuploid", "test",
                    f"python datasets/prepare_synthetic.py --root {root_hint}")
     for split in ("train", "val", "test"):
         _builtin_split(f"gband_cells_{split}", "gband_cells", split,
