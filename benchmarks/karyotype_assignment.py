@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """Karyotype-consistent assignment vs the model's argmax: Acc, AER, Denver share, karyotype agreement.
 
-Runs each trained model once per dataset (torchvision engine; the predictions, with ``class_probs``,
-are cached as ``.npz`` under ``--cache`` so the sweep is re-scored without re-running the model),
-then scores the same predictions with the assignment off and at every ``--costs`` value with the
-project's :class:`MetaphaseEvaluator`; writes ``<out>.md`` and ``<out>.json``:
+Runs each trained model once per dataset, as ``train_net.py --eval-only`` does (torchvision engine,
+scale-aware reference of the checkpoint, the config's call thresholds; the predictions, with
+``class_probs``, are cached as ``.npz`` under ``--cache`` so the sweep is re-scored without re-running
+the model), then scores the same predictions with the assignment off and at every ``--costs`` value
+with the project's :class:`MetaphaseEvaluator`; writes ``<out>.md`` and ``<out>.json``:
 
     python benchmarks/karyotype_assignment.py \\
         --model a=configs/gband/faster_rcnn_R18_gband_cpu.yaml:output/gband/faster_rcnn_R18/model_final.pth \\
@@ -12,7 +13,7 @@ project's :class:`MetaphaseEvaluator`; writes ``<out>.md`` and ``<out>.json``:
         --datasets gband_cells_val gband_cells_val_aneuploid --costs 1,2,3,4,6,inf \\
         --out benchmarks/results/assignment_gband
 
-Columns: Acc, AER (%), calls relabelled, within-Denver-group share of the misnamed chromosomes,
+Columns: mAP, mAP_max (the model's, the same with and without the assignment), Acc, AER (%), calls relabelled, within-Denver-group share of the misnamed chromosomes,
 karyotype agreement with the ground-truth boxes (% of spreads), spreads whose karyotype the
 assignment fixed / broke, and right aneuploid karyotypes turned into a wrong euploid one.
 """
@@ -31,6 +32,8 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARTS = ("instances", "instances_top1")
 FIELDS = ("boxes", "scores", "classes", "class_probs")
+#: Part of the cache file names: predictions of v2 use the checkpoint's scale-aware reference (v1 did not).
+CACHE_VERSION = "v2"
 
 
 def save_predictions(path: str, preds: List[Dict]) -> None:
@@ -53,41 +56,58 @@ def load_predictions(path: str) -> List[Dict]:
     return [by_id[i] for i in sorted(by_id)]
 
 
-def predict_dataset(config: str, weights: str, dataset: str) -> List[Dict]:
-    import torch
-    from tqdm import tqdm
+class _Collect:
+    """The evaluator interface of :func:`deepacc.tv.evaluation.inference_on_dataset`, keeping the predictions."""
 
+    def reset(self):
+        self.predictions = []
+
+    def process(self, predictions):
+        self.predictions += predictions
+
+    def evaluate(self):
+        return self.predictions
+
+
+def load_model_config(config: str, weights: str):
     from deepacc.config import load_config
-    from deepacc.modeling.prediction import to_prediction
-    from deepacc.precision import amp_dtype, autocast_to
-    from deepacc.tv.checkpoint import AtomicCheckpointer
-    from deepacc.tv.data import build_test_loader, dataset_dicts
-    from deepacc.tv.model import build_model
 
     cfg = load_config(config, ["MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu"])
+    cfg.defrost()
+    return cfg
+
+
+def predict_dataset(cfg, dataset: str) -> List[Dict]:
+    """The predictions of ``--eval-only`` on ``dataset``: the torchvision engine's inference loop, with
+    the scale-aware reference stored in the checkpoint (as every predictor of the project)."""
+    import torch
+
+    from deepacc.data.scale import apply_reference, training_files
+    from deepacc.precision import amp_dtype
+    from deepacc.tv.checkpoint import AtomicCheckpointer
+    from deepacc.tv.data import build_test_loader, dataset_dicts
+    from deepacc.tv.evaluation import inference_on_dataset
+    from deepacc.tv.model import build_model
+
     model = build_model(cfg).eval()
-    AtomicCheckpointer(model).load(weights, checkpointables=[])
-    dicts = dataset_dicts([dataset])
-    dtype = amp_dtype(cfg, "cpu")
-    out = []
-    with torch.no_grad():
-        for batch in tqdm(build_test_loader(cfg, dicts), desc=f"{os.path.basename(os.path.dirname(weights))} "
-                                                             f"{dataset}", mininterval=10):
-            with autocast_to("cpu", dtype):
-                dets = model([b[0] for b in batch])
-            out += [to_prediction(d, b[2]["image_id"]) for d, b in zip(dets, batch)]
-    return out
+    extra = AtomicCheckpointer(model).load(str(cfg.MODEL.WEIGHTS), checkpointables=[]) or {}
+    apply_reference(cfg, extra, training_files(cfg))
+    loader = build_test_loader(cfg, dataset_dicts([dataset]))
+    return inference_on_dataset(model, loader, _Collect(), torch.device("cpu"), amp_dtype(cfg, "cpu"))
 
 
-def score(dicts, preds, cost, score_thresh=0.5, nms_thresh=0.7, iou_thresh=0.5) -> Dict:
-    from deepacc.evaluation import MetaphaseEvaluator
-
-    ev = MetaphaseEvaluator(dicts, output_dir=None, distributed=False, save_plot=False, extra_copy_cost=cost,
-                            score_thresh=score_thresh, nms_thresh=nms_thresh, iou_thresh=iou_thresh)
-    ev.process(preds)
+def score(dicts, preds, cost, thresholds) -> Dict:
+    """Metrics of ``preds`` at extra-copy ``cost`` (``None``: no assignment) with the model config's
+    call ``thresholds`` (:func:`deepacc.config.call_thresholds`)."""
     import contextlib
     import io
 
+    from deepacc.evaluation import MetaphaseEvaluator
+
+    ev = MetaphaseEvaluator(dicts, output_dir=None, distributed=False, save_plot=False, extra_copy_cost=cost,
+                            score_thresh=thresholds.score_thresh, nms_thresh=thresholds.nms_thresh,
+                            iou_thresh=thresholds.iou_thresh)
+    ev.process(preds)
     with contextlib.redirect_stdout(io.StringIO()):
         res = ev.evaluate()
     den = res["confusion"].get("denver", {})
@@ -119,7 +139,8 @@ def _json(v):
 
 
 def table(rows: List[Dict]) -> str:
-    cols = [("model", "model"), ("dataset", "dataset"), ("assignment", "assignment"), ("Acc", "Acc(%)"),
+    cols = [("model", "model"), ("dataset", "dataset"), ("assignment", "assignment"), ("mAP", "mAP(%)"),
+            ("mAP_max", "mAP_max(%)"), ("Acc", "Acc(%)"),
             ("AER", "AER(%)"), ("calls", "calls"), ("relabelled", "relabelled"), ("misnamed", "misnamed"),
             ("within_group_pct", "within-group(%)"), ("karyotype_agreement_pct", "karyotype agr.(%)"),
             ("karyotypes_fixed", "fixed"), ("karyotypes_broken", "broken"),
@@ -162,6 +183,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "assignment"),
                     help="output prefix (.md, .json)")
     a = ap.parse_args(argv)
+    from deepacc.config import call_thresholds
     from deepacc.tv.data import dataset_dicts
 
     costs = [float(c) for c in a.costs.split(",") if c.strip()]
@@ -170,18 +192,19 @@ def main(argv=None) -> int:
     for spec in a.model:
         name, _, rest = spec.partition("=")
         config, _, weights = rest.rpartition(":")
+        cfg = load_model_config(config, weights)
         for ds in a.datasets:
-            cache = os.path.join(a.cache, f"{name}__{ds}.npz")
+            cache = os.path.join(a.cache, f"{name}__{ds}__{CACHE_VERSION}.npz")
             if os.path.isfile(cache) and os.path.getmtime(cache) >= os.path.getmtime(weights):
                 preds = load_predictions(cache)
             else:
-                preds = predict_dataset(config, weights, ds)
+                preds = predict_dataset(cfg, ds)
                 save_predictions(cache, preds)
             dicts = dataset_dicts([ds])
             for cost in [None] + costs:
                 t = time.perf_counter()
                 row = {"model": name, "dataset": ds, "assignment": "off" if cost is None else f"cost {cost:g}",
-                       "extra_copy_cost": cost, **score(dicts, preds, cost)}
+                       "extra_copy_cost": cost, **score(dicts, preds, cost, call_thresholds(cfg))}
                 timing[f"{name}/{ds}/{cost}"] = time.perf_counter() - t
                 rows.append(row)
                 print(table([row]).splitlines()[-1], flush=True)
