@@ -26,18 +26,13 @@ import cv2
 import numpy as np
 
 from ..config import CALLS
-from ..karyotype import CLASS_NAMES, GROUP_COLORS, canonical_name, group_of
+from ..karyotype import CLASS_NAMES, DENVER_GROUPS, GROUP_COLORS, canonical_name, group_of
 from .summary import top2_margin
 
 __all__ = ["ISCN_ROWS", "Cutout", "extract_chromosome", "scale_cutouts", "render_karyogram"]
 
-#: Class names of each karyogram row, in ISCN order.
-ISCN_ROWS: Tuple[Tuple[str, ...], ...] = (
-    ("1", "2", "3", "4", "5"),
-    ("6", "7", "8", "9", "10", "11", "12", "X"),
-    ("13", "14", "15", "16", "17", "18"),
-    ("19", "20", "21", "22", "Y"),
-)
+#: Class names of each karyogram row, in ISCN order: Denver groups A+B, C (with X), D+E, F+G (with Y).
+ISCN_ROWS: Tuple[Tuple[str, ...], ...] = tuple(sum((DENVER_GROUPS[g] for g in row), ()) for row in ("AB", "C", "DE", "FG"))
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _RED = (210, 0, 0)
