@@ -29,6 +29,9 @@ from typing import Dict, List
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from trained_models import add_model_argument  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARTS = ("instances", "instances_top1")
 FIELDS = ("boxes", "scores", "classes", "class_probs")
@@ -174,8 +177,7 @@ def time_solver(sizes=(46, 50, 100), repeats=200, cost=3.0) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", action="append", required=True, metavar="NAME=CONFIG:WEIGHTS",
-                    help="a trained model (repeat): row name, its config file and checkpoint")
+    add_model_argument(ap)
     ap.add_argument("--datasets", nargs="+", required=True, help="registered dataset names")
     ap.add_argument("--costs", default="1,2,3,4,6,inf", help="extra-copy costs to score (comma-separated)")
     ap.add_argument("--cache", default=os.path.join(REPO, "output", "assignment_cache"),
@@ -189,9 +191,7 @@ def main(argv=None) -> int:
     costs = [float(c) for c in a.costs.split(",") if c.strip()]
     os.makedirs(a.cache, exist_ok=True)
     rows, timing = [], {}
-    for spec in a.model:
-        name, _, rest = spec.partition("=")
-        config, _, weights = rest.rpartition(":")
+    for name, config, weights in a.model:
         cfg = load_model_config(config, weights)
         for ds in a.datasets:
             cache = os.path.join(a.cache, f"{name}__{ds}__{CACHE_VERSION}.npz")

@@ -31,6 +31,9 @@ from typing import Dict, List
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from trained_models import add_model_argument  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -105,8 +108,7 @@ def _fmt(v):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--src", required=True, help="the gband_cells source folder (crops per cell)")
-    ap.add_argument("--model", action="append", required=True, metavar="NAME=CONFIG:WEIGHTS",
-                    help="a trained model (repeat): row name, config file, checkpoint")
+    add_model_argument(ap)
     ap.add_argument("--mags", default="0.5,0.75,1,1.5,2", help="magnifications (comma-separated)")
     ap.add_argument("--root", default=os.path.join(REPO, "output", "magnification"),
                     help="where the re-rendered datasets are written")
@@ -126,9 +128,7 @@ def main(argv=None) -> int:
             register_coco_dataset(name, js, os.path.dirname(os.path.dirname(js)))
         names[m] = name
     rows: List[Dict] = []
-    for spec in a.model:
-        row_name, _, rest = spec.partition("=")
-        config, _, weights = rest.rpartition(":")
+    for row_name, config, weights in a.model:
         cfg = load_config(config, ["MODEL.WEIGHTS", weights])
         apply_reference(cfg, stored_reference(weights), training_files(cfg))
         reference = {"size": float(cfg.INPUT.SCALE_AWARE.REFERENCE_SIZE), "frame": float(cfg.INPUT.SCALE_AWARE.REFERENCE_FRAME)}

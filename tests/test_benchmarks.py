@@ -119,3 +119,15 @@ def test_learning_curve_reads_evaluations_once_and_adds_pretraining_time(tmp_pat
     assert lc.main([str(run), "--name", "t", "--results", str(tmp_path / "res")]) == 0
     md = open(tmp_path / "res" / "curve_t.md").read()
     assert "| 40 | 1.4 | 3.4 | 20.00 | 70.00 | - |" in md  # columns mAP, AER, Acc (none at 40)
+
+
+def test_model_argument_names_a_malformed_spec():
+    import argparse
+
+    from trained_models import TrainedModel, parse_model
+
+    assert parse_model("f=configs/a.yaml:output/f/model_final.pth") == TrainedModel(
+        "f", "configs/a.yaml", "output/f/model_final.pth")
+    for bad in ("configs/a.yaml:model.pth", "f=model.pth", "f=configs/a.yaml:"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected NAME=CONFIG:WEIGHTS"):
+            parse_model(bad)
