@@ -75,28 +75,20 @@ class _Collect:
 def load_model_config(config: str, weights: str):
     from deepacc.config import load_config
 
-    cfg = load_config(config, ["MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu"])
-    cfg.defrost()
-    return cfg
+    return load_config(config, ["MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu"])
 
 
 def predict_dataset(cfg, dataset: str) -> List[Dict]:
-    """The predictions of ``--eval-only`` on ``dataset``: the torchvision engine's inference loop, with
-    the scale-aware reference stored in the checkpoint (as every predictor of the project)."""
-    import torch
-
-    from deepacc.data.scale import apply_reference, training_files
+    """The predictions of ``--eval-only`` on ``dataset``: the torchvision engine's predictor (trained
+    weights required, the scale-aware reference stored in the checkpoint) run by its inference loop."""
     from deepacc.precision import amp_dtype
-    from deepacc.tv.checkpoint import AtomicCheckpointer
     from deepacc.tv.data import build_test_loader, dataset_dicts
     from deepacc.tv.evaluation import inference_on_dataset
-    from deepacc.tv.model import build_model
+    from deepacc.tv.predictor import TorchvisionPredictor
 
-    model = build_model(cfg).eval()
-    extra = AtomicCheckpointer(model).load(str(cfg.MODEL.WEIGHTS), checkpointables=[]) or {}
-    apply_reference(cfg, extra, training_files(cfg))
-    loader = build_test_loader(cfg, dataset_dicts([dataset]))
-    return inference_on_dataset(model, loader, _Collect(), torch.device("cpu"), amp_dtype(cfg, "cpu"))
+    p = TorchvisionPredictor(cfg)
+    loader = build_test_loader(p.cfg, dataset_dicts([dataset]))
+    return inference_on_dataset(p.model, loader, _Collect(), p.device, amp_dtype(p.cfg, p.device.type))
 
 
 def score(dicts, preds, cost, thresholds) -> Dict:
