@@ -60,6 +60,16 @@ def test_missing_config_and_unwritable_output_dir(capsys, tmp_path):
     assert code == 2 and "is not writable" in err and "Traceback" not in err
 
 
+def test_unavailable_engine_is_one_line(capsys, monkeypatch):
+    import deepacc.engine
+
+    monkeypatch.setattr(deepacc.engine, "detectron2_available", lambda: False)
+    with pytest.raises(SystemExit) as e:
+        T.main(["--engine", "detectron2", "--config-file", QUICK_CONFIG])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("train_net.py: --engine detectron2: Detectron2 is not importable")
+
+
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(Exception) as e:
         T.main(["--engine", "torchvision", "--debug", "--config-file", QUICK_CONFIG, "SOLVER.BASE_LR", "-1.0",

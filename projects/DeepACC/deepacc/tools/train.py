@@ -99,7 +99,8 @@ def main(argv=None) -> None:
     try:
         engine = choose_engine(args.engine)
     except EngineError as e:
-        raise SystemExit(f"train_net.py: {e}") from None
+        print(f"train_net.py: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(f"DeepACC: running on the {engine} engine"
           + (" (Detectron2 not importable)" if args.engine == "auto" and engine == "torchvision" else ""), flush=True)
     try:
