@@ -22,8 +22,10 @@ f, ...) so that machine noise hits both alike:
     python benchmarks/bench_speed.py --compare paths --protocol cpu --size 1280x960 --tag paths_cpu_protocol
 
 ``--compare paths`` times one model (row f) on the old execution path (fp32, channels-last
-everywhere) and the new one (``SOLVER.AMP.ENABLED`` = bf16 autocast on the CPU, ``MODEL.CHANNELS_LAST
-auto``) and reports images/s speed-ups instead of the DeepACC / Faster R-CNN ratios.
+everywhere, torchvision's IoU, a 3-channel resize and normalisation pass: ``as_old_path``) and the new
+one (``SOLVER.AMP.ENABLED`` = bf16 autocast on the CPU, ``MODEL.CHANNELS_LAST auto``, the engine's
+fast matching and one-plane resize; with a frozen-BN trunk also the conv-BN folding) and reports
+images/s speed-ups instead of the DeepACC / Faster R-CNN ratios.
 
 Ratios DeepACC / Faster R-CNN are what to compare across machines, not absolute times. Results
 go to ``benchmarks/results/speed_<device>_<tag>.{json,md}``.
@@ -52,6 +54,7 @@ MODELS = [("(a) Faster R-CNN", "faster_rcnn_R101_FPN_2x.yaml"), ("(f) DeepACC", 
 #: ``--compare paths``: the same model (row f) on the execution path before mixed precision on the CPU
 #: (fp32, channels-last convolutions everywhere) and on today's defaults of a CPU recipe
 #: (``SOLVER.AMP.ENABLED True`` = bf16 autocast on the CPU, ``MODEL.CHANNELS_LAST auto``).
+#: The old path also puts back the steps the project has made cheaper since (see ``as_old_path``).
 PATHS = [("old path: fp32, channels-last", "DeepACC_R101_FPN_2x.yaml",
           ["SOLVER.AMP.ENABLED", "False", "MODEL.CHANNELS_LAST", "on"]),
          ("new path: AMP, layout auto", "DeepACC_R101_FPN_2x.yaml",
@@ -65,11 +68,31 @@ PROTOCOLS = {"cpu": os.path.join(REPO, "benchmarks", "protocols", "cpu_R18_GN.ya
 
 
 def variants(args):
-    """``(label, config file, extra overrides)`` of the models compared."""
+    """``(label, config file, extra overrides, old path?)`` of the models compared."""
     if args.compare == "paths":
-        return PATHS
+        return [(label, cfg_file, extra, k == 0) for k, (label, cfg_file, extra) in enumerate(PATHS)]
     amp = ["SOLVER.AMP.ENABLED", str(bool(args.amp))]
-    return [(label, cfg_file, amp) for label, cfg_file in MODELS]
+    return [(label, cfg_file, amp, False) for label, cfg_file in MODELS]
+
+
+def as_old_path(model) -> None:
+    """Put back, on a built model, the torchvision engine's steps as they were before the fast path:
+    torchvision's ``box_iou`` for the anchor and proposal matching, and the normalisation pass of the
+    model's transform even where it is the identity. Its images are materialised 3-channel tensors
+    (``materialised``), so the resize works on three planes again. (The old path's GroupNorm trunk has
+    no frozen BN to fold.)"""
+    from torchvision.ops import box_iou
+
+    model.rpn.box_similarity = box_iou
+    model.roi_heads.box_similarity = box_iou
+    model.transform._identity_normalize = False
+
+
+def materialised(sample):
+    """A mapped ``(image, target, record)`` with its image as three real channels, as the mapper made it
+    before it handed the model one plane seen three times."""
+    image, *rest = sample
+    return (image.contiguous(), *rest)
 
 
 def build(config: str, args, device, extra=()):
@@ -172,9 +195,13 @@ def run_probe(args, device, spec: str) -> None:
     """Build one model and its data, reset the kernel's peak-RSS mark, run one training iteration or
     inference, print the peak RSS above the level before it (MiB)."""
     k, phase = spec.split(":")
-    label, cfg_file, extra = variants(args)[int(k)]
+    label, cfg_file, extra, old = variants(args)[int(k)]
     cfg, model, opt = build(cfg_file, args, device, extra)
     train_batches, test_images = make_batches(args, cfg)
+    if old:
+        as_old_path(model)
+        train_batches = [[materialised(s) for s in batch] for batch in train_batches]
+        test_images = [materialised(s) for s in test_images]
     with open("/proc/self/clear_refs", "w") as f:  # "5" resets VmHWM to the current RSS (Linux >= 4.0)
         f.write("5")
     base = _status_kib("VmRSS")
@@ -219,8 +246,16 @@ def main(argv=None) -> int:
         run_probe(args, device, args.probe)
         return 0
 
-    built = [(label, *build(cfg_file, args, device, extra)) for label, cfg_file, extra in variants(args)]
+    chosen = variants(args)
+    built = [(label, *build(cfg_file, args, device, extra)) for label, cfg_file, extra, _ in chosen]
     train_batches, test_images = make_batches(args, built[0][1])
+    old_train = [[materialised(s) for s in batch] for batch in train_batches]
+    old_test = [materialised(s) for s in test_images]
+    batches = {}  # model index -> (training batches, test images) it is fed
+    for k, (_, _, _, old) in enumerate(chosen):
+        if old:
+            as_old_path(built[k][2])
+        batches[k] = (old_train, old_test) if old else (train_batches, test_images)
     n_params = [sum(p.numel() for p in m.parameters()) for _, _, m, _ in built]
     print(f"{args.depth}-layer ResNet-FPN, {args.width}x{args.height}, batch {args.batch}, {device}"
           f"{' AMP' if amp else ''}, {torch.get_num_threads()} threads; parameters: "
@@ -230,7 +265,8 @@ def main(argv=None) -> int:
     train_mem = [[] for _ in built]
     infer_t = [[] for _ in built]
     infer_mem = [[] for _ in built]
-    for label, cfg, model, opt in built:  # warm-up (allocator, kernels, oneDNN primitives)
+    for k, (label, cfg, model, opt) in enumerate(built):  # warm-up (allocator, kernels, oneDNN primitives)
+        train_batches, test_images = batches[k]
         model.train()
         for i in range(args.warmup):
             step(model, opt, cfg, train_batches[i % len(train_batches)], device)
@@ -241,6 +277,7 @@ def main(argv=None) -> int:
     for i in range(args.train_iters):
         for k, (label, cfg, model, opt) in enumerate(built):
             model.train()
+            train_batches = batches[k][0]
             batch = train_batches[i % len(train_batches)]
             dt, mem = timed(lambda: step(model, opt, cfg, batch, device), device)
             train_t[k].append(dt)
@@ -249,6 +286,7 @@ def main(argv=None) -> int:
     for i in range(args.infer_iters):
         for k, (label, cfg, model, opt) in enumerate(built):
             model.eval()
+            test_images = batches[k][1]
             image = test_images[i % len(test_images)]
             dt, mem = timed(lambda: infer(model, image, device, cfg), device)
             infer_t[k].append(dt)

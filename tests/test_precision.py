@@ -1,11 +1,13 @@
-"""Mixed precision on both devices (SOLVER.AMP.*), the memory-layout switch and the frozen BN's dtype."""
+"""Mixed precision on both devices (SOLVER.AMP.*), the memory-layout switch, the frozen BN (dtype, folding) and the fast IoU."""
+import copy
+
 import pytest
 import torch
 
 from deepacc.config import get_cfg, load_config
 from deepacc.modeling import DeepACCClassifier
 from deepacc.precision import amp_dtype, autocast, needs_grad_scaler, use_channels_last
-from deepacc.tv.model import FrozenBN, build_model
+from deepacc.tv.model import ConvFrozenBN, FrozenBN, build_model, build_resnet, fold_frozen_bn
 from deepacc.tv.solver import build_optimizer
 from deepacc.tv.trainer import train_step
 from tv_tiny import QUICK_CONFIG, TINY_OPTS
@@ -57,6 +59,61 @@ def test_frozen_bn_is_the_same_affine_map_and_keeps_the_dtype():
     assert torch.allclose(bn(x), ref, atol=1e-5)
     y = bn(x.to(torch.bfloat16))
     assert y.dtype == torch.bfloat16 and torch.allclose(y.float(), ref, atol=0.05)
+
+
+def _random_frozen_bn(model):
+    for m in model.modules():
+        if isinstance(m, FrozenBN):
+            m.weight.uniform_(0.5, 2), m.bias.uniform_(-1, 1)
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2)
+
+
+def test_folded_frozen_bn_trunk_computes_the_same_function_and_gradients_with_the_same_checkpoint_keys():
+    cfg = load_config(QUICK_CONFIG, TINY_OPTS + ["MODEL.RESNETS.NORM", "FrozenBN"])
+    torch.manual_seed(0)
+    plain = build_resnet(cfg)
+    _random_frozen_bn(plain)
+    folded = copy.deepcopy(plain)
+    assert fold_frozen_bn(folded) == 20  # ResNet-18: stem, 16 block convolutions, 3 shortcuts
+    assert list(folded.state_dict()) == list(plain.state_dict())
+    assert not any(isinstance(m, FrozenBN) and not m.folded for m in folded.modules())
+    x = torch.randn(2, 3, 40, 48)
+    y_plain, y_folded = plain(x), folded(x)
+    assert torch.allclose(y_folded, y_plain, rtol=1e-4, atol=1e-5 * float(y_plain.abs().max()))
+    y_plain.square().sum().backward()
+    y_folded.square().sum().backward()
+    for (name, p), q in zip(plain.named_parameters(), folded.parameters()):
+        assert torch.allclose(q.grad, p.grad, rtol=1e-3, atol=1e-4 * float(p.grad.abs().max())), name
+    # a changed buffer (a loaded checkpoint) is used at the next call, and a deep copy folds into its own BN
+    twin = copy.deepcopy(folded)
+    assert twin.conv1._frozen_bn[0] is twin.bn1
+    folded.bn1.running_mean.add_(3.0)
+    plain.bn1.running_mean.add_(3.0)
+    assert torch.allclose(folded(x), plain(x), rtol=1e-4, atol=1e-5 * float(y_plain.abs().max()))
+    assert not torch.allclose(twin(x), folded(x))
+    # other norms are left alone; the detector's trunk is folded
+    assert fold_frozen_bn(build_resnet(load_config(QUICK_CONFIG, TINY_OPTS + ["MODEL.RESNETS.NORM", "GN"]))) == 0
+    model = build_model(cfg)
+    assert isinstance(model.backbone.body.conv1, ConvFrozenBN)
+
+
+def test_pairwise_iou_is_torchvisions_bit_for_bit():
+    from torchvision.ops import box_iou
+
+    from deepacc.tv.model import pairwise_iou
+
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(300, 2, generator=g) * 500
+    boxes = torch.cat([xy, xy + torch.rand(300, 2, generator=g) * 120], 1)
+    boxes[5] = boxes[4]  # identical boxes, IoU exactly 1
+    boxes[6, 2:] = boxes[6, :2] + torch.tensor([0.0, 10.0])  # zero area
+    gt = boxes[:23]
+    iou, ref = pairwise_iou(gt, boxes), box_iou(gt, boxes)
+    assert iou.shape == (23, 300) and torch.equal(iou.isnan(), ref.isnan())  # 0 / 0 of the zero-area box
+    assert torch.equal(iou.nan_to_num(-1.0), ref.nan_to_num(-1.0))
+    assert iou[4, 5] == 1 and iou[6, 6].isnan() and 0 < int((iou > 0.5).sum()) < iou.numel()
+    model = build_model(load_config(QUICK_CONFIG, TINY_OPTS))
+    assert model.rpn.box_similarity is pairwise_iou and model.roi_heads.box_similarity is pairwise_iou
 
 
 def test_bf16_training_step_on_cpu_learns_and_keeps_the_margin_branch_fp32(tiny_data_root, monkeypatch):

@@ -128,6 +128,38 @@ def test_model_outputs_both_detection_sets_in_image_coordinates():
     assert torch.equal(top1.class_probs[:, :24].argmax(1), top1.classes)
 
 
+def test_one_gray_plane_as_three_channels_gives_the_same_model_input_and_losses():
+    """The mapper hands the model one plane seen as three channels; the model resizes it once and skips
+    the identity normalisation. The model input equals that of a materialised 3-channel image up to the
+    last bit of the resize (the CPU's 1- and 3-channel bilinear kernels round differently), and so do
+    the losses."""
+    from deepacc.data.transforms import to_model_input
+
+    gray = (np.random.default_rng(0).random((300, 400)) * 255).astype(np.uint8)
+    plane = to_model_input(gray)
+    assert plane.shape == (3, 300, 400) and plane.stride(0) == 0
+    torch.manual_seed(0)
+    cfg = tiny_cfg("INPUT.MIN_SIZE_TEST", "150", "INPUT.MAX_SIZE_TEST", "200", "INPUT.MIN_SIZE_TRAIN", "(150,)",
+                   "INPUT.MAX_SIZE_TRAIN", "200")
+    model = build_model(cfg).eval()
+    assert model.transform._identity_normalize
+    (a, _), (b, _) = model.transform([plane]), model.transform([plane.contiguous()])
+    assert a.image_sizes == b.image_sizes == [(150, 200)] and a.tensors.shape == b.tensors.shape
+    assert torch.equal(a.tensors[0, 0], a.tensors[0, 2]) and torch.allclose(a.tensors, b.tensors, rtol=0, atol=1e-5)
+    with torch.no_grad():
+        assert len(model([plane])[0].instances.boxes) > 0
+    model.train()
+    target = {"boxes": torch.tensor([[10.0, 10.0, 60.0, 40.0], [100.0, 100.0, 130.0, 190.0]]),
+              "classes": torch.tensor([3, 7])}
+    torch.manual_seed(1)
+    la = model([plane], [dict(target)])
+    torch.manual_seed(1)
+    lb = model([plane.contiguous()], [dict(target)])
+    assert la.keys() == lb.keys() and all(torch.allclose(la[k], lb[k], rtol=1e-3, atol=1e-5) for k in la)
+    # a model that normalises (PIXEL_MEAN/STD not 0/1) still does
+    assert not build_model(tiny_cfg("MODEL.PIXEL_MEAN", "[1.0, 2.0, 3.0]")).transform._identity_normalize
+
+
 def test_image_without_proposals_gives_empty_detections():
     torch.manual_seed(0)
     model = build_model(tiny_cfg()).eval()

@@ -29,8 +29,12 @@ def normalize_image(gray: np.ndarray, mode: str = "per_image", stats=None) -> np
 
 
 def to_model_input(gray: np.ndarray, mode: str = "per_image", stats=None):
-    """HxW uint8 grayscale -> (3, H, W) float torch tensor (the gray plane repeated for ResNet stems)."""
+    """HxW uint8 grayscale -> (3, H, W) float torch tensor (the gray plane repeated for ResNet stems).
+
+    The three channels are one plane seen three times (an ``expand``ed view, channel stride 0): a
+    third of the memory through the data loader's shared memory, and the torchvision engine's
+    resize works on the one plane. Read-only: copy it (``.contiguous()``) before writing into it."""
     import torch
 
     x = torch.from_numpy(np.ascontiguousarray(normalize_image(gray, mode, stats)))
-    return x.unsqueeze(0).expand(3, -1, -1).contiguous()
+    return x.unsqueeze(0).expand(3, -1, -1)

@@ -26,6 +26,24 @@ from .roi_heads import TorchvisionDeepACCRoIHeads
 
 logger = logging.getLogger(__name__)
 
+def pairwise_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """IoU of every xyxy box of ``boxes1`` (N, 4) with every box of ``boxes2`` (M, 4): an (N, M) tensor.
+
+    The values of ``torchvision.ops.box_iou`` bit for bit (the same float operations in the same order),
+    ~7x faster on the CPU: coordinates as contiguous rows instead of strided columns, no (N, M, 2)
+    corner tensors, in-place steps. The RPN matches every anchor (~77k at 640x480) with every
+    chromosome of the image (~46) at each training step, and torchvision's version took ~11 % of a CPU
+    training step (``torch.profiler``).
+    """
+    c1, c2 = boxes1.t().contiguous(), boxes2.t().contiguous()  # (4, N), (4, M)
+    area1 = (c1[2] - c1[0]) * (c1[3] - c1[1])
+    area2 = (c2[2] - c2[0]) * (c2[3] - c2[1])
+    w = torch.minimum(c1[2, :, None], c2[2]).sub_(torch.maximum(c1[0, :, None], c2[0]))
+    h = torch.minimum(c1[3, :, None], c2[3]).sub_(torch.maximum(c1[1, :, None], c2[1]))
+    inter = w.clamp_(min=0).mul_(h.clamp_(min=0))
+    return inter.div_((area1[:, None] + area2).sub_(inter))
+
+
 _RES = {"res2": "layer1", "res3": "layer2", "res4": "layer3", "res5": "layer4"}
 _P = {"p2": "0", "p3": "1", "p4": "2", "p5": "3", "p6": "pool"}
 
@@ -38,10 +56,57 @@ class FrozenBN(FrozenBatchNorm2d):
     bf16 CPU training step in copies). Here the folded scale and shift are cast to the input's dtype.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    #: set by :func:`fold_frozen_bn`: the convolution before this layer applies its scale and shift
+    folded = False
+
+    def scale_shift(self):
+        """The affine map as ``(scale, shift)`` per channel (fp32)."""
         scale = self.weight * (self.running_var + self.eps).rsqrt()
-        shift = self.bias - self.running_mean * scale
+        return scale, self.bias - self.running_mean * scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.folded:
+            return x
+        scale, shift = self.scale_shift()
         return x * scale.to(x.dtype).view(1, -1, 1, 1) + shift.to(x.dtype).view(1, -1, 1, 1)
+
+
+class ConvFrozenBN(nn.Conv2d):
+    """A bias-free convolution followed by a :class:`FrozenBN`, computed as one convolution.
+
+    ``bn(conv(x, W)) = conv(x, W * scale) + shift`` exactly (the map is frozen), so the weights are
+    scaled (a few thousand multiplications) instead of the activations: one elementwise pass over the
+    output less in the forward pass and one less in the backward pass, for every block of the trunk.
+    ``W`` keeps its name and gradient, and the BN keeps its buffers: checkpoints are unchanged. Made
+    by :func:`fold_frozen_bn`, which swaps the class of an existing ``nn.Conv2d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale, shift = self._frozen_bn[0].scale_shift()
+        return self._conv_forward(x, self.weight * scale.view(-1, 1, 1, 1), shift)
+
+
+def fold_frozen_bn(resnet: nn.Module) -> int:
+    """Fold every :class:`FrozenBN` of a torchvision ResNet into the bias-free convolution before it
+    (stem, blocks, shortcuts); returns how many were folded. Exact up to rounding."""
+    pairs = [(resnet.conv1, resnet.bn1)]
+    for layer in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4):
+        for block in layer:
+            k = 1
+            while hasattr(block, f"conv{k}"):
+                pairs.append((getattr(block, f"conv{k}"), getattr(block, f"bn{k}")))
+                k += 1
+            if block.downsample is not None:
+                pairs.append((block.downsample[0], block.downsample[1]))
+    n = 0
+    for conv, bn in pairs:
+        if type(conv) is nn.Conv2d and conv.bias is None and isinstance(bn, FrozenBN) \
+                and conv.out_channels == bn.weight.numel():
+            conv.__class__ = ConvFrozenBN
+            conv._frozen_bn = (bn,)  # a tuple: not registered as a submodule, so no new state-dict keys
+            bn.folded = True
+            n += 1
+    return n
 
 
 def _norm_layer(name: str):
@@ -67,6 +132,7 @@ def build_resnet(cfg, norm: Optional[str] = None) -> torchvision.models.ResNet:
 def build_backbone(cfg) -> BackboneWithFPN:
     depth = int(cfg.MODEL.RESNETS.DEPTH)
     resnet = build_resnet(cfg)
+    fold_frozen_bn(resnet)  # a no-op unless MODEL.RESNETS.NORM is FrozenBN
     in_features = list(cfg.MODEL.FPN.IN_FEATURES) or ["res2", "res3", "res4", "res5"]
     # Detectron2's FREEZE_AT: 1 = stem, 2 = stem + res2, ...
     stages = [["conv1", "bn1"], ["layer1"], ["layer2"], ["layer3"], ["layer4"]]
@@ -86,7 +152,12 @@ def build_backbone(cfg) -> BackboneWithFPN:
 
 
 class _Transform(GeneralizedRCNNTransform):
-    """Resize with ``INPUT.MIN_SIZE_TRAIN``/``MAX_SIZE_TRAIN`` in training, ``*_TEST`` otherwise."""
+    """Resize with ``INPUT.MIN_SIZE_TRAIN``/``MAX_SIZE_TRAIN`` in training, ``*_TEST`` otherwise.
+
+    Two shortcuts: no normalisation pass when ``MODEL.PIXEL_MEAN`` is 0 and ``PIXEL_STD`` 1 (the mapper
+    standardised the image; exact), and a gray image given as one plane expanded to three channels is
+    resized once, not three times (``torch.profiler``: the resize was ~8 % of a CPU inference; the same
+    values up to the last bit, where the CPU's 1- and 3-channel bilinear kernels may round apart)."""
 
     def __init__(self, cfg):
         super().__init__(min_size=tuple(int(s) for s in cfg.INPUT.MIN_SIZE_TRAIN),
@@ -97,8 +168,23 @@ class _Transform(GeneralizedRCNNTransform):
             raise ValueError("this engine samples INPUT.MIN_SIZE_TRAIN by 'choice' only")
         self._test = ((int(cfg.INPUT.MIN_SIZE_TEST),), int(cfg.INPUT.MAX_SIZE_TEST))
         self.pending_factors: List[Optional[float]] = []  # per image of the current call (scale-aware)
+        self._identity_normalize = all(float(m) == 0.0 for m in cfg.MODEL.PIXEL_MEAN) and \
+            all(float(s) == 1.0 for s in cfg.MODEL.PIXEL_STD)
+
+    def normalize(self, image):
+        if self._identity_normalize:  # (x - 0) / 1: the mapper standardised the image already
+            return image
+        return super().normalize(image)
 
     def resize(self, image, target=None):
+        if image.dim() == 3 and image.shape[0] > 1 and image.stride(0) == 0:
+            # one gray plane seen as 3 channels (deepacc.data.transforms.to_model_input): resize the
+            # plane once instead of three equal channels
+            plane, target = self._resize(image[:1], target)
+            return plane.expand(image.shape[0], -1, -1), target
+        return self._resize(image, target)
+
+    def _resize(self, image, target):
         if self.training:
             return super().resize(image, target)
         factor = self.pending_factors.pop(0) if self.pending_factors else None
@@ -183,11 +269,13 @@ def build_model(cfg) -> TorchvisionDeepACCRCNN:
         post_nms_top_n=dict(training=int(cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN), testing=int(cfg.MODEL.RPN.POST_NMS_TOPK_TEST)),
         nms_thresh=float(cfg.MODEL.RPN.NMS_THRESH),
     )
+    rpn.box_similarity = pairwise_iou
     roi_in = [_P[f] for f in cfg.MODEL.ROI_HEADS.IN_FEATURES]
     pooler = MultiScaleRoIAlign(roi_in, int(cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION),
                                 int(cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO))
     head = DeepACCHead.from_config(cfg, int(cfg.MODEL.FPN.OUT_CHANNELS))
     roi_heads = TorchvisionDeepACCRoIHeads.from_config(cfg, pooler, head)
+    roi_heads.box_similarity = pairwise_iou
     device = str(cfg.MODEL.DEVICE)
     channels_last = use_channels_last(cfg, "cuda" if device.startswith("cuda") and torch.cuda.is_available() else "cpu")
     if channels_last:
