@@ -75,24 +75,24 @@ def variants(args):
     return [(label, cfg_file, amp, False) for label, cfg_file in MODELS]
 
 
-def as_old_path(model) -> None:
-    """Put back, on a built model, the torchvision engine's steps as they were before the fast path:
-    torchvision's ``box_iou`` for the anchor and proposal matching, and the normalisation pass of the
-    model's transform even where it is the identity. Its images are materialised 3-channel tensors
-    (``materialised``), so the resize works on three planes again. (The old path's GroupNorm trunk has
-    no frozen BN to fold.)"""
+def as_old_path(model, train_batches, test_images):
+    """Put back, on a built model and its inputs, the torchvision engine's steps as they were before the
+    fast path: torchvision's ``box_iou`` for the anchor and proposal matching, the normalisation pass
+    of the model's transform even where it is the identity, and images as three real channels (as the
+    mapper made them before it handed the model one plane seen three times), so the resize works on
+    three planes again. (The old path's GroupNorm trunk has no frozen BN to fold.) Returns the
+    materialised ``(training batches, test images)``."""
     from torchvision.ops import box_iou
 
     model.rpn.box_similarity = box_iou
     model.roi_heads.box_similarity = box_iou
     model.transform._identity_normalize = False
 
+    def materialised(sample):
+        image, *rest = sample
+        return (image.contiguous(), *rest)
 
-def materialised(sample):
-    """A mapped ``(image, target, record)`` with its image as three real channels, as the mapper made it
-    before it handed the model one plane seen three times."""
-    image, *rest = sample
-    return (image.contiguous(), *rest)
+    return [[materialised(s) for s in batch] for batch in train_batches], [materialised(s) for s in test_images]
 
 
 def build(config: str, args, device, extra=()):
@@ -199,9 +199,7 @@ def run_probe(args, device, spec: str) -> None:
     cfg, model, opt = build(cfg_file, args, device, extra)
     train_batches, test_images = make_batches(args, cfg)
     if old:
-        as_old_path(model)
-        train_batches = [[materialised(s) for s in batch] for batch in train_batches]
-        test_images = [materialised(s) for s in test_images]
+        train_batches, test_images = as_old_path(model, train_batches, test_images)
     with open("/proc/self/clear_refs", "w") as f:  # "5" resets VmHWM to the current RSS (Linux >= 4.0)
         f.write("5")
     base = _status_kib("VmRSS")
@@ -249,13 +247,8 @@ def main(argv=None) -> int:
     chosen = variants(args)
     built = [(label, *build(cfg_file, args, device, extra)) for label, cfg_file, extra, _ in chosen]
     train_batches, test_images = make_batches(args, built[0][1])
-    old_train = [[materialised(s) for s in batch] for batch in train_batches]
-    old_test = [materialised(s) for s in test_images]
-    batches = {}  # model index -> (training batches, test images) it is fed
-    for k, (_, _, _, old) in enumerate(chosen):
-        if old:
-            as_old_path(built[k][2])
-        batches[k] = (old_train, old_test) if old else (train_batches, test_images)
+    batches = {k: as_old_path(built[k][2], train_batches, test_images) if old else (train_batches, test_images)
+               for k, (_, _, _, old) in enumerate(chosen)}  # model index -> (training batches, test images)
     n_params = [sum(p.numel() for p in m.parameters()) for _, _, m, _ in built]
     print(f"{args.depth}-layer ResNet-FPN, {args.width}x{args.height}, batch {args.batch}, {device}"
           f"{' AMP' if amp else ''}, {torch.get_num_threads()} threads; parameters: "

@@ -26,6 +26,7 @@ from .roi_heads import TorchvisionDeepACCRoIHeads
 
 logger = logging.getLogger(__name__)
 
+
 def pairwise_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     """IoU of every xyxy box of ``boxes1`` (N, 4) with every box of ``boxes2`` (M, 4): an (N, M) tensor.
 
@@ -168,8 +169,7 @@ class _Transform(GeneralizedRCNNTransform):
             raise ValueError("this engine samples INPUT.MIN_SIZE_TRAIN by 'choice' only")
         self._test = ((int(cfg.INPUT.MIN_SIZE_TEST),), int(cfg.INPUT.MAX_SIZE_TEST))
         self.pending_factors: List[Optional[float]] = []  # per image of the current call (scale-aware)
-        self._identity_normalize = all(float(m) == 0.0 for m in cfg.MODEL.PIXEL_MEAN) and \
-            all(float(s) == 1.0 for s in cfg.MODEL.PIXEL_STD)
+        self._identity_normalize = all(m == 0.0 for m in self.image_mean) and all(s == 1.0 for s in self.image_std)
 
     def normalize(self, image):
         if self._identity_normalize:  # (x - 0) / 1: the mapper standardised the image already
