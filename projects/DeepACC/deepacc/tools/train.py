@@ -83,6 +83,8 @@ def user_error_message(exc: BaseException, engine: str) -> Optional[str]:
     from deepacc.config import ConfigError, unknown_key_message
     from deepacc.data.coco import DatasetError
 
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or 'no such file'}"
     if isinstance(exc, (ConfigError, CheckpointError, UntrainedModelError, DatasetError, OutputDirError,
                         FileNotFoundError)):
         return str(exc).strip("'\"")
