@@ -743,7 +743,7 @@ def test_amp_on_cpu_runs_detectron2_iterations_under_bf16(tiny_yaml):
     from deepacc.d2.train_net import CPUAutocastTrainer, build_step_trainer
 
     torch.manual_seed(0)
-    cfg = tiny_cfg(tiny_yaml, ["SOLVER.AMP.ENABLED", True])
+    cfg = tiny_cfg(tiny_yaml, ["SOLVER.AMP.ENABLED", True, "SOLVER.AMP.PRECISION", "bfloat16"])
     model = build_model(cfg)
     seen = []
     model.register_forward_pre_hook(

@@ -1,12 +1,15 @@
 """Mixed precision on both devices (SOLVER.AMP.*), the memory-layout switch, the frozen BN (dtype, folding) and the fast IoU."""
 import copy
+import logging
 
 import pytest
 import torch
 
 from deepacc.config import get_cfg, load_config
 from deepacc.modeling import DeepACCClassifier
-from deepacc.precision import amp_dtype, autocast, needs_grad_scaler, use_channels_last
+from deepacc import precision
+from deepacc.precision import (amp_dtype, autocast, cpu_capability, cpu_precision, needs_grad_scaler, precision_name,
+                               resolve_precision, use_channels_last)
 from deepacc.tv.model import ConvFrozenBN, FrozenBN, build_model, build_resnet, fold_frozen_bn
 from deepacc.tv.solver import build_optimizer
 from deepacc.tv.trainer import train_step
@@ -19,21 +22,72 @@ def _cfg(*opts):
     return cfg
 
 
-def test_amp_dtype_per_device_and_precision():
+@pytest.fixture(params=[True, False], ids=["cpu-with-bf16-kernels", "cpu-without-bf16-kernels"])
+def bf16_kernels(request, monkeypatch):
+    """Both answers of the hardware probe, whatever this machine's CPU says."""
+    monkeypatch.setattr(precision, "cpu_bf16_kernels", lambda: request.param)
+    monkeypatch.setattr(precision, "_warned", set())
+    return request.param
+
+
+def test_amp_dtype_per_device_and_precision(bf16_kernels):
     assert amp_dtype(_cfg(), "cpu") is None and amp_dtype(_cfg(), "cuda") is None
     on = _cfg("SOLVER.AMP.ENABLED", True)
-    assert amp_dtype(on, "cpu") == torch.bfloat16 and amp_dtype(on, "cuda") == torch.float16
+    # auto: bf16 on the CPU only where oneDNN has bf16 kernels, fp32 elsewhere; fp16 on CUDA
+    assert amp_dtype(on, "cpu") == (torch.bfloat16 if bf16_kernels else None)
+    assert amp_dtype(on, "cuda") == torch.float16
     assert needs_grad_scaler(on, "cuda") and not needs_grad_scaler(on, "cpu")
     bf = _cfg("SOLVER.AMP.ENABLED", True, "SOLVER.AMP.PRECISION", "bfloat16")
     assert amp_dtype(bf, "cuda") == torch.bfloat16 and not needs_grad_scaler(bf, "cuda")
+    assert amp_dtype(bf, "cpu") == torch.bfloat16  # asked for: runs, warned when emulated
+    fp32 = _cfg("SOLVER.AMP.ENABLED", True, "SOLVER.AMP.PRECISION", "float32")
+    assert amp_dtype(fp32, "cpu") is None and amp_dtype(fp32, "cuda") is None
     with pytest.raises(ValueError, match="CUDA"):
         amp_dtype(_cfg("SOLVER.AMP.ENABLED", True, "SOLVER.AMP.PRECISION", "float16"), "cpu")
     with pytest.raises(ValueError, match="PRECISION"):
         amp_dtype(_cfg("SOLVER.AMP.ENABLED", True, "SOLVER.AMP.PRECISION", "fp8"), "cpu")
-    with autocast(on, "cpu"):
+    with autocast(bf, "cpu"):
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+    with autocast(on, "cpu"):
+        assert torch.is_autocast_enabled("cpu") == bf16_kernels
     with autocast(_cfg(), "cpu"):
         assert not torch.is_autocast_enabled("cpu")
+
+
+def test_precision_choice_names_itself_and_why(bf16_kernels, caplog):
+    on = _cfg("SOLVER.AMP.ENABLED", True)
+    choice = resolve_precision(on, "cpu", log=False)
+    assert choice.name == ("bfloat16" if bf16_kernels else "float32")
+    assert ("has bf16 kernels" if bf16_kernels else "no bf16 kernels") in choice.reason
+    assert cpu_capability() in choice.reason and "auto" in choice.reason
+    assert str(choice).startswith(f"{choice.name} on cpu (")
+    assert resolve_precision(_cfg(), "cpu").name == "float32"
+    assert "ENABLED False" in resolve_precision(_cfg(), "cpu").reason
+    assert precision_name(torch.float16) == "float16" and precision_name(None) == "float32"
+
+
+def test_explicit_bf16_without_kernels_warns_once_with_the_slowdown(bf16_kernels, caplog):
+    bf = _cfg("SOLVER.AMP.ENABLED", True, "SOLVER.AMP.PRECISION", "bfloat16")
+    with caplog.at_level(logging.WARNING, logger="deepacc.precision"):
+        for _ in range(3):
+            assert resolve_precision(bf, "cpu").dtype == torch.bfloat16
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if bf16_kernels:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1 and "emulates" in warnings[0] and "12-30x" in warnings[0]
+        assert "emulated" in resolve_precision(bf, "cpu").reason
+
+
+def test_pretraining_precision_follows_the_same_rule(bf16_kernels):
+    assert cpu_precision("auto").dtype == (torch.bfloat16 if bf16_kernels else None)
+    assert cpu_precision("float32").dtype is None and cpu_precision("bfloat16").dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="CUDA"):
+        cpu_precision("float16")
+
+
+def test_the_probe_asks_pytorch():
+    assert precision.cpu_bf16_kernels() == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def test_channels_last_auto_avoids_groupnorm_on_cpu():

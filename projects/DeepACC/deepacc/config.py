@@ -112,9 +112,10 @@ def add_deepacc_config(cfg) -> None:
     _C.SOLVER.EPOCHS = 0
     _C.SOLVER.EPOCH_STEPS = (16, 22)
 
-    # Mixed precision (SOLVER.AMP.ENABLED, Detectron2's key) on CPU and CUDA: "auto" = bfloat16 on the
-    # CPU (AVX-512-BF16 / AMX), float16 + loss scaling on CUDA; or "bfloat16" / "float16". The margin
-    # and siamese branches stay fp32 whatever this says. See deepacc.precision.
+    # Mixed precision (SOLVER.AMP.ENABLED, Detectron2's key) on CPU and CUDA: "auto" = bfloat16 on a
+    # CPU whose oneDNN has bf16 kernels (AVX-512-BF16 / AMX) and float32 on any other CPU (bf16 is
+    # emulated there, 12-30x slower), float16 + loss scaling on CUDA; or "bfloat16" / "float16" (CUDA)
+    # / "float32". The margin and siamese branches stay fp32 whatever this says. See deepacc.precision.
     _C.SOLVER.AMP.PRECISION = "auto"
     # Channels-last (NHWC) convolutions: "auto" = on, except GroupNorm backbones on the CPU (slow
     # NHWC GroupNorm backward there); "on" / "off" force it. Torchvision engine.
@@ -404,7 +405,7 @@ _RANGES = (
 )
 _CHOICES = (
     ("INPUT.NORMALIZATION", ("per_image", "none")),
-    ("SOLVER.AMP.PRECISION", ("auto", "bfloat16", "float16")),
+    ("SOLVER.AMP.PRECISION", ("auto", "bfloat16", "float16", "float32")),
     ("MODEL.CHANNELS_LAST", ("auto", "on", "off")),
     ("MODEL.RESNETS.DEPTH", (18, 34, 50, 101, 152)),
     ("DATASETS.CHECK", ("full", "header", "off")),

@@ -220,15 +220,17 @@ class PretrainConfig:
     weight_decay: float = 1e-4
     warmup_epochs: float = 0.3
     label_smoothing: float = 0.1
-    amp: bool = True
+    #: "auto" (bf16 only on a CPU with bf16 kernels, else fp32; deepacc.precision), "bfloat16" or "float32"
+    precision: str = "auto"
     seed: int = 0
     max_minutes: float = 0.0  # stop (and finish cleanly) after this wall time; 0 = no limit
 
 
 @torch.no_grad()
-def evaluate_crops(net: nn.Module, crops: CropSet, batch_size: int = 256, amp: bool = True,
+def evaluate_crops(net: nn.Module, crops: CropSet, batch_size: int = 256, dtype: Optional[torch.dtype] = None,
                    channels_last: bool = True, aug: Optional["Augment"] = None) -> Dict[str, object]:
-    """Top-1 accuracy, per-class accuracy and the 24x24 confusion matrix on un-augmented crops."""
+    """Top-1 accuracy, per-class accuracy and the 24x24 confusion matrix on un-augmented crops
+    (CPU autocast in ``dtype``; ``None``: float32)."""
     net.eval()
     aug = Augment(train=False, pixel_mean=aug.pixel_mean, pixel_std=aug.pixel_std) if aug is not None \
         else Augment(train=False)
@@ -238,7 +240,7 @@ def evaluate_crops(net: nn.Module, crops: CropSet, batch_size: int = 256, amp: b
         x = aug(crops.dark[sl], crops.mean[sl], crops.std[sl])
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_to("cpu", torch.bfloat16 if amp else None):
+        with autocast_to("cpu", dtype):
             preds.append(net(x).float().argmax(1))
     pred = torch.cat(preds)
     k = NUM_CLASSES
@@ -269,9 +271,11 @@ def pretrain(cfg, train: CropSet, val: Optional[CropSet], pc: PretrainConfig, ou
     from tqdm import tqdm
 
     from .fileio import atomic_write
-    from .precision import use_channels_last
+    from .precision import cpu_capability, cpu_precision, use_channels_last
 
     os.makedirs(output_dir, exist_ok=True)
+    precision = cpu_precision(pc.precision, source="pretraining precision")
+    logger.info("Pretraining precision: %s", precision)
     torch.manual_seed(pc.seed)
     detector_norm = str(cfg.MODEL.RESNETS.NORM)
     net = build_classifier(cfg)
@@ -321,7 +325,7 @@ def pretrain(cfg, train: CropSet, val: Optional[CropSet], pc: PretrainConfig, ou
             if cl:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = train.labels[idx]
-            with autocast_to("cpu", torch.bfloat16 if pc.amp else None):
+            with autocast_to("cpu", precision.dtype):
                 logits = net(x)
             loss = crit(logits.float(), y)
             if not torch.isfinite(loss):
@@ -334,9 +338,9 @@ def pretrain(cfg, train: CropSet, val: Optional[CropSet], pc: PretrainConfig, ou
             seen += len(idx)
             bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{tot_correct / seen:.3f}", lr=f"{lr:.3g}")
         rec = {"epoch": epoch + 1, "loss": tot_loss / max(seen, 1), "train_top1_augmented": tot_correct / max(seen, 1),
-               "lr": lr, "seconds": time.perf_counter() - t0}
+               "lr": lr, "seconds": time.perf_counter() - t0, "precision": precision.name}
         if val is not None:
-            rec["val_top1"] = evaluate_crops(net, val, amp=pc.amp, channels_last=cl, aug=aug)["top1"]
+            rec["val_top1"] = evaluate_crops(net, val, dtype=precision.dtype, channels_last=cl, aug=aug)["top1"]
         rec["elapsed_s"] = time.perf_counter() - t_start
         history.append(rec)
         logger.info("pretrain epoch %d/%d: loss %.3f, augmented train top-1 %.2f %%%s, %.0f s", epoch + 1, pc.epochs,
@@ -353,9 +357,10 @@ def pretrain(cfg, train: CropSet, val: Optional[CropSet], pc: PretrainConfig, ou
             break
     report = {"epochs_run": len(history), "epochs": pc.epochs, "stopped_early": stopped_early,
               "history": history, "train_crops": len(train), "val_crops": len(val) if val is not None else 0,
-              "config": pc.__dict__, **(meta or {})}
+              "config": pc.__dict__, "precision": precision.name, "precision_reason": precision.reason,
+              "cpu_capability": cpu_capability(), **(meta or {})}
     if val is not None:
-        final = evaluate_crops(net, val, amp=pc.amp, channels_last=cl, aug=aug)
+        final = evaluate_crops(net, val, dtype=precision.dtype, channels_last=cl, aug=aug)
         report["val"] = final
         logger.info("Pretrained trunk: val crop top-1 %.2f %% (%d crops).", 100 * final["top1"], final["n"])
     ckpt = {"model": trunk_state_dict(net, detector_norm),
@@ -364,4 +369,5 @@ def pretrain(cfg, train: CropSet, val: Optional[CropSet], pc: PretrainConfig, ou
                            **{k: v for k, v in (meta or {}).items() if isinstance(v, (int, float, str))}}}
     atomic_write(os.path.join(output_dir, "model_pretrained.pth"), lambda f: torch.save(ckpt, f), durable=True)
     atomic_write(os.path.join(output_dir, "pretrain_report.json"), json.dumps(report, indent=1).encode())
+    logger.info("Pretraining done: %d of %d epochs in %s.", report["epochs_run"], pc.epochs, precision)
     return report

@@ -41,7 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--crop-size", type=int, default=0,
                    help="window side in pixels at detector scale (0: 99th percentile of chromosome length + 15%%)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, batch order and augmentation")
-    p.add_argument("--no-amp", action="store_true", help="train in fp32 instead of bfloat16 autocast")
+    p.add_argument("--precision", choices=("auto", "bfloat16", "float32"), default="auto",
+                   help="auto (default): bfloat16 autocast where the CPU has bf16 kernels (AVX-512-BF16/AMX), "
+                        "float32 elsewhere (bf16 is emulated there, 12-30x slower)")
+    p.add_argument("--no-amp", action="store_true", help="train in float32 whatever the CPU (= --precision float32)")
     p.add_argument("--restart", action="store_true", help="ignore an earlier unfinished run in --output")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, 'KEY VALUE' pairs")
     return p
@@ -117,7 +120,7 @@ def main(argv=None) -> int:
             if os.path.exists(os.path.join(out, f)):
                 os.remove(os.path.join(out, f))
     pc = PretrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                        amp=not args.no_amp, max_minutes=args.max_minutes)
+                        precision="float32" if args.no_amp else args.precision, max_minutes=args.max_minutes)
     meta = {"command": " ".join(["deepacc-pretrain"] + (argv if argv is not None else sys.argv[1:])),
             "config_file": args.config_file, "train_datasets": ",".join(train_names),
             "val_datasets": ",".join(val_names), "input_min_size": min_size, "input_max_size": max_size}
@@ -132,7 +135,8 @@ def main(argv=None) -> int:
         return 130
     summary = {"checkpoint": os.path.join(out, "model_pretrained.pth"), "epochs_run": report["epochs_run"],
                "val_top1": report.get("val", {}).get("top1"), "val_crops": report["val_crops"],
-               "train_crops": report["train_crops"], "minutes": round(report["history"][-1]["elapsed_s"] / 60, 2)
+               "train_crops": report["train_crops"], "epochs": report["epochs"],
+               "precision": report["precision"], "minutes": round(report["history"][-1]["elapsed_s"] / 60, 2)
                if report["history"] else 0.0}
     print(json.dumps(summary))
     print(f"Use it with: MODEL.WEIGHTS {summary['checkpoint']}")

@@ -45,15 +45,19 @@ def main(args) -> Dict:
         apply_reference(cfg, extra, training_files(cfg))
         return test(cfg, model, device)
     trainer = Trainer(cfg)
-    _dump_config(cfg)  # again: with what the trainer measured (INPUT.SCALE_AWARE.REFERENCE_*)
+    # again: with what the trainer measured (INPUT.SCALE_AWARE.REFERENCE_*) and the precision it chose
+    _dump_config(cfg, trainer.precision)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 
 
-def _dump_config(cfg) -> None:
+def _dump_config(cfg, precision=None) -> None:
+    """``OUTPUT_DIR/config.yaml``; with ``precision``, a first comment line names the arithmetic used
+    (``# precision: float32 on cpu (SOLVER.AMP.PRECISION auto: ...)``), so a figure traces to it."""
     if comm.is_main_process():
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-        atomic_write(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump().encode("utf-8"))
+        head = f"# precision: {precision}\n" if precision is not None else ""
+        atomic_write(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), (head + cfg.dump()).encode("utf-8"))
 
 
 def launch_main(args) -> None:

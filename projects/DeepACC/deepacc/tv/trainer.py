@@ -23,7 +23,7 @@ from ..data.preflight import check_training_datasets
 from ..data.scale import CHECKPOINT_KEY as SCALE_KEY
 from ..data.scale import FRAME_KEY, training_reference
 from ..fileio import tidy_output_dir
-from ..precision import amp_dtype, autocast_to, needs_grad_scaler
+from ..precision import autocast_to, needs_grad_scaler, resolve_precision
 from ..solver import clip_gradients
 from . import comm
 from .checkpoint import AtomicCheckpointer
@@ -77,11 +77,9 @@ class Trainer:
         self.model = model.to(self.device)
         self.optimizer = build_optimizer(cfg, self.model)
         self.scheduler = build_lr_scheduler(cfg, self.optimizer)
-        self.amp_dtype = amp_dtype(cfg, self.device.type)
+        self.precision = resolve_precision(cfg, self.device.type)  # logs the choice and why
+        self.amp_dtype = self.precision.dtype
         self.scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(cfg, self.device.type))
-        if self.amp_dtype is not None:
-            logger.info("Mixed precision: %s autocast on %s.", str(self.amp_dtype).replace("torch.", ""),
-                        self.device.type)
         self.checkpointer = AtomicCheckpointer(self.model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(),
                                                optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler)
         self.checkpointer.extra_state = dict(self.scale_state)  # the scale-aware reference, in every checkpoint
@@ -157,7 +155,7 @@ class Trainer:
                 scalars.update(total_loss=sum(scalars.values()), lr=lr, data_time=data_time, time=now - t_last)
                 t_last = now
                 if main:
-                    writer.write(it, scalars)
+                    writer.write(it, {**scalars, "precision": self.precision.name})
                     bar.set_postfix(loss=f"{scalars['total_loss']:.3f}", lr=f"{lr:.2g}")
             bar.update(1)
             last = it + 1 == self.max_iter
@@ -169,5 +167,8 @@ class Trainer:
         bar.close()
         if writer is not None:
             writer.close()
+        per_epoch = max(1, -(-len(self.train_dicts) // int(cfg.SOLVER.IMS_PER_BATCH)))
+        logger.info("Trained iterations %d-%d of %d (%.2f epochs of %d training images) in %s.", self.start_iter,
+                    self.max_iter, self.max_iter, self.max_iter / per_epoch, len(self.train_dicts), self.precision)
         comm.synchronize()
         return results
