@@ -23,6 +23,9 @@ MODEL.DEEPACC.SIAMESE.DETACH_CENTERS   False    stop gradients through the local
 MODEL.DEEPACC.GIA.ENABLED              True     §2.4, Eq. 3: Group Inner-Adjacency loss
 MODEL.DEEPACC.GIA.LOSS_WEIGHT          0.1      Eq. 4: gamma
 ====================================  =======  =====================================================
+
+Beyond the paper (ours): ``MODEL.DEEPACC.AGNOSTIC_LOSS_WEIGHT`` (1.0), how class-agnostic ground
+truth (category "chromosome") counts in the classification losses.
 """
 from __future__ import annotations
 
@@ -79,6 +82,13 @@ def add_deepacc_config(cfg) -> None:
     _C.MODEL.DEEPACC.GIA = type(cfg)()
     _C.MODEL.DEEPACC.GIA.ENABLED = True
     _C.MODEL.DEEPACC.GIA.LOSS_WEIGHT = 0.1  # gamma in Eq. 4
+
+    # Ours, beyond the paper: class-agnostic ground truth (category "chromosome", e.g. BioImLab spreads
+    # read from LabelMe) trains the RPN, the box regression and chromosome-vs-background; in the
+    # classification losses its proposals count with this weight through the likelihood of "one of
+    # the 24 classes" (no margin, no GIA), so they never teach one class (deepacc.modeling.losses).
+    # 0: they teach the RPN and the boxes only. Without such images in DATASETS.TRAIN it does nothing.
+    _C.MODEL.DEEPACC.AGNOSTIC_LOSS_WEIGHT = 1.0
 
     # §3.1: "All images are normalized by mean and standard deviation": "per_image" standardises each
     # image by its own mean and std in the data mapper (then set MODEL.PIXEL_MEAN 0 / PIXEL_STD 1);
@@ -350,6 +360,7 @@ def head_options(cfg) -> dict:
         siamese_detach=bool(d.SIAMESE.DETACH_CENTERS),
         gia_enabled=bool(d.GIA.ENABLED) and not plain,
         gia_weight=float(d.GIA.LOSS_WEIGHT),
+        agnostic_weight=float(d.AGNOSTIC_LOSS_WEIGHT),
     )
 
 
@@ -370,6 +381,7 @@ _RANGES = (
     ("MODEL.DEEPACC.SIAMESE.LOSS_WEIGHT", "nonneg", None, "the siamese CE loss weight beta"),
     ("MODEL.DEEPACC.GIA.LOSS_WEIGHT", "nonneg", None, "the GIA loss weight gamma"),
     ("MODEL.DEEPACC.CLS_LOSS_WEIGHT", "nonneg", None, "the plain classifier's loss weight"),
+    ("MODEL.DEEPACC.AGNOSTIC_LOSS_WEIGHT", "nonneg", None, "the class-agnostic chromosomes' classification loss weight"),
     ("TEST.DEEPACC.SCORE_THRESH", "closed", (0.0, 1.0), "the call score threshold"),
     ("TEST.DEEPACC.NMS_THRESH", "closed", (0.0, 1.0), "the calls' class-agnostic NMS IoU"),
     ("TEST.DEEPACC.IOU_THRESH", "leftopen", (0.0, 1.0), "the matching IoU"),

@@ -28,7 +28,7 @@ from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers, _log_classification_stats
 from detectron2.structures import Boxes, Instances
 
-from ..modeling import ClassifierOutput, DeepACCClassifier, DeepACCHead
+from ..modeling import ClassifierOutput, DeepACCClassifier, DeepACCHead, regression_classes
 from ..modeling.inference import image_prediction, select_detections
 from ..modeling.prediction import Detections
 
@@ -161,7 +161,9 @@ class DeepACCOutputLayers(FastRCNNOutputLayers):
             proposal_boxes = gt_boxes = torch.empty((0, 4), device=device)
         _log_classification_stats(scores, gt_classes)
         losses = self.classifier.losses(out, gt_classes)
-        losses["loss_box_reg"] = self.box_reg_loss(proposal_boxes, gt_boxes, proposal_deltas, gt_classes) * \
+        # a class-agnostic chromosome (label K+1) regresses its most probable class's deltas
+        box_classes = regression_classes(gt_classes, out.logits, self.num_classes)
+        losses["loss_box_reg"] = self.box_reg_loss(proposal_boxes, gt_boxes, proposal_deltas, box_classes) * \
             self.loss_weight.get("loss_box_reg", 1.0)
         return losses
 

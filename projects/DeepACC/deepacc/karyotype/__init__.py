@@ -7,6 +7,8 @@ The clinical outputs built on them (summary, karyogram, overlay, report) are :mo
 from .assignment import AssignmentSettings, assign_calls, assign_classes, assignment_settings  # noqa: F401
 from .classes import (  # noqa: F401
     ACROCENTRIC,
+    AGNOSTIC,
+    AGNOSTIC_NAME,
     BACKGROUND,
     CLASS_NAMES,
     DENVER_GROUPS,
@@ -19,5 +21,6 @@ from .classes import (  # noqa: F401
     class_index,
     group_index_tensor,
     group_of,
+    is_agnostic_name,
 )
 from .iscn import NO_CHROMOSOMES, format_karyotype, normalize_karyotype, numerical_karyotype, parse_karyotype  # noqa: F401

@@ -17,6 +17,13 @@ CLASS_NAMES: Tuple[str, ...] = tuple([str(i) for i in range(1, 23)] + ["X", "Y"]
 NUM_CLASSES: int = len(CLASS_NAMES)
 #: Background index in the core's ``K + 1`` logits.
 BACKGROUND: int = NUM_CLASSES
+#: A chromosome whose identity is not annotated (class-agnostic ground truth: a LabelMe polygon
+#: labelled ``chr``, a BioImLab spread). Its core index is ``K + 1``, outside the logits: it says
+#: "one of the ``K`` foreground classes, which one unknown". In COCO files its category is named
+#: :data:`AGNOSTIC_NAME`; :func:`is_agnostic_name` accepts the usual spellings.
+AGNOSTIC: int = NUM_CLASSES + 1
+AGNOSTIC_NAME: str = "chromosome"
+_AGNOSTIC_ALIASES = frozenset({"chromosome", "chromosomes", "chr", "chrom", "chromo", "object"})
 
 #: Denver group of each class, keyed by class name.
 DENVER_GROUPS: Dict[str, Tuple[str, ...]] = {
@@ -68,6 +75,11 @@ def canonical_name(name) -> str:
         f"unknown chromosome category {name!r}: expected one of 1..22, X, Y "
         f"(aliases such as 'chr7', '23'/'24' for X/Y are accepted)"
     )
+
+
+def is_agnostic_name(name) -> bool:
+    """Whether a label names a chromosome without its identity (``chr``, ``chromosome``, ...)."""
+    return str(name).strip().lower() in _AGNOSTIC_ALIASES
 
 
 def class_index(name) -> int:

@@ -10,5 +10,12 @@ from .classifier import (  # noqa: F401
 )
 from .head import DeepACCHead  # noqa: F401
 from .inference import image_prediction, select_detections  # noqa: F401
-from .losses import additive_angular_margin, aam_loss, box_regression_loss, gia_loss  # noqa: F401
+from .losses import (  # noqa: F401
+    aam_loss,
+    additive_angular_margin,
+    box_regression_loss,
+    gia_loss,
+    partial_label_ce,
+    regression_classes,
+)
 from .prediction import Detections, ImagePrediction, to_prediction  # noqa: F401

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..karyotype.classes import CLASS_NAMES, adjacency_matrix
-from .losses import aam_loss, gia_loss
+from .losses import aam_loss, gia_loss, partial_label_ce
 
 
 def image_index(num_per_image: Sequence[int], device=None) -> torch.Tensor:
@@ -149,6 +149,12 @@ class DeepACCClassifier(nn.Module):
       ``beta``; its scores are the final scores. It needs the margin branch, which is then trained
       with margin ``m`` if ``aam_enabled`` else with margin 0;
     * ``gia_enabled``: Group Inner-Adjacency loss (Eq. 3) on margin-branch probabilities, ``gamma``.
+
+    Class-agnostic ground truth (label ``K+1``, :data:`~deepacc.karyotype.AGNOSTIC`; ours): those
+    proposals enter the cross-entropies through the likelihood of "some chromosome class"
+    (:func:`~deepacc.modeling.losses.partial_label_ce`, weighted by ``agnostic_weight``), the AAM
+    loss without a margin, and not the GIA loss; they teach chromosome vs background and never one
+    class.
     """
 
     def __init__(
@@ -168,6 +174,7 @@ class DeepACCClassifier(nn.Module):
         siamese_detach: bool = False,
         gia_enabled: bool = True,
         gia_weight: float = 0.1,
+        agnostic_weight: float = 1.0,
     ):
         super().__init__()
         if len(class_names) != num_classes:
@@ -187,6 +194,7 @@ class DeepACCClassifier(nn.Module):
         self.gia_enabled = bool(gia_enabled)
         self.gia_weight = float(gia_weight)
         self.cls_loss_weight = float(cls_loss_weight)
+        self.agnostic_weight = float(agnostic_weight)
 
         if self.use_margin_branch:
             self.margin_branch = MarginBranch(in_dim, num_classes + 1)
@@ -243,13 +251,15 @@ class DeepACCClassifier(nn.Module):
         return out
 
     def losses(self, out: ClassifierOutput, labels: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Weighted classification losses of Eq. 4 (``L_det``'s box term is the engine's)."""
+        """Weighted classification losses of Eq. 4 (``L_det``'s box term is the engine's). ``labels``:
+        ``0..K-1`` classes, ``K`` background, ``K+1`` class-agnostic chromosome."""
         labels = labels.long()
+        w = self.agnostic_weight
         if not self.use_margin_branch:
-            return {"loss_cls": self.cls_loss_weight * _ce(out.logits, labels)}
-        losses = {"loss_aam": self.aam_weight * aam_loss(out.cos, labels, self.scale, self.margin)}
+            return {"loss_cls": self.cls_loss_weight * partial_label_ce(out.logits, labels, w)}
+        losses = {"loss_aam": self.aam_weight * aam_loss(out.cos, labels, self.scale, self.margin, w)}
         if self.siamese_enabled:
-            losses["loss_siamese"] = self.siamese_weight * _ce(out.logits, labels)
+            losses["loss_siamese"] = self.siamese_weight * partial_label_ce(out.logits, labels, w)
         if self.gia_enabled:
             if out.top_index is None:  # no proposals, hence no positives
                 losses["loss_gia"] = out.margin_probs.sum() * 0.0
@@ -258,9 +268,3 @@ class DeepACCClassifier(nn.Module):
                 losses["loss_gia"] = self.gia_weight * gia_loss(
                     out.margin_probs, labels, ref, out.image_index, self.adjacency)
         return losses
-
-
-def _ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    if logits.shape[0] == 0:
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits.float(), labels, reduction="mean")

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional
 import torch
 from torchvision.models.detection.roi_heads import RoIHeads
 
-from ..modeling import DeepACCHead, box_regression_loss
+from ..modeling import DeepACCHead, box_regression_loss, regression_classes
 from ..modeling.inference import image_prediction
 from ..modeling.prediction import ImagePrediction
 
@@ -75,8 +75,10 @@ class TorchvisionDeepACCRoIHeads(RoIHeads):
         if self.training:
             core_labels = tv_to_core_labels(torch.cat(labels), k)
             losses = head.classifier.losses(out, core_labels)
+            # a class-agnostic chromosome (core label K+1) regresses its most probable class's deltas
             losses["loss_box_reg"] = self.box_loss_weight * box_regression_loss(
-                deltas, torch.cat(regression_targets), core_labels, k, self.smooth_l1_beta)
+                deltas, torch.cat(regression_targets), regression_classes(core_labels, out.logits, k), k,
+                self.smooth_l1_beta)
             return [], losses
         boxes = self.box_coder.decode(deltas, proposals)
         results: List[ImagePrediction] = [
