@@ -310,7 +310,7 @@ def test_validate_function_registered_dataset(tmp_path, capsys):
         assert lines == [f"{name}: duplicate image_id 1: dataset dict [1] ({good}) and dataset dict [0] ({good})",
                          f"{good}: annotation [0]: bbox_mode 1 is not supported (only 0 = XYXY_ABS)",
                          f"{good}: annotation [0]: box outside the image: xyxy [1, 1, 5, 99] vs image 60x40",
-                         f"{good}: annotation [0]: category_id 24 must be an integer 0..23"]
+                         f"{good}: annotation [0]: category_id 24 must be an integer 0..23 or 25 (class-agnostic chromosome)"]
         del dicts[1]
         assert data_main(["validate", name]) == 0
     finally:
@@ -366,7 +366,7 @@ def test_check_dataset_dicts_never_raises(tmp_path):
         f"{good}: annotation [0] is a str, not a dict",
         f"{good}: annotation [1]: zero-area box [5, 5, 5, 9] (x1 > x0 and y1 > y0 needed)",
         f"{good}: annotation [2]: bbox [1, 2, 3] must be 4 finite numbers [x0, y0, x1, y1]",
-        f"{good}: annotation [2]: category_id 1.0 must be an integer 0..23",
+        f"{good}: annotation [2]: category_id 1.0 must be an integer 0..23 or 25 (class-agnostic chromosome)",
         f"{good}: annotation [2]: iscrowd 2 must be 0 or 1",
         f"{good}: karyotype ['46,XX'] is not a string",
         f"{good}: case_id {{}} is not a string or an integer",

@@ -82,7 +82,8 @@ def cut_crops(dicts: Sequence[Dict], min_size: int, max_size: int, size: int, pr
 
     Each image is resized as the detector resizes it, the window is cut around the box centre
     (neighbours included, as the detector's RoI sees them) and padded with empty slide where it
-    leaves the image. Crowd annotations are skipped.
+    leaves the image. Crowd annotations and class-agnostic chromosomes (``category_id``
+    :data:`~deepacc.karyotype.AGNOSTIC`: no class to learn) are skipped.
     """
     import cv2
     from tqdm import tqdm
@@ -101,7 +102,7 @@ def cut_crops(dicts: Sequence[Dict], min_size: int, max_size: int, size: int, pr
         m, sd = image_stats(gray)
         padded = cv2.copyMakeBorder(255 - gray, half, half + 1, half, half + 1, cv2.BORDER_CONSTANT, value=0)
         for a in d.get("annotations", []):
-            if a.get("iscrowd", 0):
+            if a.get("iscrowd", 0) or not 0 <= int(a["category_id"]) < NUM_CLASSES:
                 continue
             x0, y0, x1, y1 = (float(v) * s for v in a["bbox"])
             cx, cy = int(round((x0 + x1) / 2)), int(round((y0 + y1) / 2))

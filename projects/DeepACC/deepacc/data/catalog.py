@@ -14,6 +14,7 @@ loaded (so setting the variable after import works). Builtin datasets (registere
     gband_cells_{val,test}_aneuploid     <root>/gband_cells/              datasets/prepare_gband_cells.py --aneuploid
     mfish_{train,val,test}               <root>/mfish/                    datasets/prepare_mfish.py
     voc_chromosomes_{train,val,test}     <root>/voc_chromosomes/          datasets/prepare_voc.py
+    bioimlab_{train,val,test}            <root>/bioimlab/                 datasets/prepare_labelme.py (class-agnostic)
 
 Each reads ``<root>/<dir>/annotations/<split>.json`` with images under ``<root>/<dir>/``.
 """
@@ -250,6 +251,8 @@ def _register_builtins() -> None:
                        f"python datasets/prepare_mfish.py --src <ADIR M-FISH folder> --out {root_hint}/mfish")
         _builtin_split(f"voc_chromosomes_{split}", "voc_chromosomes", split,
                        f"python datasets/prepare_voc.py --src <VOC folder> --out {root_hint}/voc_chromosomes")
+        _builtin_split(f"bioimlab_{split}", "bioimlab", split,
+                       f"python datasets/prepare_labelme.py --src <LabelMe folder> --out {root_hint}/bioimlab")
 
 
 _register_builtins()

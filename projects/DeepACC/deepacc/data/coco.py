@@ -3,11 +3,20 @@
 Dataset dicts follow Detectron2's standard format (see the project contract)::
 
     {"file_name": abs path, "height": H, "width": W, "image_id": int,
-     "annotations": [{"bbox": [x0, y0, x1, y1], "bbox_mode": 0, "category_id": 0..23, "iscrowd": 0}],
-     "karyotype": "46,XY" (optional), "case_id": "..." (optional)}
+     "annotations": [{"bbox": [x0, y0, x1, y1], "bbox_mode": 0, "category_id": 0..23 or 25, "iscrowd": 0}],
+     "karyotype": "46,XY" (optional), "case_id": "..." (optional),
+     "annotation_complete": bool (optional), "annotation_kind": "agnostic"|"classes"|"mixed" (optional)}
 
 Categories are matched **by name** (``"1"``..``"22"``, ``"X"``, ``"Y"``; aliases such as ``chr7``,
-``23``/``24`` accepted through :func:`deepacc.karyotype.canonical_name`), never by id.
+``23``/``24`` accepted through :func:`deepacc.karyotype.canonical_name`), never by id. A category
+that names a chromosome without its identity (``chromosome``, ``chr``, ...:
+:func:`deepacc.karyotype.is_agnostic_name`) is read as the class-agnostic core class
+:data:`deepacc.karyotype.AGNOSTIC` (25, outside the 24 foreground classes 0..23 and background 24);
+:func:`write_coco_json` writes it as category id 25 named ``chromosome``, only when an annotation
+has it. An annotation's ``segmentation`` is written when the dataset dict has one (LabelMe
+polygons) and is not read back (the detectors use boxes). Image entries may say
+``annotation_complete`` (false: a partly annotated spread) and ``annotation_kind``; both are read
+into the dataset dicts.
 
 Every problem is reported as ``"<file>: <reason>"`` where ``<file>`` is the image concerned (or the
 json file for problems of the json itself; the reason then names the entry, e.g. ``images[3]``).
@@ -32,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..fileio import atomic_write
-from ..karyotype import CLASS_NAMES, canonical_name, normalize_karyotype
+from ..karyotype import AGNOSTIC, AGNOSTIC_NAME, CLASS_NAMES, canonical_name, is_agnostic_name, normalize_karyotype
 from .images import ImageError, image_size, read_image
 
 __all__ = [
@@ -46,10 +55,36 @@ __all__ = [
     "dicts_to_coco",
     "write_coco_json",
     "BOX_TOLERANCE",
+    "ANNOTATION_KINDS",
+    "AGNOSTIC_CATEGORY_ID",
+    "category_index",
+    "valid_class",
 ]
 
 #: A box may exceed the image border by at most this many pixels (floating point slack).
 BOX_TOLERANCE = 1e-3
+#: Values of an image's optional ``annotation_kind``.
+ANNOTATION_KINDS = ("agnostic", "classes", "mixed")
+#: COCO category id written for the class-agnostic class (the 24 named classes have ids 1..24).
+AGNOSTIC_CATEGORY_ID = len(CLASS_NAMES) + 1
+#: Optional image-entry keys carried between COCO json and dataset dicts.
+_IMAGE_KEYS = ("karyotype", "case_id", "annotation_complete", "annotation_kind")
+
+
+def category_index(name) -> int:
+    """Core class of a COCO category name: 0..23 (aliases accepted) or :data:`AGNOSTIC` for a
+    chromosome without identity; raises ``KeyError`` for anything else."""
+    try:
+        return CLASS_NAMES.index(canonical_name(name))
+    except KeyError:
+        if is_agnostic_name(name):
+            return AGNOSTIC
+        raise
+
+
+def valid_class(c) -> bool:
+    """A core class of a ground-truth annotation: 0..23 or :data:`AGNOSTIC`."""
+    return _is_int(c) and (0 <= c < len(CLASS_NAMES) or c == AGNOSTIC)
 
 
 @dataclass(frozen=True)
@@ -169,6 +204,12 @@ def _meta_problems(rec: Dict[str, Any]) -> List[str]:
     c = rec.get("case_id")
     if c is not None and not _is_id(c):
         out.append(f"case_id {_short(c)} is not a string or an integer")
+    c = rec.get("annotation_complete")
+    if c is not None and not isinstance(c, bool):
+        out.append(f"annotation_complete {_short(c)} is not true or false")
+    c = rec.get("annotation_kind")
+    if c is not None and c not in ANNOTATION_KINDS:
+        out.append(f"annotation_kind {_short(c)} is not one of {', '.join(ANNOTATION_KINDS)}")
     return out
 
 
@@ -234,10 +275,10 @@ def _check(json_file, image_root: Optional[str], check_images: str,
             add(json_file, f"duplicate category id {c['id']!r}")
             continue
         try:
-            cat_map[c["id"]] = CLASS_NAMES.index(canonical_name(c["name"]))
+            cat_map[c["id"]] = category_index(c["name"])
         except KeyError:
             add(json_file, f"unknown category name {_short(c['name'])} (id {c['id']!r}): expected 1..22, X, Y "
-                           f"(aliases chr7, 23/24 for X/Y accepted)")
+                           f"(aliases chr7, 23/24 for X/Y accepted) or {AGNOSTIC_NAME!r} (class-agnostic)")
 
     # images
     images: Dict[int, Dict[str, Any]] = {}
@@ -284,7 +325,7 @@ def _check(json_file, image_root: Optional[str], check_images: str,
         if iid is None or duplicate:
             continue
         rec = {"file_name": path or "", "height": h, "width": w, "image_id": iid, "annotations": []}
-        for k in ("karyotype", "case_id"):
+        for k in _IMAGE_KEYS:
             if im.get(k) is not None:
                 rec[k] = im[k]
         images[iid] = rec
@@ -405,9 +446,10 @@ def check_dataset_dicts(dicts: Sequence[Dict[str, Any]], decode_images: bool = T
     given, unless ``allow_outside_root``), at most :data:`~deepacc.data.images.MAX_IMAGE_PIXELS`,
     decoding completely (``decode_images=False``: header only), of the dict's ``height``/``width``
     (positive integers when present); ``image_id`` a unique integer; ``annotations`` a non-empty
-    list of ``{"bbox": [x0, y0, x1, y1], "bbox_mode": 0, "category_id": 0..23, "iscrowd": 0/1}``
-    with finite, non-empty boxes inside the image (tolerance :data:`BOX_TOLERANCE`); ``karyotype``
-    readable by the evaluator. ``source`` (a dataset name) names problems not tied to one image.
+    list of ``{"bbox": [x0, y0, x1, y1], "bbox_mode": 0, "category_id": 0..23 or 25 (AGNOSTIC),
+    "iscrowd": 0/1}`` with finite, non-empty boxes inside the image (tolerance :data:`BOX_TOLERANCE`);
+    ``karyotype`` readable by the evaluator; ``annotation_complete`` a bool and ``annotation_kind``
+    one of :data:`ANNOTATION_KINDS` when present. ``source`` (a dataset name) names problems not tied to one image.
     Raise them with ``DatasetError(source, problems)``. Decoding the 364 G-band training images
     (1280x960 PNG) takes about 2 s.
     """
@@ -483,8 +525,9 @@ def check_dataset_dicts(dicts: Sequence[Dict[str, Any]], decode_images: bool = T
                 elif h is not None and (x0 < -t or y0 < -t or x1 > w + t or y1 > h + t):
                     add(where, f"{label}: box outside the image: xyxy {list(b)} vs image {w}x{h}", pid)
             c = a.get("category_id")
-            if not (_is_int(c) and 0 <= c < K):
-                add(where, f"{label}: category_id {_short(c)} must be an integer 0..{K - 1}", pid)
+            if not valid_class(c):
+                add(where, f"{label}: category_id {_short(c)} must be an integer 0..{K - 1} or {AGNOSTIC} "
+                           f"(class-agnostic chromosome)", pid)
             crowd = a.get("iscrowd", 0)
             if crowd is not None and not (isinstance(crowd, numbers.Integral) and crowd in (0, 1)):
                 add(where, f"{label}: iscrowd {_short(crowd)} must be 0 or 1", pid)
@@ -492,32 +535,46 @@ def check_dataset_dicts(dicts: Sequence[Dict[str, Any]], decode_images: bool = T
 
 
 def dicts_to_coco(dicts: Iterable[Dict[str, Any]], image_root: str, info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Dataset dicts -> COCO dict (categories "1".."22","X","Y" with ids 1..24; boxes XYWH;
-    ``file_name`` relative to ``image_root``; ``"allow_outside_root": true`` when some image lies
-    outside ``image_root``, so that the json loads without a flag)."""
+    """Dataset dicts -> COCO dict (categories "1".."22","X","Y" with ids 1..24, plus "chromosome" with
+    id 25 when an annotation has the class-agnostic class :data:`AGNOSTIC`; boxes XYWH, rounded to
+    0.01 px at their corners; ``segmentation`` when the annotation has one; ``file_name`` relative
+    to ``image_root``; ``"allow_outside_root": true`` when some image lies outside ``image_root``, so
+    that the json loads without a flag)."""
     root = os.path.abspath(image_root)
     images, anns = [], []
     aid = 1
-    outside = False
+    outside = agnostic = False
     for d in dicts:
         outside = outside or not _inside(d["file_name"], root)
         fn = os.path.relpath(os.path.abspath(d["file_name"]), root).replace(os.sep, "/")
         im = {"id": int(d["image_id"]), "file_name": fn, "height": int(d["height"]), "width": int(d["width"])}
-        for k in ("karyotype", "case_id"):
+        for k in _IMAGE_KEYS:
             if d.get(k) is not None:
                 im[k] = d[k]
         images.append(im)
         for a in d["annotations"]:
             if a.get("bbox_mode", 0) != 0:
                 raise ValueError(f"{d['file_name']}: only bbox_mode 0 (XYXY_ABS) is supported when writing")
-            x0, y0, x1, y1 = (float(v) for v in a["bbox"])
-            anns.append({
-                "id": aid, "image_id": int(d["image_id"]), "category_id": int(a["category_id"]) + 1,
-                "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+            c = a["category_id"]
+            if not valid_class(c):
+                raise ValueError(f"{d['file_name']}: category_id {c!r} is not a class 0..{len(CLASS_NAMES) - 1} "
+                                 f"or {AGNOSTIC} (class-agnostic chromosome)")
+            agnostic = agnostic or c == AGNOSTIC
+            # round the corners, then take the size: x + w never exceeds a border the box touches
+            x0, y0, x1, y1 = (round(float(v), 2) for v in a["bbox"])
+            ann = {
+                "id": aid, "image_id": int(d["image_id"]),
+                "category_id": AGNOSTIC_CATEGORY_ID if c == AGNOSTIC else int(c) + 1,
+                "bbox": [x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)],
                 "area": round((x1 - x0) * (y1 - y0), 2), "iscrowd": int(a.get("iscrowd", 0)),
-            })
+            }
+            if a.get("segmentation") is not None:
+                ann["segmentation"] = [[round(float(v), 2) for v in poly] for poly in a["segmentation"]]
+            anns.append(ann)
             aid += 1
     cats = [{"id": i + 1, "name": n, "supercategory": "chromosome"} for i, n in enumerate(CLASS_NAMES)]
+    if agnostic:
+        cats.append({"id": AGNOSTIC_CATEGORY_ID, "name": AGNOSTIC_NAME, "supercategory": "chromosome"})
     out: Dict[str, Any] = {}
     if info:
         out["info"] = info

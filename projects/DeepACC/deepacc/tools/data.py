@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ..karyotype import CLASS_NAMES
+from ..karyotype import AGNOSTIC, AGNOSTIC_NAME, CLASS_NAMES
 
 
 def _load(target: str, image_root: Optional[str], allow_outside_root: bool = False) -> List[Dict[str, Any]]:
@@ -156,7 +156,8 @@ def compute_stats(dicts: List[Dict[str, Any]]) -> Dict[str, Any]:
         sizes[f"{d['width']}x{d['height']}"] += 1
         karyo[d.get("karyotype") or "(none)"] += 1
         for an in d["annotations"]:
-            per_class[CLASS_NAMES[an["category_id"]]] += 1
+            c = an["category_id"]
+            per_class[AGNOSTIC_NAME if c == AGNOSTIC else CLASS_NAMES[c]] += 1
             x0, y0, x1, y1 = an["bbox"]
             widths.append(x1 - x0)
             heights.append(y1 - y0)
@@ -172,7 +173,8 @@ def compute_stats(dicts: List[Dict[str, Any]]) -> Dict[str, Any]:
     return {
         "images": len(dicts), "chromosomes": int(sum(per_image)),
         "image_sizes": dict(sizes.most_common()),
-        "per_class": {n: per_class.get(n, 0) for n in CLASS_NAMES},
+        "per_class": {n: per_class.get(n, 0)
+                      for n in CLASS_NAMES + ((AGNOSTIC_NAME,) if per_class[AGNOSTIC_NAME] else ())},
         "per_image": q(per_image), "box_width": q(widths), "box_height": q(heights), "box_long_side": q(longs),
         "karyotypes": dict(karyo.most_common()),
     }
