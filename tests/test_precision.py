@@ -224,3 +224,15 @@ def test_siamese_centre_usage_is_counted_at_inference_only():
         clf(w[:24] * 10, [24])
     total, images = clf.pop_centre_usage()
     assert images == 1 and total == pytest.approx(1.0)
+
+
+def test_config_yaml_names_the_precision_and_still_loads(tmp_path, bf16_kernels):
+    from deepacc.config import dump_config
+
+    cfg = _cfg("SOLVER.AMP.ENABLED", True, "SOLVER.BASE_LR", 0.005)
+    path = dump_config(cfg, str(tmp_path), resolve_precision(cfg, "cpu", log=False))
+    with open(path) as f:
+        first = f.readline()
+    assert first.startswith("# precision: " + ("bfloat16" if bf16_kernels else "float32") + " on cpu (")
+    back = load_config(path, [], get_cfg())
+    assert back.SOLVER.BASE_LR == 0.005 and back.SOLVER.AMP.ENABLED

@@ -337,6 +337,22 @@ def resolve_epoch_schedule(cfg, num_train_images: int) -> None:
         cfg.freeze()
 
 
+def dump_config(cfg, output_dir: str, precision=None) -> str:
+    """Write ``output_dir/config.yaml`` (atomically) and return its path. With ``precision`` (a
+    :class:`deepacc.precision.Precision`), a first comment line names the arithmetic the run uses
+    (``# precision: float32 on cpu (SOLVER.AMP.PRECISION auto: ...)``), so a figure traces to it; the
+    file still loads as the same config."""
+    import os
+
+    from .fileio import atomic_write
+
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, "config.yaml")
+    head = f"# precision: {precision}\n" if precision is not None else ""
+    atomic_write(path, (head + cfg.dump()).encode("utf-8"))
+    return path
+
+
 def head_options(cfg) -> dict:
     """The DeepACC head's keyword arguments, read from a config (shared by both engines)."""
     d = cfg.MODEL.DEEPACC

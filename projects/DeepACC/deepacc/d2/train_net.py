@@ -27,11 +27,11 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint_io import check_loaded_weights
-from ..config import check_config, load_config, resolve_epoch_schedule
+from ..config import check_config, dump_config, load_config, resolve_epoch_schedule
 from ..data.preflight import check_training_datasets
 from ..data.scale import apply_reference, reference_state, training_files, training_reference
 from ..fileio import tidy_output_dir
-from ..precision import amp_dtype, autocast_to
+from ..precision import amp_dtype, autocast_to, resolve_precision
 from ..solver import clip_gradients
 from .checkpoint import DeepACCCheckpointer  # Detectron2's, also reads DeepACC pretrained trunks
 from .config import get_cfg, use_deepacc_meta_arch
@@ -203,6 +203,8 @@ def main(args):
             verify_results(cfg, res)
         return res
     trainer = Trainer(cfg)
+    if comm.is_main_process():  # config.yaml again, naming the precision the step runner uses
+        dump_config(cfg, cfg.OUTPUT_DIR, resolve_precision(cfg, cfg.MODEL.DEVICE.split(":")[0], log=False))
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Dict
 
 import torch
 
 from ..checkpoint_io import check_loaded_weights
 from ..data.scale import apply_reference, training_files
-from ..fileio import atomic_write
+from ..config import dump_config
 from . import comm
 from .checkpoint import AtomicCheckpointer
 from .evaluation import test
@@ -52,12 +51,8 @@ def main(args) -> Dict:
 
 
 def _dump_config(cfg, precision=None) -> None:
-    """``OUTPUT_DIR/config.yaml``; with ``precision``, a first comment line names the arithmetic used
-    (``# precision: float32 on cpu (SOLVER.AMP.PRECISION auto: ...)``), so a figure traces to it."""
     if comm.is_main_process():
-        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-        head = f"# precision: {precision}\n" if precision is not None else ""
-        atomic_write(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), (head + cfg.dump()).encode("utf-8"))
+        dump_config(cfg, cfg.OUTPUT_DIR, precision)
 
 
 def launch_main(args) -> None:
