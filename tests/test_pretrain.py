@@ -147,6 +147,19 @@ def test_pretrain_writes_a_resumable_run_and_a_weights_only_trunk(tmp_path):
     ckpt = torch.load(os.path.join(out, "model_pretrained.pth"), map_location="cpu", weights_only=True)
     assert ckpt[PRETRAIN_KEY]["depth"] == 18 and ckpt[PRETRAIN_KEY]["detector_norm"] == "GN"
     assert set(ckpt["model"]) == {k for k in build_model(cfg).state_dict() if k.startswith("backbone.body.")}
+    # the report says how many epochs ran, of which schedule, in which precision
+    assert report["epochs"] == 2 and report["precision"] in ("float32", "bfloat16") and report["precision_reason"]
+
+
+def test_stop_after_runs_the_first_epochs_of_a_longer_schedule(tmp_path):
+    cfg = load_config(QUICK_CONFIG, TINY_OPTS)
+    train = _tiny_crops()
+    report = pretrain(cfg, train, None, PretrainConfig(epochs=3, batch_size=16, lr=0.05, stop_after=1,
+                                                       precision="float32"), str(tmp_path / "pt"), progress=False)
+    assert report["epochs_run"] == 1 and report["epochs"] == 3 and report["stopped_early"]
+    assert report["precision"] == "float32" and report["history"][0]["precision"] == "float32"
+    # the LR followed the 3-epoch cosine schedule: after one of three epochs it is still high
+    assert report["history"][0]["lr"] > 0.5 * 0.05
 
 
 @pytest.mark.slow

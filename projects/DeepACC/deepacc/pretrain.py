@@ -225,6 +225,9 @@ class PretrainConfig:
     precision: str = "auto"
     seed: int = 0
     max_minutes: float = 0.0  # stop (and finish cleanly) after this wall time; 0 = no limit
+    #: stop after this many epochs of the ``epochs``-long schedule (0 = all): the same budget on every
+    #: machine, unlike ``max_minutes``
+    stop_after: int = 0
 
 
 @torch.no_grad()
@@ -352,6 +355,10 @@ def pretrain(cfg, train: CropSet, val: Optional[CropSet], pc: PretrainConfig, ou
         st = {"net": net.state_dict(), "opt": opt.state_dict(), "epoch": epoch, "history": json.dumps(history),
               "elapsed": rec["elapsed_s"]}
         atomic_write(state_path, lambda f: torch.save(st, f), durable=True)
+        if 0 < pc.stop_after <= epoch + 1 < pc.epochs:
+            logger.info("Stopping pretraining after %d of %d epochs (--stop-after).", epoch + 1, pc.epochs)
+            stopped_early = True
+            break
         if pc.max_minutes > 0 and rec["elapsed_s"] > 60 * pc.max_minutes and epoch + 1 < pc.epochs:
             logger.warning("Stopping pretraining after %d epochs: --max-minutes %.1f reached.", epoch + 1, pc.max_minutes)
             stopped_early = True

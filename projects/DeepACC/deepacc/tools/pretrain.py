@@ -36,8 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=10, help="passes over the training crops (cosine LR schedule)")
     p.add_argument("--batch-size", type=int, default=128, help="crops per SGD step")
     p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (SGD, Nesterov momentum 0.9)")
+    p.add_argument("--stop-after", type=int, default=0, metavar="N",
+                   help="stop after N epochs of the --epochs-long LR schedule (0: run all epochs); the same "
+                        "budget on every machine")
     p.add_argument("--max-minutes", type=float, default=0.0,
-                   help="stop after the epoch that passes this wall time (0: run all epochs)")
+                   help="stop after the epoch that passes this wall time (0: no limit); what it trains depends "
+                        "on the machine's speed (the report says how many epochs ran)")
     p.add_argument("--crop-size", type=int, default=0,
                    help="window side in pixels at detector scale (0: 99th percentile of chromosome length + 15%%)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, batch order and augmentation")
@@ -120,7 +124,8 @@ def main(argv=None) -> int:
             if os.path.exists(os.path.join(out, f)):
                 os.remove(os.path.join(out, f))
     pc = PretrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                        precision="float32" if args.no_amp else args.precision, max_minutes=args.max_minutes)
+                        precision="float32" if args.no_amp else args.precision, max_minutes=args.max_minutes,
+                        stop_after=args.stop_after)
     meta = {"command": " ".join(["deepacc-pretrain"] + (argv if argv is not None else sys.argv[1:])),
             "config_file": args.config_file, "train_datasets": ",".join(train_names),
             "val_datasets": ",".join(val_names), "input_min_size": min_size, "input_max_size": max_size}
@@ -139,6 +144,7 @@ def main(argv=None) -> int:
                "precision": report["precision"], "minutes": round(report["history"][-1]["elapsed_s"] / 60, 2)
                if report["history"] else 0.0}
     print(json.dumps(summary))
+    print(f"Pretrained {summary['epochs_run']} of {summary['epochs']} epochs in {summary['precision']}.")
     print(f"Use it with: MODEL.WEIGHTS {summary['checkpoint']}")
     return 0
 
