@@ -21,9 +21,10 @@ the trainers record its :attr:`Precision.name` in ``metrics.json``, the pretrain
 The DeepACC margin and siamese branches and the AAM loss always compute in fp32
 (``deepacc.modeling`` disables autocast around them).
 
-``MODEL.CHANNELS_LAST``: ``"auto"`` uses channels-last (NHWC) convolutions except for GroupNorm
-backbones on the CPU, where PyTorch's GroupNorm backward is ~3.5x slower on NHWC tensors than on
-contiguous ones (measured by ``benchmarks/bench_speed.py``); ``"on"``/``"off"`` force it.
+``MODEL.CHANNELS_LAST``: ``"auto"`` uses channels-last (NHWC) convolutions on CUDA, and on the CPU
+only with bf16 kernels and without GroupNorm (NHWC is 2x slower than NCHW in fp32 on an AVX2 CPU, and
+PyTorch's GroupNorm backward is ~3.5x slower on NHWC tensors; :func:`use_channels_last`);
+``"on"``/``"off"`` force it.
 """
 from __future__ import annotations
 
@@ -163,6 +164,11 @@ def autocast(cfg, device_type: str):
 
 
 def use_channels_last(cfg, device_type: str) -> bool:
+    """``MODEL.CHANNELS_LAST``: ``on``/``off``, or ``auto``: channels-last (NHWC) convolutions on CUDA,
+    and on the CPU only where they run in bf16 (:func:`resolve_precision`) and the backbone has no
+    GroupNorm. oneDNN's NHWC kernels pay off with bf16 on AVX-512-BF16/AMX cores; in fp32 on an AVX2
+    CPU a training step of the G-band recipe's model took 2x longer in NHWC than in NCHW (one thread,
+    23-25 s vs 11-15 s, same process load), and GroupNorm's backward is ~3.5x slower on NHWC tensors."""
     mode = str(cfg.MODEL.get("CHANNELS_LAST", "auto")).lower()
     if mode in ("on", "true"):
         return True
@@ -170,4 +176,8 @@ def use_channels_last(cfg, device_type: str) -> bool:
         return False
     if mode != "auto":
         raise ValueError(f"MODEL.CHANNELS_LAST must be auto, on or off, got {mode!r}")
-    return not (device_type == "cpu" and "GN" in (cfg.MODEL.RESNETS.NORM, cfg.MODEL.FPN.NORM))
+    if device_type != "cpu":
+        return True
+    if "GN" in (cfg.MODEL.RESNETS.NORM, cfg.MODEL.FPN.NORM):
+        return False
+    return resolve_precision(cfg, "cpu", log=False).dtype == torch.bfloat16
