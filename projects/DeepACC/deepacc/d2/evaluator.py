@@ -62,8 +62,12 @@ class DeepACCEvaluator(DatasetEvaluator):
         distributed: gather predictions from every rank; metrics on rank 0.
 
     ``evaluate()`` returns ``{"deepacc": {metric: float}}`` (Detectron2's results format: mAP,
-    mAP_max, Acc, AER in %, counts, per-class AP50 as ``AP50-<class>``); the full nested result
-    of the core evaluator is kept in :attr:`results`.
+    mAP_max, Acc, AER in %, counts, per-class AP50 as ``AP50-<class>``, and the class-agnostic
+    block as ``agnostic/<kind>/<metric>``, e.g. ``agnostic/all/AP50``); the full nested result of
+    the core evaluator is kept in :attr:`results`. Ground truth without classes
+    (``category_id == AGNOSTIC``) is scored class-agnostically only: on a dataset of such images
+    mAP, Acc, AER, ... are not computed and left out of the returned scalars, and the core logs the
+    class-agnostic table (after the usual tables when the dataset has classes).
     """
 
     def __init__(self, dataset_name: str, output_dir: Optional[str] = None, *,

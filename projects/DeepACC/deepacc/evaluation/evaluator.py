@@ -29,6 +29,56 @@ percentages are marked (%):
   abnormality of the ground truth (an autosome not at two copies, sex chromosomes other than XX /
   XY) whether the calls have its copy number before and after, and how often the assignment
   brought a rightly called abnormality back to normal (``abnormalities_made_normal``).
+* ``agnostic``: the class-agnostic block (below), on every image.
+
+Class-agnostic ground truth
+---------------------------
+An annotation whose ``category_id`` is ``K + 1`` (:data:`deepacc.karyotype.AGNOSTIC`, 25 with the
+24 classes) is a chromosome whose identity is not annotated (e.g. BioImLab spreads, LabelMe
+polygons all labelled ``chr``). Each image gets a *kind* from its non-crowd annotations:
+
+* ``"classes"``: none is ``AGNOSTIC`` (every chromosome has one of the 24 classes);
+* ``"agnostic"``: at least one is ``AGNOSTIC`` (all of them, or a "mixed" image where only some
+  chromosomes are named: its classes are incomplete, so it cannot be scored per class either).
+  An image without non-crowd annotations takes the dict's ``annotation_kind`` (``"agnostic"`` or
+  ``"mixed"`` -> agnostic), else ``"classes"`` (as before).
+
+The 24-class metrics (mAP, mAP_max, AP, Acc, AER, counts, per-class AP, ``count_error``, confusion,
+karyotype, assignment) are computed **on the class images only** (mixed sets are scored per kind).
+On a set without class images (or with ``class_agnostic=True``) they are not computed:
+``mAP``, ``mAP_max``, ``AER``, ``Acc``, ``AP``, ``TP``, ``FP``, ``FN``, ``num_dets``, ``num_gt`` are
+``None`` and the nested 24-class sections are absent; ``num_images`` counts the images behind the
+24-class metrics (0 then). ``image_kinds`` gives ``{"classes": n, "agnostic": m}`` of the evaluated
+images. On sets of class images only, every 24-class number is what it was before this block
+existed.
+
+``agnostic`` = ``{"all": {...}, "agnostic_images": {...}, "class_images": {...}}`` (a kind without
+images is left out), classes ignored everywhere, so 24-class ground truth is scored this way too.
+Each block (percentages marked (%)):
+
+* ``AP50`` (%), ``AP`` (%, AP@[.5:.95]): pycocotools' COCO AP (as ``mAP`` / ``AP`` above, area
+  "all", ``maxDets`` = ``max_dets`` per image) with the ground truth as ONE category
+  ``"chromosome"`` (crowd annotations stay "ignore" regions) and as detections the **top-1 set**
+  ``instances_top1``: one box and score per proposal, the detector's chromosome-vs-background
+  answer. Not ``instances``: it holds one detection per (proposal, class), so every extra class of a
+  proposal would be a second box on the same chromosome -- a false positive of a class-agnostic
+  ranking -- and the AP would measure how many classes the model keeps, not how well it finds
+  chromosomes. (Matching by :class:`~deepacc.evaluation.coco_ap.FastMatchingCOCOeval`: pycocotools'
+  results, faster.)
+* ``recall``, ``precision`` (%): the **calls** of Acc/AER (top-1 detections with ``score >=
+  score_thresh``, then class-agnostic NMS at ``nms_thresh``: :func:`~deepacc.evaluation.matching.
+  filter_top1`), matched greedily in descending score, each taking the not yet matched ground truth
+  of **any** class with the highest IoU ``>= iou_thresh`` (the confusion matching of
+  :mod:`~deepacc.evaluation.matching`). ``TP`` = matched calls (= matched ground truths), ``FP`` =
+  ``num_calls - TP`` (background, duplicates, poor boxes), ``FN`` = ``num_gt - TP``;
+  ``recall = TP / num_gt``, ``precision = TP / num_calls`` (pooled over the images; NaN on a zero
+  denominator). A well-placed call of the wrong class is a TP here (and an FP of Acc).
+* ``count_error``: per spread ``#calls - #annotated chromosomes`` (non-crowd), on the spreads
+  whose annotation is complete: the dict's ``annotation_complete`` when present, otherwise
+  ``True`` for a class image (assumed complete, as ``count_error`` above assumes) and ``False``
+  for an agnostic one. ``median_abs``, ``mean_abs``, ``mean_signed`` (positive = over-counting;
+  NaN without complete spreads), ``n_spreads`` (complete spreads used), ``n_incomplete`` (left out).
+* ``num_images``.
 """
 from __future__ import annotations
 
@@ -43,15 +93,20 @@ import numpy as np
 
 from ..config import CALLS
 from ..karyotype import CLASS_NAMES, assign_classes, canonical_name, group_of, normalize_karyotype, numerical_karyotype
-from .coco_ap import build_coco_dt, build_coco_gt, coco_ap
+from .coco_ap import build_coco_dt, build_coco_gt, coco_ap, coco_ap_subsets
 from .matching import filter_top1, match_image, ratios
 
-__all__ = ["MetaphaseEvaluator", "format_table", "format_per_class_table", "flatten_scalars"]
+__all__ = ["MetaphaseEvaluator", "format_table", "format_tables", "format_agnostic_table", "format_per_class_table",
+           "flatten_scalars", "image_kind", "AGNOSTIC_KINDS"]
 
 logger = logging.getLogger(__name__)
 
 _XYXY_ABS, _XYWH_ABS = 0, 1
 METRICS_FILE = "metrics_deepacc.json"
+#: The blocks of ``results["agnostic"]``, in table order.
+AGNOSTIC_KINDS = ("agnostic_images", "class_images", "all")
+#: The 24-class headline keys, ``None`` when no image is scored with classes.
+_CLASS_KEYS = ("mAP", "mAP_max", "AER", "Acc", "AP", "TP", "FP", "FN", "num_dets", "num_gt")
 
 
 def _np(x, dtype=None) -> np.ndarray:
@@ -59,6 +114,21 @@ def _np(x, dtype=None) -> np.ndarray:
     if hasattr(x, "detach") and hasattr(x, "cpu"):
         x = x.detach().cpu().numpy()
     return np.asarray(x, dtype=dtype)
+
+
+def _kind(classes: np.ndarray, d: Mapping, k: int) -> str:
+    if len(classes):
+        return "agnostic" if (classes == k + 1).any() else "classes"
+    # nothing to read the kind from: what the dict says, else a class image (as before)
+    return "agnostic" if d.get("annotation_kind") in ("agnostic", "mixed") else "classes"
+
+
+def image_kind(d: Mapping, num_classes: int = len(CLASS_NAMES)) -> str:
+    """``"classes"`` or ``"agnostic"``: how :class:`MetaphaseEvaluator` scores a dataset dict (an
+    image with a non-crowd annotation of ``category_id == num_classes + 1`` is class-agnostic; one
+    without non-crowd annotations follows its ``annotation_kind``, else counts as a class image)."""
+    cls = [int(a["category_id"]) for a in d.get("annotations", ()) if not int(a.get("iscrowd", 0))]
+    return _kind(np.asarray(cls, dtype=np.int64), d, num_classes)
 
 
 def _gt_record(d: Mapping, k: int) -> Dict[str, Any]:
@@ -79,20 +149,27 @@ def _gt_record(d: Mapping, k: int) -> Dict[str, Any]:
         elif mode != _XYXY_ABS:
             raise ValueError(f"{where}: annotation {j} has bbox_mode {mode}; only 0 (XYXY_ABS) and 1 (XYWH_ABS) are supported")
         c = int(a["category_id"])
-        if not 0 <= c < k:
-            raise ValueError(f"{where}: annotation {j} has category_id {c}, expected 0..{k - 1}")
+        if not (0 <= c < k or c == k + 1):
+            raise ValueError(f"{where}: annotation {j} has category_id {c}, expected 0..{k - 1} "
+                             f"(or {k + 1}: a chromosome without class)")
         boxes.append(b)
         classes.append(c)
         crowd.append(int(a.get("iscrowd", 0)))
+    classes_a = np.asarray(classes, dtype=np.int64)
+    crowd_a = np.asarray(crowd, dtype=np.int64)
+    kind = _kind(classes_a[crowd_a == 0], d, k)
+    complete = d.get("annotation_complete")
     return {
         "image_id": int(d["image_id"]),
         "height": int(d.get("height", 0)),
         "width": int(d.get("width", 0)),
         "boxes": np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
-        "classes": np.asarray(classes, dtype=np.int64),
-        "iscrowd": np.asarray(crowd, dtype=np.int64),
+        "classes": classes_a,
+        "iscrowd": crowd_a,
         "karyotype": d.get("karyotype"),
         "where": where,
+        "kind": kind,
+        "complete": bool(complete) if complete is not None else kind == "classes",
     }
 
 
@@ -136,6 +213,11 @@ class MetaphaseEvaluator:
             a number ``>= 0``: karyotype-consistent assignment of each spread's calls with this
             cost per extra copy (``TEST.DEEPACC.ASSIGNMENT``; needs ``class_probs`` in
             ``instances_top1``).
+        class_agnostic: score every image with its classes ignored: only the ``agnostic`` block is
+            computed, the 24-class metrics are ``None`` (``deepacc-eval --class-agnostic``).
+
+    Ground truth with ``category_id == K + 1`` (:data:`deepacc.karyotype.AGNOSTIC`) is a chromosome
+    without class: such images are scored class-agnostically only (module docstring).
 
     Only the images passed to :meth:`process` are evaluated (each ``image_id`` once; a repeated
     one, e.g. from a padded distributed sampler, is ignored).
@@ -153,8 +235,10 @@ class MetaphaseEvaluator:
         max_dets: int = 100,
         save_plot: bool = True,
         extra_copy_cost: Optional[float] = None,
+        class_agnostic: bool = False,
     ):
         self.class_names = tuple(str(n) for n in class_names)
+        self.class_agnostic = bool(class_agnostic)
         self.output_dir = output_dir
         self.score_thresh = float(score_thresh)
         self.nms_thresh = float(nms_thresh)
@@ -177,7 +261,12 @@ class MetaphaseEvaluator:
         except KeyError:
             self._groups = None
         self._coco_gt = None
+        self._coco_gt_agnostic = None
         self.reset()
+
+    def _with_classes(self, gt: Mapping[str, Any]) -> bool:
+        """Whether an image enters the 24-class metrics (a class image, classes not ignored)."""
+        return not self.class_agnostic and gt["kind"] == "classes"
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
@@ -203,11 +292,18 @@ class MetaphaseEvaluator:
             inst = _instances(p, "instances", k)
             top1 = _instances(p, "instances_top1", k)
             ok = gt["iscrowd"] == 0
+            with_classes = self._with_classes(gt)
             classes, model_kept = top1["classes"], None
-            if self.extra_copy_cost is not None:
+            if self.extra_copy_cost is not None and with_classes:
                 classes, model_kept = self._assign(p, top1, iid)
             m = match_image(top1["boxes"], top1["scores"], classes, gt["boxes"][ok],
                             gt["classes"][ok], self.score_thresh, self.nms_thresh, self.iou_thresh)
+            # class-agnostic: the confusion matching pairs calls and chromosomes whatever the classes
+            agnostic = {"tp": m["num_dets"] - m["conf_unmatched_dets"], "num_calls": m["num_dets"],
+                        "num_gt": m["num_gt"]}
+            if not with_classes:  # no 24-class metric: keep what the class-agnostic block needs
+                self._records.append({"image_id": iid, "instances_top1": top1, "agnostic": agnostic})
+                continue
             if model_kept is not None:
                 m["model_kept_classes"] = model_kept
                 plain = match_image(top1["boxes"], top1["scores"], top1["classes"], gt["boxes"][ok],
@@ -221,6 +317,7 @@ class MetaphaseEvaluator:
                                                  "conf_gt", "conf_pred", "conf_unmatched_dets",
                                                  "conf_unmatched_gt", "model_kept_classes", "plain_tp", "plain_fp",
                                                  "plain_fn") if key in m},
+                "agnostic": agnostic,
             })
 
     def _assign(self, pred: Mapping, top1: Dict[str, np.ndarray], iid: int):
@@ -274,13 +371,7 @@ class MetaphaseEvaluator:
         results = self._compute(recs)
         if self.output_dir:
             self._write(results)
-        table = format_table(results) + "\n"
-        if "assignment" in results:
-            a = results["assignment"]
-            table += (f"Acc / AER with the karyotype assignment (extra-copy cost {a['extra_copy_cost']:g}, "
-                      f"{a['relabelled']} of {a['calls']} calls relabelled); without it (the paper's protocol): "
-                      f"Acc {a['without']['Acc']:.2f}, AER {a['without']['AER']:.2f}\n")
-        table += format_per_class_table(results)
+        table = format_tables(results)
         if logger.isEnabledFor(logging.INFO) and logger.hasHandlers():
             logger.info("DeepACC evaluation on %d images:\n%s", len(recs), table)
         else:
@@ -288,11 +379,68 @@ class MetaphaseEvaluator:
         return results
 
     def _compute(self, recs: List[Dict[str, Any]]) -> Dict[str, Any]:
+        cls_recs = [r for r in recs if self._with_classes(self._gt[r["image_id"]])]
+        if cls_recs:
+            results = self._compute_classes(cls_recs)
+        else:  # nothing has classes to score: the 24-class metrics do not exist (not 0)
+            results = {"num_images": 0, **{key: None for key in _CLASS_KEYS}, "settings": self._settings()}
+        kinds = Counter(self._gt[r["image_id"]]["kind"] for r in recs)
+        results["image_kinds"] = {"classes": int(kinds["classes"]), "agnostic": int(kinds["agnostic"])}
+        results["agnostic"] = self._compute_agnostic(recs)
+        return results
+
+    def _settings(self) -> Dict[str, Any]:
+        return {"score_thresh": self.score_thresh, "nms_thresh": self.nms_thresh,
+                "iou_thresh": self.iou_thresh, "max_dets": self.max_dets,
+                "assignment": {"enabled": self.extra_copy_cost is not None, "extra_copy_cost": self.extra_copy_cost},
+                "class_agnostic": self.class_agnostic}
+
+    def _compute_agnostic(self, recs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+        """The class-agnostic block of every kind that has images (definitions: module docstring)."""
+        if self._coco_gt_agnostic is None:  # one category, every annotation in it (crowd stays crowd)
+            self._coco_gt_agnostic = build_coco_gt(
+                [dict(g, classes=np.zeros_like(g["classes"])) for g in self._gt.values()], ("chromosome",))
+        groups = {"agnostic_images": [r for r in recs if self._gt[r["image_id"]]["kind"] != "classes"],
+                  "class_images": [r for r in recs if self._gt[r["image_id"]]["kind"] == "classes"],
+                  "all": recs}
+        groups = {kind: g for kind, g in groups.items() if g}
+        dt = build_coco_dt(self._coco_gt_agnostic, [
+            {"image_id": r["image_id"], "boxes": r["instances_top1"]["boxes"], "scores": r["instances_top1"]["scores"],
+             "classes": np.zeros(len(r["instances_top1"]["scores"]), dtype=np.int64)} for r in recs])
+        aps = coco_ap_subsets(self._coco_gt_agnostic, dt, {kind: [r["image_id"] for r in g] for kind, g in groups.items()},
+                              ("chromosome",), None, self.max_dets)
+        out: Dict[str, Dict[str, Any]] = {}
+        for kind, g in groups.items():
+            counts = np.asarray([[r["agnostic"]["tp"], r["agnostic"]["num_calls"], r["agnostic"]["num_gt"]] for r in g],
+                                dtype=np.int64).reshape(-1, 3)
+            tp, n_calls, n_gt = (int(v) for v in counts.sum(axis=0))
+            complete = np.asarray([self._gt[r["image_id"]]["complete"] for r in g], dtype=bool)
+            diff = (counts[:, 1] - counts[:, 2])[complete]
+            out[kind] = {
+                "num_images": len(g),
+                "AP50": 100.0 * aps[kind]["AP50"],
+                "AP": 100.0 * aps[kind]["AP"],
+                "recall": 100.0 * tp / n_gt if n_gt else float("nan"),
+                "precision": 100.0 * tp / n_calls if n_calls else float("nan"),
+                "TP": tp, "FP": n_calls - tp, "FN": n_gt - tp, "num_calls": n_calls, "num_gt": n_gt,
+                "count_error": {
+                    "median_abs": float(np.median(np.abs(diff))) if diff.size else float("nan"),
+                    "mean_abs": float(np.abs(diff).mean()) if diff.size else float("nan"),
+                    "mean_signed": float(diff.mean()) if diff.size else float("nan"),
+                    "n_spreads": int(diff.size),
+                    "n_incomplete": int((~complete).sum()),
+                },
+            }
+        return out
+
+    def _compute_classes(self, recs: List[Dict[str, Any]]) -> Dict[str, Any]:
+        """The 24-class metrics of the class images ``recs`` (exactly the evaluator's numbers of
+        before the class-agnostic block)."""
         k = len(self.class_names)
         names = self.class_names
         img_ids = [r["image_id"] for r in recs]
         if self._coco_gt is None:  # built once, reused by every evaluate() and both AP runs
-            self._coco_gt = build_coco_gt(list(self._gt.values()), names)
+            self._coco_gt = build_coco_gt([g for g in self._gt.values() if self._with_classes(g)], names)
         dt_all = build_coco_dt(self._coco_gt, [dict(r["instances"], image_id=r["image_id"]) for r in recs])
         ap_all = coco_ap(self._coco_gt, dt_all, img_ids, names, None, self.max_dets)
         dt_top1 = build_coco_dt(self._coco_gt, [dict(r["instances_top1"], image_id=r["image_id"]) for r in recs])
@@ -343,10 +491,7 @@ class MetaphaseEvaluator:
             },
             "confusion": confusion,
             "karyotype": self._karyotype_agreement(recs),
-            "settings": {"score_thresh": self.score_thresh, "nms_thresh": self.nms_thresh,
-                         "iou_thresh": self.iou_thresh, "max_dets": self.max_dets,
-                         "assignment": {"enabled": self.extra_copy_cost is not None,
-                                        "extra_copy_cost": self.extra_copy_cost}},
+            "settings": self._settings(),
         }
         if self.extra_copy_cost is not None:
             results["assignment"] = self._assignment_changes(recs)
@@ -436,6 +581,8 @@ class MetaphaseEvaluator:
         path = os.path.join(self.output_dir, METRICS_FILE)
         with open(path, "w") as f:
             json.dump(_json_safe(results), f, indent=1)
+        if "confusion" not in results:  # no image scored with classes
+            return
         conf = np.asarray(results["confusion"]["matrix"])
         from .plots import save_confusion_csv, save_confusion_png
 
@@ -518,6 +665,74 @@ def format_table(results: Mapping, name: str = "DeepACC") -> str:
     return "\n".join([line(head), sep] + [line(b) for b in body])
 
 
+_KIND_LABELS = {"agnostic_images": "class-agnostic GT", "class_images": "24-class GT", "all": "all"}
+
+
+def _agnostic_cells(kind: str, b: Mapping) -> List[str]:
+    ce = b.get("count_error", {})
+    med = ce.get("median_abs")
+    n = ce.get("n_spreads", 0)
+    count = "-" if not n or med is None or (isinstance(med, float) and math.isnan(med)) else f"{med:g} ({n})"
+    return [_KIND_LABELS.get(kind, kind), str(b.get("num_images", "-")), _fmt(b.get("AP50")), _fmt(b.get("AP")),
+            _fmt(b.get("recall")), _fmt(b.get("precision")), f"{b.get('num_calls', '-')}/{b.get('num_gt', '-')}",
+            count]
+
+
+def format_agnostic_table(results: Mapping) -> str:
+    """The class-agnostic table: ``kind | images | AP50(%) | AP(%) | recall(%) | precision(%) |
+    calls/GT | median abs(count err) (complete spreads)``, one row per kind of ``results["agnostic"]``
+    (the last column reads ``median (number of complete spreads)``, ``-`` when none is complete).
+
+    ``results``: one result dict of :meth:`MetaphaseEvaluator.evaluate`, or ``{row name: result
+    dict}`` (then a first ``Method`` column names each row). ``""`` when there is no agnostic block.
+    """
+    multi = not ("agnostic" in results or "mAP" in results)
+    named = list(results.items()) if multi else [(None, results)]
+    head = (["Method"] if multi else []) + ["kind", "images", "AP50(%)", "AP(%)", "recall(%)", "precision(%)",
+                                            "calls/GT", "median abs(count err) (complete spreads)"]
+    body = []
+    for n, r in named:
+        blocks = r.get("agnostic") or {}
+        for kind in AGNOSTIC_KINDS:
+            if kind in blocks:
+                body.append(([str(n)] if multi else []) + _agnostic_cells(kind, blocks[kind]))
+    if not body:
+        return ""
+    widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
+    n_text = 2 if multi else 1  # left-aligned text columns
+
+    def line(cells):
+        return "| " + " | ".join(c.ljust(w) if i < n_text else c.rjust(w)
+                                 for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) if i < n_text else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(head), sep] + [line(b) for b in body])
+
+
+def format_tables(results: Mapping, name: str = "DeepACC") -> str:
+    """What the evaluator logs: the paper-style table, the assignment line, the per-class table (when
+    images were scored with classes), then the class-agnostic table."""
+    parts = []
+    if results.get("num_images"):
+        table = format_table(results, name=name) + "\n"
+        if "assignment" in results:
+            a = results["assignment"]
+            table += (f"Acc / AER with the karyotype assignment (extra-copy cost {a['extra_copy_cost']:g}, "
+                      f"{a['relabelled']} of {a['calls']} calls relabelled); without it (the paper's protocol): "
+                      f"Acc {a['without']['Acc']:.2f}, AER {a['without']['AER']:.2f}\n")
+        table += format_per_class_table(results)
+        parts.append(table)
+    else:
+        kinds = results.get("image_kinds", {})
+        why = ("classes ignored (class-agnostic scoring)" if results.get("settings", {}).get("class_agnostic")
+               else f"no image has ground truth with classes ({kinds.get('agnostic', 0)} class-agnostic image(s))")
+        parts.append(f"24-class metrics (mAP, mAP_max, Acc, AER, AP) not computed: {why}.")
+    agn = format_agnostic_table(results)
+    if agn:
+        parts.append("Class-agnostic (chromosome vs background; calls at the clinical threshold):\n" + agn)
+    return "\n".join(parts)
+
+
 def format_per_class_table(results: Mapping) -> str:
     """Per-class AP@0.5 (instances), AP@0.5 (top-1) and AP@[.5:.95], one row per class, with the
     Denver group when known."""
@@ -542,10 +757,13 @@ def flatten_scalars(results: Mapping) -> Dict[str, float]:
     """Flat ``{name: float}`` view for loggers and Detectron2's ``print_csv_format``: the headline
     metrics, the counts, ``Acc_without_assignment`` / ``AER_without_assignment`` (when the karyotype
     assignment was on), ``count_error_mean``, ``within_group_fraction``, ``karyotype_agreement``
-    and ``AP50-<class>`` per class."""
+    and ``AP50-<class>`` per class; the class-agnostic block as ``agnostic/<kind>/<metric>``
+    (``agnostic/all/AP50``, ``agnostic/agnostic_images/recall``,
+    ``agnostic/class_images/count_error_median_abs``, ...). Metrics that were not computed
+    (``None``) are left out."""
     out: Dict[str, float] = {}
     for key in ("mAP", "mAP_max", "AER", "Acc", "AP", "TP", "FP", "FN", "num_dets", "num_gt", "num_images"):
-        if key in results:
+        if results.get(key) is not None:  # None: not computed (no image scored with classes)
             out[key] = float(results[key])
     without = results.get("assignment", {}).get("without")
     if without:
@@ -563,4 +781,11 @@ def flatten_scalars(results: Mapping) -> Dict[str, float]:
             out["karyotype_agreement"] = float(kar["agreement_with_stored"])
     for n, v in results.get("per_class_AP50", {}).items():
         out[f"AP50-{n}"] = float(v)
+    for kind, b in (results.get("agnostic") or {}).items():
+        for key in ("AP50", "AP", "recall", "precision", "TP", "FP", "FN", "num_calls", "num_gt", "num_images"):
+            if b.get(key) is not None:
+                out[f"agnostic/{kind}/{key}"] = float(b[key])
+        for key, v in (b.get("count_error") or {}).items():
+            if v is not None:
+                out[f"agnostic/{kind}/count_error_{key}"] = float(v)
     return out

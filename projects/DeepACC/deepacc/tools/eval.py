@@ -23,11 +23,19 @@ Two kinds of predictions are read:
   of the ranking is missing) and is not comparable to the training-time mAP. Ground-truth images
   without an output are left out of the metrics (named in a warning).
 
+Class-agnostic ground truth (a category named ``chromosome``, ``chr``, ...: chromosomes without
+class, :data:`deepacc.karyotype.AGNOSTIC`) is scored per kind automatically: the 24-class metrics on
+the images with classes, the class-agnostic block (AP50 / AP of the top-1 detections as one
+category, recall and precision of the calls, count error on complete spreads) on each kind and on
+all images. ``--class-agnostic`` ignores every class (ground truth and predictions) and prints only
+the class-agnostic table. Results whose category is the ``chromosome`` one (a class-agnostic
+detector) can be scored only that way: with ``--class-agnostic`` or on a ground truth without classes.
+
 Thresholds: ``TEST.DEEPACC.SCORE_THRESH`` / ``NMS_THRESH`` / ``IOU_THRESH`` of ``--config-file``
 (the default config when none), overridden by ``--score-thresh`` / ``--nms-thresh`` /
 ``--iou-thresh``; the values used are printed and recorded in ``metrics_deepacc.json``.
 
-Output: the paper-style table and the per-class table on stdout (on stderr with ``--json``, which
+Output: the paper-style table, the per-class table and the class-agnostic table on stdout (on stderr with ``--json``, which
 prints the flat scalars of :func:`deepacc.evaluation.flatten_scalars` as JSON on stdout);
 ``metrics_deepacc.json``, ``confusion_matrix.csv`` and ``confusion_matrix.png`` in ``--output``.
 
@@ -93,7 +101,8 @@ def get_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 scored, 2 usage error or bad input (every problem named with its file).",
     )
     p.add_argument("--gt", required=True, metavar="GT.json", help="ground truth: a COCO json (categories named "
-                   "1..22, X, Y; aliases such as chr7 accepted)")
+                   "1..22, X, Y; aliases such as chr7 accepted; a category named 'chromosome' holds chromosomes "
+                   "without class, scored class-agnostically)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--results", metavar="RESULTS.json",
                      help="COCO results json: a list of {image_id, category_id, bbox [x, y, w, h], score[, "
@@ -120,6 +129,10 @@ def get_parser() -> argparse.ArgumentParser:
                    "class_probs, else off; never with --predict-dir, whose calls are scored as given)")
     p.add_argument("--extra-copy-cost", type=float, default=None, metavar="C",
                    help="the assignment's cost per extra copy (default: TEST.DEEPACC.ASSIGNMENT.EXTRA_COPY_COST)")
+    p.add_argument("--class-agnostic", action="store_true",
+                   help="ignore every class: score chromosome vs background only (AP50 / AP of the detections as one "
+                   "category, recall / precision of the calls, count error on complete spreads) and print the "
+                   "class-agnostic table; without it a ground truth with class-less chromosomes is scored per kind")
     p.add_argument("--json", action="store_true",
                    help="print the flat scalar metrics as JSON on stdout (the tables then go to stderr)")
     return p
@@ -183,25 +196,34 @@ def _prediction(iid: int, boxes, scores, classes, probs=None) -> Dict[str, Any]:
 def load_ground_truth(gt_file: str, image_root: Optional[str] = None, allow_outside_root: bool = False
                       ) -> Tuple[List[Dict[str, Any]], Dict[Any, int]]:
     """Dataset dicts of a COCO json (project loader, image files not decoded) and the map from the
-    json's category ids to the contiguous classes 0..23 (by name). Raises
-    :class:`deepacc.data.coco.DatasetError` listing every problem."""
+    json's category ids to the contiguous classes 0..23 (by name), a class-less ``chromosome``
+    category (:func:`deepacc.karyotype.is_agnostic_name`) to :data:`~deepacc.karyotype.AGNOSTIC`.
+    Raises :class:`deepacc.data.coco.DatasetError` listing every problem."""
     from ..data.coco import load_coco_json
-    from ..karyotype.classes import CLASS_NAMES, canonical_name
+    from ..karyotype.classes import AGNOSTIC, CLASS_NAMES, canonical_name, is_agnostic_name
 
     dicts = load_coco_json(gt_file, image_root, check_images="none", allow_outside_root=allow_outside_root)
     with open(gt_file, "r", encoding="utf-8") as f:  # valid: the loader has read it
         cats = json.load(f)["categories"]
-    cat_map = {c["id"]: CLASS_NAMES.index(canonical_name(c["name"])) for c in cats}
+    cat_map = {c["id"]: AGNOSTIC if is_agnostic_name(c["name"]) else CLASS_NAMES.index(canonical_name(c["name"]))
+               for c in cats}
     return dicts, cat_map
 
 
 # ----------------------------------------------------------------------------------- COCO results
 def read_coco_results(results_file: str, gt_dicts: Sequence[Mapping], cat_map: Mapping[Any, int],
-                      gt_file: str = "the ground truth") -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+                      gt_file: str = "the ground truth", class_less_ok: bool = False
+                      ) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     """Prediction dicts (one per ground-truth image; an image without results has no detections)
-    of a COCO results json, and what was read (``num_results``, ``num_with_class_probs``).
+    of a COCO results json, and what was read (``num_results``, ``num_with_class_probs``,
+    ``num_class_less``).
 
+    A result in the class-less ``chromosome`` category (``cat_map`` value
+    :data:`~deepacc.karyotype.AGNOSTIC`) is accepted only with ``class_less_ok`` (classes ignored,
+    or no ground truth with classes); it gets class 0 as a placeholder that no metric reads.
     Raises :class:`EvalInputError` listing every problem of the file."""
+    from ..karyotype.classes import AGNOSTIC
+
     data, why = _read_json(results_file)
     if why:
         raise EvalInputError(f"results {results_file}", [(results_file, why)])
@@ -213,7 +235,7 @@ def read_coco_results(results_file: str, gt_dicts: Sequence[Mapping], cat_map: M
     known_txt = _ids_text(cat_map)
     problems: List[Tuple[str, str]] = []
     per_image: Dict[int, List[Tuple[List[float], float, int, Optional[List[float]]]]] = {i: [] for i in gt_ids}
-    with_probs = 0
+    with_probs = class_less = 0
     for j, r in enumerate(data):
         label = f"results[{j}]"
 
@@ -240,6 +262,10 @@ def read_coco_results(results_file: str, gt_dicts: Sequence[Mapping], cat_map: M
             ok = False
         elif isinstance(cid, bool) or not isinstance(cid, (int, str)) or cid not in cat_map:
             bad(f"unknown category id {_short(cid)} (the categories of {gt_file} have ids {known_txt})")
+            ok = False
+        elif cat_map[cid] == AGNOSTIC and not class_less_ok:
+            bad(f"category id {_short(cid)} is the class-less 'chromosome' category of {gt_file}: such a detection "
+                "has no class and can only be scored with --class-agnostic")
             ok = False
         box = None
         if "bbox" not in r:
@@ -269,7 +295,11 @@ def read_coco_results(results_file: str, gt_dicts: Sequence[Mapping], cat_map: M
         if ok:
             with_probs += probs is not None
             x, y, w, h = box
-            per_image[int(iid)].append(([x, y, x + w, y + h], float(score), cat_map[cid], probs))
+            c = cat_map[cid]
+            if c == AGNOSTIC:
+                class_less += 1
+                c = 0  # placeholder: scored class-agnostically only
+            per_image[int(iid)].append(([x, y, x + w, y + h], float(score), c, probs))
     if problems:
         raise EvalInputError(f"results {results_file}", problems)
     all_probs = with_probs == len(data)
@@ -282,7 +312,7 @@ def read_coco_results(results_file: str, gt_dicts: Sequence[Mapping], cat_map: M
             p = _prediction(iid, [d[0] for d in dets], [d[1] for d in dets], [d[2] for d in dets],
                             [d[3] for d in dets] if all_probs else None)
         preds.append(p)
-    return preds, {"num_results": len(data), "num_with_class_probs": with_probs}
+    return preds, {"num_results": len(data), "num_with_class_probs": with_probs, "num_class_less": class_less}
 
 
 # ------------------------------------------------------------------------------- deepacc-predict
@@ -512,6 +542,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as e:
         return fail(str(e))
     kind = "predict-dir" if args.predict_dir else "coco-results"
+    if args.class_agnostic and args.assignment == "on":
+        return fail("--assignment on does not apply to --class-agnostic: the classes are ignored")
     if kind == "predict-dir" and args.assignment == "on":
         return fail("--assignment on does not apply to --predict-dir: the calls of deepacc-predict outputs are "
                     "scored as given (assigned at prediction time when deepacc-predict ran with the assignment on; "
@@ -526,11 +558,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return fail(f"ground truth: {e}")
     if not gt_dicts:
         return fail(f"ground truth: {args.gt}: the json has no images")
+    from ..evaluation import image_kind
+
+    n_agnostic = sum(image_kind(d) == "agnostic" for d in gt_dicts)
+    with_classes = not args.class_agnostic and n_agnostic < len(gt_dicts)  # any image scored per class
 
     # predictions
     try:
         if kind == "coco-results":
-            preds, info = read_coco_results(args.results, gt_dicts, cat_map, args.gt)
+            preds, info = read_coco_results(args.results, gt_dicts, cat_map, args.gt, class_less_ok=not with_classes)
         else:
             preds, info = read_predict_dir(args.predict_dir, gt_dicts, args.gt)
     except EvalInputError as e:
@@ -539,25 +575,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     # assignment
     cost = float(cfg.TEST.DEEPACC.ASSIGNMENT.EXTRA_COPY_COST)
+    enabled = False
+    if not with_classes:
+        why = ("classes ignored (--class-agnostic)" if args.class_agnostic
+               else f"the ground truth has no chromosome with a class ({len(gt_dicts)} class-agnostic image(s))")
+        note(f"class-agnostic scoring only: {why}; the 24-class metrics (mAP, mAP_max, Acc, AER) are not computed")
+        if args.assignment == "on":
+            note("--assignment on unused: no image is scored with classes")
     if kind == "coco-results":
         n, n_probs = info["num_results"], info["num_with_class_probs"]
-        if args.assignment == "on" and n_probs < n:
-            return fail(f"{args.results}: --assignment on needs 'class_probs' (25 numbers, order {PROB_ORDER}) in "
-                        f"every result; {n - n_probs} of {n} result(s) have none")
-        if args.assignment is None:
-            enabled = bool(cfg.TEST.DEEPACC.ASSIGNMENT.ENABLED) and n_probs == n
-            if bool(cfg.TEST.DEEPACC.ASSIGNMENT.ENABLED) and not enabled:
-                note(f"karyotype assignment off: {n - n_probs} of {n} result(s) carry no 'class_probs' "
-                     f"(25 numbers, order {PROB_ORDER}), which the assignment needs; Acc/AER are the paper's "
-                     "(model's top-1 classes)")
-        else:
-            enabled = args.assignment == "on"
-        note("a COCO results json has one class per detection and no separate top-1 set: its detections serve "
-             "as both instances and instances_top1, so mAP_max = mAP by construction")
+        if with_classes:
+            if args.assignment == "on" and n_probs < n:
+                return fail(f"{args.results}: --assignment on needs 'class_probs' (25 numbers, order {PROB_ORDER}) "
+                            f"in every result; {n - n_probs} of {n} result(s) have none")
+            if args.assignment is None:
+                enabled = bool(cfg.TEST.DEEPACC.ASSIGNMENT.ENABLED) and n_probs == n
+                if bool(cfg.TEST.DEEPACC.ASSIGNMENT.ENABLED) and not enabled:
+                    note(f"karyotype assignment off: {n - n_probs} of {n} result(s) carry no 'class_probs' "
+                         f"(25 numbers, order {PROB_ORDER}), which the assignment needs; Acc/AER are the paper's "
+                         "(model's top-1 classes)")
+            else:
+                enabled = args.assignment == "on"
+            note("a COCO results json has one class per detection and no separate top-1 set: its detections serve "
+                 "as both instances and instances_top1, so mAP_max = mAP by construction")
+        if not with_classes or n_agnostic:
+            note("class-agnostic AP50 / AP: every detection of the results json is ranked as a chromosome (there is "
+                 "no top-1 set), so a detector that lists several classes per box has the extra ones counted as "
+                 "duplicates there (the calls, after class-agnostic NMS, are not affected)")
     else:
-        enabled = False
         made = [s for s in info["settings"] if s.get("assignment")]
-        if made:
+        if made and with_classes:
             costs = sorted({_fmt_num(s.get("extra_copy_cost")) for s in made})
             note(f"{sum(s['num_files'] for s in made)} of {len(preds)} output(s) were made with the karyotype "
                  f"assignment on (extra-copy cost {', '.join(costs)}): their calls are scored as given, not "
@@ -572,7 +619,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 why.append("the output does not record its thresholds")
             elif st < ct:
                 why.append(f"the calls below {ct:g} were dropped at prediction and cannot come back")
-            elif st > ct and s.get("assignment"):
+            elif st > ct and s.get("assignment") and with_classes:
                 why.append("the calls were assigned jointly at the prediction's threshold, so a higher one here "
                            "is not the same as predicting at it")
             elif st > ct and nt == ns:
@@ -590,24 +637,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                  f"{args.predict_dir} and are left out of the metrics: {shown}{more}")
         if info["untrained"]:
             warn(f"{info['untrained']} output(s) come from an untrained model (deepacc-predict --allow-untrained)")
-        note("mAP and mAP_max are computed on the calls only (cut at the confidence threshold, NMS-ed, one class "
-             "per box): not comparable to the training-time mAP; Acc, AER, the confusion matrix and the karyotype "
-             "agreement are")
+        if with_classes:
+            note("mAP and mAP_max are computed on the calls only (cut at the confidence threshold, NMS-ed, one class "
+                 "per box): not comparable to the training-time mAP; Acc, AER, the confusion matrix and the "
+                 "karyotype agreement are")
+        if not with_classes or n_agnostic:
+            note("the class-agnostic AP50 / AP are computed on the calls only (cut at the confidence threshold): a "
+                 "lower bound of the AP of the model's top-1 detections; the class-agnostic recall, precision and "
+                 "count error are those of the evaluator at the same thresholds")
     if args.extra_copy_cost is not None and not enabled:
         note(f"--extra-copy-cost {args.extra_copy_cost:g} unused: the karyotype assignment is off")
 
     n_dets = sum(len(p["instances_top1"]["scores"]) for p in preds)
     n_gt = sum(len(d["annotations"]) for d in gt_dicts)
-    say(f"{PROG}: ground truth {args.gt}: {len(gt_dicts)} image(s), {n_gt} chromosome(s)")
+    kinds_txt = ""
+    if n_agnostic:
+        kinds_txt = (f"; {n_agnostic} image(s) without classes (scored class-agnostically), "
+                     f"{len(gt_dicts) - n_agnostic} with the 24 classes")
+    say(f"{PROG}: ground truth {args.gt}: {len(gt_dicts)} image(s), {n_gt} chromosome(s){kinds_txt}")
     say(f"{PROG}: predictions {source_path} ({'COCO results' if kind == 'coco-results' else 'deepacc-predict outputs'}"
         f"): {n_dets} detection(s) on {len(preds)} image(s)")
     assign_txt = f"on (extra-copy cost {cost:g})" if enabled else "off"
     say(f"{PROG}: thresholds: score {thresholds['score_thresh']:g}, NMS {thresholds['nms_thresh']:g}, "
-        f"IoU {thresholds['iou_thresh']:g} ({source}); karyotype assignment {assign_txt}")
+        f"IoU {thresholds['iou_thresh']:g} ({source}); karyotype assignment {assign_txt}"
+        + ("; classes ignored (--class-agnostic)" if args.class_agnostic else ""))
 
     # evaluation
-    from ..evaluation import (METRICS_FILE, MetaphaseEvaluator, flatten_scalars, format_per_class_table,
-                              format_table)
+    from ..evaluation import (METRICS_FILE, MetaphaseEvaluator, flatten_scalars, format_agnostic_table,
+                              format_per_class_table, format_table)
 
     ev_logger = logging.getLogger(MetaphaseEvaluator.__module__)
     level = ev_logger.level
@@ -615,7 +672,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ev_logger.setLevel(logging.ERROR)  # the images left out are named above already
     try:
         ev = MetaphaseEvaluator(gt_dicts, output_dir=args.output, distributed=False,
-                                extra_copy_cost=cost if enabled else None, **thresholds)
+                                extra_copy_cost=cost if enabled else None, class_agnostic=args.class_agnostic,
+                                **thresholds)
         ev.process(preds)
         with contextlib.redirect_stdout(io.StringIO()):  # its own table: printed below, where it belongs
             results = ev.evaluate()
@@ -635,6 +693,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "instances_equal_top1": True,
         "thresholds": dict(thresholds, source=source),
         "assignment": {"enabled": enabled, "extra_copy_cost": cost if enabled else None},
+        "class_agnostic": bool(args.class_agnostic),
+        "image_kinds": {"classes": len(gt_dicts) - n_agnostic, "agnostic": n_agnostic},
         "notes": notes,
         "warnings": warnings,
     }
@@ -656,28 +716,50 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     label = os.path.basename(os.path.normpath(source_path)) or "DeepACC"
     if label.lower().endswith(".json"):
         label = label[:-5]
-    say(f"\nDeepACC evaluation on {results['num_images']} image(s):")
-    say(format_table(results, name=label))
-    if "assignment" in results:
-        a = results["assignment"]
-        say(f"Acc / AER with the karyotype assignment (extra-copy cost {a['extra_copy_cost']:g}, {a['relabelled']} "
-            f"of {a['calls']} calls relabelled); without it (the paper's protocol): Acc {a['without']['Acc']:.2f}, "
-            f"AER {a['without']['AER']:.2f}")
-    den = results["confusion"].get("denver", {})
-    kar = results.get("karyotype", {})
-    line = (f"TP {results['TP']}, FP {results['FP']}, FN {results['FN']}; {results['num_dets']} kept call(s), "
-            f"{results['num_gt']} chromosome(s)")
-    if den:
-        line += f"; misclassified {den['misclassified']}, within the Denver group {den['within_group']}"
-    if kar:
-        line += f"; karyotype agreement {kar['agreement_with_gt_boxes']:.2f}% with the ground-truth boxes"
-        if kar.get("num_with_stored"):
-            line += (f", {kar['agreement_with_stored']:.2f}% with the stored karyotype ({kar['num_with_stored']} "
-                     "image(s))")
-    say(line)
-    say(format_per_class_table(results))
+    kinds = results.get("image_kinds", {})
+    if results["num_images"]:
+        other = f" with classes ({kinds['agnostic']} class-agnostic image(s) in the table below)" \
+            if kinds.get("agnostic") else ""
+        say(f"\nDeepACC evaluation on {results['num_images']} image(s){other}:")
+        say(format_table(results, name=label))
+        if "assignment" in results:
+            a = results["assignment"]
+            say(f"Acc / AER with the karyotype assignment (extra-copy cost {a['extra_copy_cost']:g}, "
+                f"{a['relabelled']} of {a['calls']} calls relabelled); without it (the paper's protocol): "
+                f"Acc {a['without']['Acc']:.2f}, AER {a['without']['AER']:.2f}")
+        den = results["confusion"].get("denver", {})
+        kar = results.get("karyotype", {})
+        line = (f"TP {results['TP']}, FP {results['FP']}, FN {results['FN']}; {results['num_dets']} kept call(s), "
+                f"{results['num_gt']} chromosome(s)")
+        if den:
+            line += f"; misclassified {den['misclassified']}, within the Denver group {den['within_group']}"
+        if kar:
+            line += f"; karyotype agreement {kar['agreement_with_gt_boxes']:.2f}% with the ground-truth boxes"
+            if kar.get("num_with_stored"):
+                line += (f", {kar['agreement_with_stored']:.2f}% with the stored karyotype "
+                         f"({kar['num_with_stored']} image(s))")
+        say(line)
+        say(format_per_class_table(results))
+    agn = results.get("agnostic", {})
+    if agn:
+        n_all = agn["all"]["num_images"]
+        say(f"\nDeepACC class-agnostic evaluation of {label} on {n_all} image(s) (chromosome vs background; "
+            f"recall / precision of the calls at score >= {thresholds['score_thresh']:g}; count error on the "
+            "complete spreads):")
+        say(format_agnostic_table(results))
+        a = agn["all"]
+        ce = a["count_error"]
+        line = (f"class-agnostic, all images: TP {a['TP']}, FP {a['FP']}, FN {a['FN']}; {a['num_calls']} call(s), "
+                f"{a['num_gt']} chromosome(s); count error on {ce['n_spreads']} complete spread(s)")
+        if ce["n_spreads"]:
+            line += f": median |error| {ce['median_abs']:g}, mean signed {ce['mean_signed']:+.2f}"
+        if ce["n_incomplete"]:
+            line += f"; {ce['n_incomplete']} spread(s) left out as incompletely annotated"
+        say(line)
     if args.output:
-        say(f"{PROG}: {METRICS_FILE}, confusion_matrix.csv and confusion_matrix.png in {os.path.abspath(args.output)}")
+        files = f"{METRICS_FILE}, confusion_matrix.csv and confusion_matrix.png" if "confusion" in results \
+            else METRICS_FILE
+        say(f"{PROG}: {files} in {os.path.abspath(args.output)}")
     if args.json:
         flat = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                 for k, v in flatten_scalars(results).items()}

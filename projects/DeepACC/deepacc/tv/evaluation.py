@@ -57,7 +57,15 @@ def build_evaluator(cfg, dataset_name: str, dicts: List[Dict]):
 
 
 def test(cfg, model: nn.Module, device) -> Dict[str, Dict]:
-    """Evaluate on every dataset of ``DATASETS.TEST``; the evaluator logs the paper-style tables."""
+    """Evaluate on every dataset of ``DATASETS.TEST``; the evaluator logs the paper-style tables and
+    the class-agnostic one.
+
+    Each dataset's result dict also carries the class-agnostic scalars flat, ``agnostic/<kind>/<metric>``
+    (:func:`deepacc.evaluation.flatten_scalars`), so that the trainer's ``metrics.json`` records them
+    (``<dataset>/agnostic/all/AP50``, ...); on a dataset without classes ``mAP`` etc. are ``None``,
+    which the metrics file leaves out."""
+    from ..evaluation import flatten_scalars
+
     results = {}
     for name in cfg.DATASETS.TEST:
         dicts = dataset_dicts([name])
@@ -72,5 +80,7 @@ def test(cfg, model: nn.Module, device) -> Dict[str, Dict]:
                 logger.info("Siamese branch on %s: %.1f %% of the classes per image take a local centre "
                             "(most confident proposal's margin probability > delta = %.2f).", name,
                             res["siamese_local_centre_pct"], classifier.threshold)
-        results[name] = res  # the evaluator has logged its tables (headline and per class)
+        if res:  # rank 0
+            res.update({k: v for k, v in flatten_scalars(res).items() if k.startswith("agnostic/")})
+        results[name] = res  # the evaluator has logged its tables (headline, per class, class-agnostic)
     return results
