@@ -8,8 +8,10 @@ from importlib import import_module
 
 _LAZY = {
     "select_calls": "summary", "summarize": "summary", "format_summary_text": "summary",
-    "KaryotypeSummary": "summary", "REVIEW_NOTE": "summary",
+    "KaryotypeSummary": "summary", "REVIEW_NOTE": "summary", "KARYOTYPE_NOT_DETERMINED": "summary",
+    "overlap_clusters": "summary", "oversized_calls": "summary",
     "render_karyogram": "karyogram", "extract_chromosome": "karyogram", "ISCN_ROWS": "karyogram",
+    "karyogram_title": "karyogram",
     "draw_overlay": "overlay",
     "write_report": "report",
 }

@@ -29,7 +29,8 @@ from ..config import CALLS
 from ..karyotype import CLASS_NAMES, DENVER_GROUPS, GROUP_COLORS, canonical_name, group_of
 from .summary import top2_margin
 
-__all__ = ["ISCN_ROWS", "Cutout", "extract_chromosome", "scale_cutouts", "render_karyogram"]
+__all__ = ["ISCN_ROWS", "Cutout", "extract_chromosome", "scale_cutouts", "karyogram_title", "karyogram_notes",
+           "render_karyogram"]
 
 #: Class names of each karyogram row, in ISCN order: Denver groups A+B, C (with X), D+E, F+G (with Y).
 ISCN_ROWS: Tuple[Tuple[str, ...], ...] = tuple(sum((DENVER_GROUPS[g] for g in row), ()) for row in ("AB", "C", "DE", "FG"))
@@ -251,6 +252,39 @@ def scale_cutouts(images: Sequence[np.ndarray], max_height: int = 150) -> Tuple[
     return out, s
 
 
+def karyogram_title(summary=None) -> str:
+    """First line of the karyogram's header: the suggested karyotype, or, when the count is outside
+    the plausible range (``summary.karyotype_determined`` false), that the karyotype is not determined."""
+    if summary is None:
+        return "Karyogram"
+    if not getattr(summary, "karyotype_determined", True) and summary.count:
+        return f"Karyotype not determined: {summary.count} chromosomes called"
+    return f"Suggested karyotype: {summary.karyotype}"
+
+
+def karyogram_notes(summary=None) -> List[Tuple[str, Tuple[int, int, int]]]:
+    """Lines under the title, with their colour: why the karyotype is not determined (red), the calls
+    not counted and the clusters of overlapping calls (orange)."""
+    if summary is None:
+        return []
+    lines: List[Tuple[str, Tuple[int, int, int]]] = []
+    if not getattr(summary, "karyotype_determined", True) and summary.count:
+        t = summary.thresholds
+        lines.append((f"Outside the plausible count {t.get('count_min', 40):g}-{t.get('count_max', 52):g}: chromosomes "
+                      "likely missed, merged or split. Count them on the image.", _RED))
+    parts = []
+    excluded = getattr(summary, "excluded", None) or []
+    clusters = getattr(summary, "clusters", None) or []
+    if excluded:
+        parts.append(f"{len(excluded)} oversized round call(s) not counted (nucleus?), not shown")
+    if clusters:
+        n = sum(len(c["detections"]) for c in clusters)
+        parts.append(f"{len(clusters)} cluster(s) of overlapping calls ({n} calls): check count and classes there")
+    if parts:
+        lines.append(("; ".join(parts), _ORANGE))
+    return lines
+
+
 def render_karyogram(
     image: np.ndarray,
     calls: Mapping[str, np.ndarray],
@@ -266,12 +300,15 @@ def render_karyogram(
         image: the metaphase image (grayscale uint8, dark chromosomes on light background).
         calls: ``{"boxes", "scores", "classes"}`` (see :func:`deepacc.clinical.summary.select_calls`).
         summary: optional :class:`~deepacc.clinical.summary.KaryotypeSummary` of the calls: gives
-            the title (karyotype string), the uncertain calls and the classes with abnormal copy numbers.
+            the title (:func:`karyogram_title`: the karyotype string, or "Karyotype not determined" when
+            the count is outside the plausible range, with the reason in red below), the uncertain calls,
+            the classes with abnormal copy numbers, and the calls excluded from the count (oversized
+            round calls: not laid out) and the clusters (:func:`karyogram_notes`).
         uncertain: rows of ``calls`` to mark (red frame + score); default ``summary.uncertain``.
         max_chromosome_height: height in pixels of the longest chromosomes (one scale for all: the
             90th percentile of the cut-out heights is drawn at 90 % of it; a cut-out that would be
             taller is shrunk on its own).
-        title: first line of the header (default: the suggested karyotype).
+        title: first line of the header (default: :func:`karyogram_title`).
     """
     boxes = np.asarray(calls["boxes"], dtype=np.float64).reshape(-1, 4)
     scores = np.asarray(calls["scores"], dtype=np.float64).reshape(-1)
@@ -286,13 +323,18 @@ def render_karyogram(
 
     margins = top2_margin(calls["class_probs"], len(class_names)) if "class_probs" in calls and len(names) else None
     margin_thr = CALLS.review_margin if summary is None else summary.thresholds.get("review_margin", CALLS.review_margin)
-    cutouts = [extract_chromosome(image, b) for b in boxes]
-    scaled, _ = scale_cutouts([c.image for c in cutouts], max_chromosome_height)
+    # Calls excluded from the count (oversized round objects: nuclei) are not chromosomes: not laid out.
+    excluded = {int(e["detection"]) for e in (getattr(summary, "excluded", None) or [])}
+    shown = [i for i in range(len(names)) if i not in excluded]
+    cutouts = {i: extract_chromosome(image, boxes[i]) for i in shown}
+    scaled_list, _ = scale_cutouts([cutouts[i].image for i in shown], max_chromosome_height)
+    scaled = dict(zip(shown, scaled_list))
 
     by_class: Dict[str, List[int]] = {n: [] for row in ISCN_ROWS for n in row}
     # Within a slot, most confident first (left).
     for i in np.argsort(-scores, kind="stable"):
-        by_class[names[i]].append(int(i))
+        if int(i) not in excluded:
+            by_class[names[i]].append(int(i))
 
     gap, frame, margin = 6, 3, 24
     label_h, score_h = 22, 26
@@ -300,7 +342,8 @@ def render_karyogram(
         score_h += 12  # room for "was <class>" above the score lines
     min_slot = 44
     col_gap = 26
-    title_h = 64
+    notes = karyogram_notes(summary)
+    title_h = 64 + 18 * len(notes)
     row_layout = []
     for row in ISCN_ROWS:
         slots = []
@@ -316,17 +359,19 @@ def render_karyogram(
     height = title_h + sum(r[1] + label_h + score_h + 14 for r in row_layout) + margin + 30
     canvas = np.full((height, width, 3), 255, np.uint8)
 
-    head = title
-    if head is None:
-        head = f"Suggested karyotype: {summary.karyotype}" if summary is not None else "Karyogram"
-    _text(canvas, _fit(head, width - 2 * margin, 0.75, 2), margin, 28, 0.75, _BLACK, 2, center=False)
-    sub = f"{len(names)} chromosomes called"
+    head = title if title is not None else karyogram_title(summary)
+    undetermined = summary is not None and not getattr(summary, "karyotype_determined", True) and summary.count
+    _text(canvas, _fit(head, width - 2 * margin, 0.75, 2), margin, 28, 0.75, _RED if undetermined else _BLACK, 2,
+          center=False)
+    for k, (line, color) in enumerate(notes):
+        _text(canvas, _fit(line, width - 2 * margin, 0.45, 1), margin, 48 + 18 * k, 0.45, color, 1, center=False)
+    sub = f"{len(shown)} chromosomes called"
     if summary is not None:
         sub += f"; {len(summary.flags)} review flag(s)" if summary.flags else "; no review flags"
     sub += "  |  red frame = uncertain call (score; m = top-2 margin); red label = unexpected copy number"
     if relabelled:
         sub += "; orange frame = relabelled by the karyotype assignment (was: model's class)"
-    _text(canvas, sub, margin, 50, 0.42, (80, 80, 80), 1, center=False)
+    _text(canvas, sub, margin, title_h - 14, 0.42, (80, 80, 80), 1, center=False)
 
     y = title_h
     for slots, row_h, row_w in row_layout:

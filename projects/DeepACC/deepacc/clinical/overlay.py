@@ -11,6 +11,8 @@ from ..karyotype import CLASS_NAMES, DENVER_GROUPS, GROUP_COLORS, group_of
 __all__ = ["to_rgb", "draw_overlay", "draw_label"]
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
+_GRAY = (120, 120, 120)
+_MAGENTA = (200, 0, 200)
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -50,11 +52,16 @@ def draw_overlay(
     uncertain: Collection[int] = (),
     show_scores: bool = True,
     legend: bool = True,
+    excluded: Collection[int] = (),
+    clusters: Sequence[Sequence[float]] = (),
 ) -> np.ndarray:
     """RGB image with one box per call, coloured by the Denver group of its class.
 
     Labels read ``<class> <score>``; uncertain calls (rows listed in ``uncertain``) get a ``?`` and a
-    dashed-looking double frame in red so they stand out.
+    dashed-looking double frame in red so they stand out. Calls listed in ``excluded`` (not counted:
+    oversized round objects, ``summary.excluded``) are drawn in gray labelled ``not counted``; each
+    box of ``clusters`` (xyxy, ``summary.clusters[*]["box"]``) gets a magenta frame around it
+    labelled ``cluster``. The legend names these only when there are some.
     """
     canvas = to_rgb(image)
     h, w = canvas.shape[:2]
@@ -67,13 +74,23 @@ def draw_overlay(
         scale = 0.4
     thick = max(1, int(round(max(h, w) / 1000)))
     uncertain = set(int(i) for i in uncertain)
+    excluded = set(int(i) for i in excluded)
     scores = np.asarray(calls["scores"], dtype=np.float64).reshape(-1)
     classes = np.asarray(calls["classes"]).astype(int).reshape(-1)
+    for box in clusters:  # under the calls' boxes, a few pixels outside the cluster
+        o = 3 * thick + 3
+        x0, y0, x1, y1 = [int(round(v)) for v in box]
+        cv2.rectangle(canvas, (x0 - o, y0 - o), (x1 + o, y1 + o), _MAGENTA, thick)
+        draw_label(canvas, "cluster", (x0 - o, y1 + o + int(16 * scale) + 2), _MAGENTA, scale)
     # Draw low scores first so confident boxes end up on top.
     for i in np.argsort(scores, kind="stable"):
         name = class_names[classes[i]]
         color = GROUP_COLORS[group_of(name)]
         x0, y0, x1, y1 = [int(round(v)) for v in boxes[i]]
+        if i in excluded:
+            cv2.rectangle(canvas, (x0, y0), (x1, y1), _GRAY, thick)
+            draw_label(canvas, f"not counted ({name}?)", (x0, y0 - 1), _GRAY, scale)
+            continue
         if i in uncertain:
             o = thick + 1
             cv2.rectangle(canvas, (x0 - o, y0 - o), (x1 + o, y1 + o), (220, 0, 0), thick)
@@ -83,12 +100,17 @@ def draw_overlay(
             text += " ?"
         draw_label(canvas, text, (x0, y0 - 1), (220, 0, 0) if i in uncertain else color, scale)
     if legend:
-        canvas = _with_legend(canvas, float(np.clip(w / 1600.0, 0.4, 0.7)))
+        extra = []
+        if excluded:
+            extra.append(("gray = not counted (oversized round: nucleus?)", _GRAY))
+        if len(clusters):
+            extra.append(("magenta = cluster of overlapping calls", _MAGENTA))
+        canvas = _with_legend(canvas, float(np.clip(w / 1600.0, 0.4, 0.7)), extra)
     return canvas
 
 
-def _with_legend(canvas: np.ndarray, scale: float) -> np.ndarray:
-    """The canvas with a legend strip (Denver group colours) added below the image."""
+def _with_legend(canvas: np.ndarray, scale: float, extra=()) -> np.ndarray:
+    """The canvas with a legend strip (Denver group colours, then ``extra`` (text, colour)) added below the image."""
     (_, th), base = cv2.getTextSize("Ag", _FONT, scale, 1)
     texts = []
     for letter in sorted(DENVER_GROUPS):
@@ -96,6 +118,7 @@ def _with_legend(canvas: np.ndarray, scale: float) -> np.ndarray:
         t = {"C": "C: 6-12, X", "G": "G: 21-22, Y"}.get(letter, f"{letter}: {names[0]}-{names[-1]}")
         texts.append((t, GROUP_COLORS[letter]))
     texts.append(("? = uncertain call", (220, 0, 0)))
+    texts.extend(extra)
     widths = [cv2.getTextSize(t, _FONT, scale, 1)[0][0] + 12 for t, _ in texts]
     w = canvas.shape[1]
     lines, x = [[]], 0

@@ -1,8 +1,11 @@
 """Offline HTML report of a folder of predicted spreads (one self-contained page, no network).
 
 The report is built from the per-image records that ``deepacc-predict`` writes as JSON (see
-``docs/predict.md``): for every spread its suggested karyotype, count, sex chromosomes, review
-flags, per-class copy numbers with mean confidence, the overlay and the karyogram. Images are
+``docs/predict.md``): for every spread its suggested karyotype (or, when the count is outside the
+plausible range, that it is not determined, with the numerical string of the calls folded away),
+count, sex chromosomes, the calls not counted (oversized round objects) with the reason, review
+flags (clusters of overlapping calls folded like the uncertain calls), per-class copy numbers with
+mean confidence, the overlay and the karyogram. Images are
 referenced by relative paths inside the output folder (URL-encoded, so names with ``#``, ``%``,
 ``?`` or spaces link correctly), or embedded as base64 (``embed_images=True``)
 so the single HTML file can be moved on its own. Nothing is fetched from the network: no scripts,
@@ -57,22 +60,57 @@ def _img_src(output_dir: str, rel: str, embed: bool) -> Optional[str]:
         return "data:image/png;base64," + base64.b64encode(f.read()).decode("ascii")
 
 
+def polarity_note(pol: Mapping) -> str:
+    """One line on an image's polarity as ``deepacc-predict`` records it (``polarity`` of its JSON)."""
+    detected = str(pol.get("detected", "")).replace("_", " ")
+    seen = f"{detected} (detected)" if pol.get("decided") else f"not decided ({pol.get('reason', '')})"
+    done = "inverted for the model" if pol.get("inverted") else "used as stored"
+    return f"Image polarity: {seen}; {done} (INPUT.POLARITY {pol.get('mode', '?')})."
+
+
 def _spread_section(rec: Mapping, idx: int, output_dir: str, embed: bool) -> str:
     e = html.escape
     s = rec["summary"]
     name = rec.get("name") or os.path.basename(rec.get("file_name", f"spread {idx}"))
     out = [f'<section id="spread-{idx}"><h2>{idx}. {e(name)}</h2>']
     out.append(f'<p class="meta">{e(str(rec.get("file_name", "")))}</p>')
+    pol = rec.get("polarity")
+    if isinstance(pol, Mapping):
+        out.append(f'<p class="meta">{e(polarity_note(pol))}</p>')
     review = "needs review" if s.get("needs_review") else "no flags raised (still to be confirmed)"
+    undetermined = not s.get("karyotype_determined", True) and s["count"]
+    label = "Karyotype" if undetermined else "Suggested karyotype"
     out.append(
-        f'<p>Suggested karyotype: <span class="kt">{e(s["karyotype"])}</span> &nbsp; '
+        f'<p>{label}: <span class="kt{" bad" if undetermined else ""}">{e(s["karyotype"])}</span> &nbsp; '
         f'{s["count"]} chromosomes called; sex chromosomes: {e(s["sex_chromosomes"] or "none")} '
         f'(inferred sex: {e(s["inferred_sex"])}); '
         f'<b class="{"bad" if s.get("needs_review") else "ok"}">{review}</b></p>'
     )
+    if undetermined:
+        t = s.get("thresholds", {})
+        out.append(
+            f'<p class="bad">{s["count"]} chromosomes called, outside the plausible range '
+            f'{t.get("count_min", 40):g}-{t.get("count_max", 52):g}: chromosomes are likely missed, merged or split, '
+            f"so no karyotype is suggested. Count the chromosomes on the image.</p>"
+            f'<details class="meta"><summary>numerical string of the calls (not a karyotype)</summary>'
+            f'<code>{e(s.get("karyotype_from_calls", ""))}</code></details>'
+        )
+    excluded = s.get("excluded") or []
+    if excluded:
+        out.append(f"<p><b>Not counted ({len(excluded)})</b>: not chromosomes by their size and shape; gray in the "
+                   "overlay, left out of the karyogram</p>")
+        out.append('<table class="fail"><tr><th>call</th><th>called as</th><th>score</th><th>box</th>'
+                   "<th>reason</th></tr>")
+        out.extend(
+            f'<tr><td>{x["detection"]}</td><td>{e(str(x["class_name"]))}</td><td>{x["score"]:.2f}</td>'
+            f'<td>{", ".join(f"{v:.0f}" for v in x["box"])}</td><td>{e(x["reason"])}</td></tr>'
+            for x in excluded)
+        out.append("</table>")
     flags = s.get("flags", [])
     if flags:
-        folded = {"relabelled": "call(s) relabelled by the karyotype assignment",
+        folded = {"cluster": "cluster(s) of overlapping calls (magenta in the overlay): check the count and the "
+                  "classes there",
+                  "relabelled": "call(s) relabelled by the karyotype assignment",
                   "uncertain_call": "uncertain call(s)"}
         main = [f for f in flags if f.get("kind") not in folded]
         out.append(f'<p><b>Review flags ({len(flags)})</b></p><ul class="flags">')
@@ -104,7 +142,8 @@ def _spread_section(rec: Mapping, idx: int, output_dir: str, embed: bool) -> str
         f'<tr><th>expected</th>{expected}</tr><tr><th>mean conf.</th>{conf}</tr></table>'
     )
     figs = []
-    for key, caption in (("overlay", "Detections (boxes coloured by Denver group; red = uncertain)"),
+    for key, caption in (("overlay", "Detections (boxes coloured by Denver group; red = uncertain; gray = not "
+                                     "counted; magenta = cluster)"),
                          ("karyogram", "Karyogram (ISCN layout; red frame = uncertain call)")):
         rel = rec.get("outputs", {}).get(key)
         src = _img_src(output_dir, rel, embed) if rel else None
@@ -163,8 +202,9 @@ def build_report_html(
             s = r["summary"]
             name = r.get("name") or os.path.basename(r.get("file_name", ""))
             nf = len(s.get("flags", []))
+            kt_cls = ' class="bad"' if not s.get("karyotype_determined", True) and s["count"] else ""
             parts.append(
-                f'<tr><td>{i}</td><td><a href="#spread-{i}">{e(name)}</a></td><td><b>{e(s["karyotype"])}</b></td>'
+                f'<tr><td>{i}</td><td><a href="#spread-{i}">{e(name)}</a></td><td{kt_cls}><b>{e(s["karyotype"])}</b></td>'
                 f'<td>{s["count"]}</td><td class="{"bad" if nf else "ok"}">{nf}</td></tr>'
             )
         parts.append("</table>")
