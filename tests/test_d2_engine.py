@@ -802,7 +802,8 @@ def test_framework_free_config_equals_detectron2s():
     assert differ(own, engine) == {}
     # keys of ours outside MODEL.DEEPACC / TEST.DEEPACC are DeepACC's additions, listed here on purpose
     assert sorted(k for k in own if ".DEEPACC." not in k and not k.startswith("MODEL.DEEPACC")) == sorted([
-        "DATASETS.CHECK", "DATASETS.SKIP_INVALID", "INPUT.NORMALIZATION", "INPUT.SCALE_AWARE.ENABLED",
+        "DATASETS.CHECK", "DATASETS.SKIP_INVALID", "INPUT.NORMALIZATION", "INPUT.POLARITY",
+        "INPUT.SCALE_AWARE.ENABLED",
         "INPUT.SCALE_AWARE.FRAMED_STATS", "INPUT.SCALE_AWARE.MAX_FACTOR", "INPUT.SCALE_AWARE.MAX_SIZE",
         "INPUT.SCALE_AWARE.MIN_FACTOR", "INPUT.SCALE_AWARE.REFERENCE_FRAME", "INPUT.SCALE_AWARE.REFERENCE_SIZE",
         "INPUT.SCALE_AWARE.TOLERANCE",

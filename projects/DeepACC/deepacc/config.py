@@ -94,6 +94,12 @@ def add_deepacc_config(cfg) -> None:
     # image by its own mean and std in the data mapper (then set MODEL.PIXEL_MEAN 0 / PIXEL_STD 1);
     # "none" leaves 0..255 pixels for MODEL.PIXEL_MEAN / PIXEL_STD.
     _C.INPUT.NORMALIZATION = "per_image"
+    # Image polarity (ours; deepacc.data.polarity): the model works on dark chromosomes on a light
+    # background (G-band). "auto" = recognise bright-on-dark images (fluorescence: Q-band, DAPI) from
+    # the image itself and invert them (255 - x) where they are read, in both engines' mappers
+    # (training and inference) and the predictors; a dark-on-light image is passed on bit-identical.
+    # "dark_on_light" = never invert (the images as stored); "bright_on_dark" = always invert.
+    _C.INPUT.POLARITY = "auto"
 
     # Scale-aware inference (ours, beyond the paper; deepacc.data.scale): each image is resized so that
     # its chromosomes (size measured on the image) have the size the model saw in training, instead of
@@ -433,6 +439,7 @@ _RANGES = (
 )
 _CHOICES = (
     ("INPUT.NORMALIZATION", ("per_image", "none")),
+    ("INPUT.POLARITY", ("auto", "dark_on_light", "bright_on_dark")),
     ("SOLVER.AMP.PRECISION", ("auto", "bfloat16", "float16", "float32")),
     ("MODEL.CHANNELS_LAST", ("auto", "on", "off")),
     ("MODEL.RESNETS.DEPTH", (18, 34, 50, 101, 152)),

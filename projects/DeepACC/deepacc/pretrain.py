@@ -77,8 +77,12 @@ class CropSet:
         return int(self.labels.numel())
 
 
-def cut_crops(dicts: Sequence[Dict], min_size: int, max_size: int, size: int, progress: bool = True) -> CropSet:
+def cut_crops(dicts: Sequence[Dict], min_size: int, max_size: int, size: int, progress: bool = True,
+              polarity: str = "auto") -> CropSet:
     """One ``size x size`` window centred on every annotated chromosome of ``dicts``.
+
+    Images are brought to dark-on-light as the detector's mappers do (``polarity`` =
+    ``INPUT.POLARITY``, :func:`deepacc.data.polarity.apply_polarity`).
 
     Each image is resized as the detector resizes it, the window is cut around the box centre
     (neighbours included, as the detector's RoI sees them) and padded with empty slide where it
@@ -89,12 +93,13 @@ def cut_crops(dicts: Sequence[Dict], min_size: int, max_size: int, size: int, pr
     from tqdm import tqdm
 
     from .data.images import read_image
+    from .data.polarity import apply_polarity
     from .data.transforms import image_stats
 
     dark, labels, means, stds, groups = [], [], [], [], []
     half = size // 2
     for gi, d in enumerate(tqdm(dicts, desc="cutting crops", disable=not progress, leave=False)):
-        gray = read_image(d["file_name"])
+        gray, _ = apply_polarity(read_image(d["file_name"]), polarity)
         h, w = gray.shape[:2]
         s = detector_scale(h, w, min_size, max_size)
         if abs(s - 1.0) > 1e-6:

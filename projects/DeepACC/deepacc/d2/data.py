@@ -6,7 +6,9 @@
   :mod:`deepacc.d2` mirrors every dataset registered at that time; the trainer mirrors the names of
   ``DATASETS.TRAIN`` / ``DATASETS.TEST`` again, so datasets registered later are found too.
 * :class:`DeepACCDatasetMapper` reads an image with the project's one reader
-  (:func:`deepacc.data.images.read_image`, grayscale), normalises it like the torchvision engine
+  (:func:`deepacc.data.images.read_image`, grayscale), brings it to dark-on-light by
+  ``INPUT.POLARITY`` (:func:`deepacc.data.polarity.apply_polarity`, as the torchvision engine does),
+  normalises it like the torchvision engine
   (``INPUT.NORMALIZATION``), applies ``ResizeShortestEdge`` and (training) ``RandomFlip`` from the
   cfg, and returns the 3-channel float tensor and the ``Instances`` Detectron2 models expect.
 """
@@ -26,6 +28,7 @@ from detectron2.data import transforms as T
 
 from ..data import catalog
 from ..data.images import read_image
+from ..data.polarity import apply_polarity, check_polarity_mode
 from ..karyotype.classes import CLASS_NAMES
 
 __all__ = ["register_datasets", "DeepACCDatasetMapper"]
@@ -89,13 +92,18 @@ class DeepACCDatasetMapper:
     the original image before resizing, as in the torchvision engine; then set
     ``MODEL.PIXEL_MEAN [0, 0, 0]`` and ``MODEL.PIXEL_STD [1, 1, 1]``), ``height``/``width`` (the
     original size, for ``detector_postprocess``), ``image_id``, ``file_name``, and for training
-    ``instances`` (``gt_boxes``, ``gt_classes``). Crowd annotations are dropped.
+    ``instances`` (``gt_boxes``, ``gt_classes``). Crowd annotations are dropped. The image is first
+    brought to dark-on-light by ``INPUT.POLARITY`` (``polarity``; :meth:`prepare_image` leaves what
+    it did in :attr:`last_polarity`).
     """
 
     @configurable
-    def __init__(self, is_train: bool, *, augmentations: List, normalization: str = "per_image", scale_cfg=None):
+    def __init__(self, is_train: bool, *, augmentations: List, normalization: str = "per_image", scale_cfg=None,
+                 polarity: str = "auto"):
         if normalization not in ("per_image", "none"):
             raise ValueError(f"INPUT.NORMALIZATION must be 'per_image' or 'none', got {normalization!r}")
+        self.polarity = check_polarity_mode(polarity)
+        self.last_polarity = None
         self.is_train = bool(is_train)
         self.augmentations = T.AugmentationList(augmentations)
         self.normalization = normalization
@@ -110,12 +118,15 @@ class DeepACCDatasetMapper:
             "augmentations": utils.build_augmentation(cfg, is_train),
             "normalization": cfg.INPUT.NORMALIZATION,
             "scale_cfg": cfg if not is_train and cfg.INPUT.SCALE_AWARE.ENABLED else None,
+            "polarity": cfg.INPUT.get("POLARITY", "auto"),
         }
 
     def prepare_image(self, gray: np.ndarray):
-        """``(H, W)`` grayscale -> ``(image (3, h, w) float32 tensor, applied transforms)``."""
+        """``(H, W)`` grayscale -> ``(image (3, h, w) float32 tensor, applied transforms)``; the image
+        is brought to dark-on-light first (``INPUT.POLARITY``, recorded in :attr:`last_polarity`)."""
         if gray.ndim != 2:
             raise ValueError(f"expected a (H, W) grayscale image, got shape {gray.shape}")
+        gray, self.last_polarity = apply_polarity(gray, self.polarity)
         self.last_scale = None
         if self.scale_cfg is not None:
             from ..data.scale import input_stats, resize_factor

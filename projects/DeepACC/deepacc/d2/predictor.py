@@ -31,9 +31,10 @@ class Detectron2Predictor:
     """Runs the Detectron2-engine model on one grayscale image (``(H, W)`` uint8).
 
     Returns ``{"instances": {...}, "instances_top1": {...}}`` (numpy ``boxes``, ``scores``,
-    ``classes``, ``class_probs``, in the input image's coordinates). Loads ``MODEL.WEIGHTS`` and
-    refuses to run without it, or with weights that do not fit the model, unless ``allow_untrained``
-    (:attr:`weights_info` records which weights made the predictions).
+    ``classes``, ``class_probs``, in the input image's coordinates; ``polarity``: the image's
+    detected polarity and whether it was inverted for the model, ``INPUT.POLARITY``). Loads
+    ``MODEL.WEIGHTS`` and refuses to run without it, or with weights that do not fit the model,
+    unless ``allow_untrained`` (:attr:`weights_info` records which weights made the predictions).
     """
 
     def __init__(self, cfg, allow_untrained: bool = False):
@@ -65,7 +66,8 @@ class Detectron2Predictor:
         with autocast(self.cfg, self.model.device.type):
             out = self.model([{"image": image, "height": h, "width": w}])[0]
         res = {"instances": instances_to_dict(out["instances"]),
-               "instances_top1": instances_to_dict(out["instances_top1"])}
+               "instances_top1": instances_to_dict(out["instances_top1"]),
+               "polarity": self.mapper.last_polarity}
         if self.mapper.last_scale is not None:
             res["input_scale"] = self.mapper.last_scale
         return res

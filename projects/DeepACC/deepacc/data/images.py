@@ -14,8 +14,11 @@ Conversion rules (identical for training, evaluation and inference, both engines
   by **the image's own min/max** to 0..255 (``round((v - min) * 255 / (max - min))``), because
   microscope cameras store 10-14 bit data in 16-bit containers and a full-range scaling would
   make them nearly black. A constant image maps to 0 when its value is 0, else to 255.
-* Polarity is never changed: chromosomes stay as stored (dark on light for G-band images;
-  fluorescence images such as DAPI must be inverted by their converter, see ``datasets/``).
+* Polarity is never changed here: chromosomes stay as stored. The model's inputs are brought to
+  dark-on-light right after this reader, by ``INPUT.POLARITY`` (default ``"auto"``: bright-on-dark
+  fluorescence images such as Q-band or DAPI are recognised and inverted, ``255 - x``; G-band images
+  pass bit-identical), in both engines' mappers and the predictors:
+  :func:`deepacc.data.polarity.apply_polarity`.
 
 Size limit: images with more than :data:`MAX_IMAGE_PIXELS` pixels (read from the header, before
 anything is decoded) are refused by every reader here, whatever Pillow's own limit is.

@@ -147,11 +147,13 @@ def standard_factor(height: int, width: int, min_size: int, max_size: int) -> fl
 
 
 def measure_reference(file_names: Sequence[str], min_size: int, max_size: int, max_images: int = 64,
-                      seed: int = 0) -> Tuple[Optional[float], Optional[float]]:
+                      seed: int = 0, polarity: str = "auto") -> Tuple[Optional[float], Optional[float]]:
     """``(size, frame)`` of (up to ``max_images``, drawn with ``seed``) training images: the median
     chromosome size in model-input pixels at the usual test resize, and the median frame area in units
-    of the chromosome size squared. ``(None, None)`` when nothing can be measured."""
+    of the chromosome size squared. ``(None, None)`` when nothing can be measured. The images are
+    measured as the model sees them: dark on light by ``polarity`` (``INPUT.POLARITY``)."""
     from .images import read_image
+    from .polarity import apply_polarity
 
     names = list(file_names)
     if not names:
@@ -160,7 +162,7 @@ def measure_reference(file_names: Sequence[str], min_size: int, max_size: int, m
     sizes: List[float] = []
     frames: List[float] = []
     for i in rng.permutation(len(names))[:max_images]:
-        gray = read_image(names[int(i)])
+        gray, _ = apply_polarity(read_image(names[int(i)]), polarity)
         spread = measure_spread(gray)
         if spread is not None:
             h, w = gray.shape
@@ -249,7 +251,7 @@ def training_reference(cfg, file_names: Sequence[str]) -> Dict[str, float]:
     if float(node.REFERENCE_SIZE) <= 0 or float(node.REFERENCE_FRAME) <= 0:
         seed = int(cfg.SEED) if int(cfg.SEED) >= 0 else 0
         size, frame = measure_reference(file_names, int(cfg.INPUT.MIN_SIZE_TEST), int(cfg.INPUT.MAX_SIZE_TEST),
-                                        seed=seed)
+                                        seed=seed, polarity=cfg.INPUT.get("POLARITY", "auto"))
         if float(node.REFERENCE_SIZE) <= 0:
             node.REFERENCE_SIZE = float(size or 0.0)
         if float(node.REFERENCE_FRAME) <= 0:
@@ -271,7 +273,8 @@ def apply_reference(cfg, stored: Optional[Dict] = None, train_files: Optional[Se
     stored = stored or {}
     size, frame = stored.get(CHECKPOINT_KEY), stored.get(FRAME_KEY)
     if (not size or not frame) and train_files:
-        m_size, m_frame = measure_reference(train_files, int(cfg.INPUT.MIN_SIZE_TEST), int(cfg.INPUT.MAX_SIZE_TEST))
+        m_size, m_frame = measure_reference(train_files, int(cfg.INPUT.MIN_SIZE_TEST), int(cfg.INPUT.MAX_SIZE_TEST),
+                                            polarity=cfg.INPUT.get("POLARITY", "auto"))
         size, frame = size or m_size, frame or m_frame
         logger.info("Scale-aware inference: reference measured on the training images (not stored in the checkpoint).")
     if float(node.REFERENCE_SIZE) <= 0:

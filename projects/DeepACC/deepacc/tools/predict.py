@@ -10,7 +10,8 @@ For every readable image it writes, into ``--output``:
 
 * ``<name>.json``: the calls (box, class name, score, per-class probabilities, uncertain or not),
   the numerical summary (count, sex chromosomes, ISCN-style string, copies per class with mean
-  confidence, review flags) and the review note;
+  confidence, review flags), the review note and the image's polarity (detected, inverted for the
+  model or not: ``INPUT.POLARITY`` / ``--polarity``, :mod:`deepacc.data.polarity`);
 * ``<name>.overlay.png``: the image with the calls boxed and coloured by Denver group;
 * ``<name>.karyogram.png``: the karyogram in ISCN layout;
 
@@ -61,6 +62,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from deepacc.config import CALLS, call_thresholds
+from deepacc.data.polarity import POLARITIES
 from deepacc.engine import ENGINES
 from deepacc.fileio import TEMP_PATTERN as _TEMP_FILE  # atomic_write's temporary files: .tmp-<pid>-<name>
 
@@ -101,6 +103,8 @@ class PredictSettings:
     extra_copy_cost: Optional[float] = None
     allow_untrained: bool = False
     weights_sha256: Optional[str] = None  # of MODEL.WEIGHTS: a rerun with other weights redoes every image
+    # INPUT.POLARITY of the run (the config's, or --polarity); None = not resolved (the predictor's own)
+    polarity: Optional[str] = None
 
 
 @dataclass
@@ -158,6 +162,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-untrained", action="store_true",
                    help="predict even without MODEL.WEIGHTS or with weights that do not fit the model (refused "
                    "otherwise); every output is then flagged as coming from an untrained model")
+    p.add_argument("--polarity", choices=POLARITIES, default=None,
+                   help="image polarity (default: the config's INPUT.POLARITY, auto): auto = recognise bright-on-dark "
+                   "fluorescence images (Q-band, DAPI) and invert them for the model, dark_on_light = never invert, "
+                   "bright_on_dark = always invert; the JSON records what was detected and done")
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="model engine (default: auto = Detectron2 when importable, else torchvision)")
     p.add_argument("--report", action="store_true", help="also write the offline HTML report (report.html)")
@@ -272,11 +280,14 @@ def _round(x, nd=4):
     return [round(float(v), nd) for v in np.asarray(x).reshape(-1)]
 
 
-def postprocess(image: np.ndarray, prediction: Mapping, settings: PredictSettings = PredictSettings()):
+def postprocess(image: np.ndarray, prediction: Mapping, settings: PredictSettings = PredictSettings(),
+                model_image: Optional[np.ndarray] = None):
     """Calls, summary, overlay and karyogram of one image from the model's prediction.
 
     Returns ``(calls, summary, overlay_rgb, karyogram_rgb, detections)`` where ``detections`` is the
-    JSON-ready list of calls.
+    JSON-ready list of calls. The overlay is drawn on ``image``; what assumes dark chromosomes on a
+    light background (the karyogram's cut-outs, the summary's look at the pixels) uses
+    ``model_image``, the image the model saw after ``INPUT.POLARITY`` (default ``image``).
     """
     from deepacc.karyotype.classes import CLASS_NAMES
     from deepacc.clinical.karyogram import render_karyogram
@@ -285,6 +296,7 @@ def postprocess(image: np.ndarray, prediction: Mapping, settings: PredictSetting
 
     if "instances_top1" not in prediction:
         raise KeyError("the prediction has no 'instances_top1' (top-1 detections)")
+    view = image if model_image is None else model_image
     calls = select_calls(prediction["instances_top1"], settings.confidence_threshold, settings.nms_threshold)
     assignment = resolve_assignment(settings)
     if assignment.enabled:
@@ -292,9 +304,11 @@ def postprocess(image: np.ndarray, prediction: Mapping, settings: PredictSetting
 
         calls = assign_calls(calls, assignment.extra_copy_cost)
     summary = summarize(calls, review_score=settings.review_score, review_margin=settings.review_margin,
-                        score_threshold=settings.confidence_threshold, assignment=assignment.as_dict())
-    overlay = draw_overlay(image, calls, uncertain=summary.uncertain)
-    karyogram = render_karyogram(image, calls, summary)
+                        score_threshold=settings.confidence_threshold, assignment=assignment.as_dict(), image=view)
+    overlay = draw_overlay(image, calls, uncertain=summary.uncertain,
+                           excluded=[x["detection"] for x in summary.excluded],
+                           clusters=[c["box"] for c in summary.clusters])
+    karyogram = render_karyogram(view, calls, summary)
     unc = set(summary.uncertain)
     prob_names = list(CLASS_NAMES) + ["background"]
     detections = []
@@ -376,7 +390,16 @@ def process_image(
         raise ValueError(f"{path}: expected an 8-bit grayscale image, got shape {image.shape} {image.dtype}")
     predictor = get_predictor()
     prediction = predictor(image)
-    calls, summary, overlay, karyogram, detections = postprocess(image, prediction, settings)
+    # INPUT.POLARITY is applied by the predictor; it reports what it detected and did (None: a predictor
+    # that does not say). The overlay is drawn on the image as given; the karyogram and the summary
+    # (which assume dark chromosomes on a light background) use the image the model saw.
+    polarity = prediction.get("polarity")
+    view = image
+    if isinstance(polarity, Mapping) and polarity.get("inverted"):
+        from deepacc.data.polarity import invert_gray
+
+        view = invert_gray(image)
+    calls, summary, overlay, karyogram, detections = postprocess(image, prediction, settings, model_image=view)
     model = getattr(predictor, "weights_info", None)  # weights file, SHA-256, trained or not
     if model and model.get("status") != "trained":
         from deepacc.clinical.summary import ReviewFlag
@@ -395,6 +418,7 @@ def process_image(
         "settings": asdict(settings),
         "model": model,
         "input_scale": prediction.get("input_scale"),  # the resize factor and what chose it
+        "polarity": dict(polarity) if isinstance(polarity, Mapping) else None,  # detected, inverted or not
         "outputs": {k: os.path.basename(v) for k, v in outs.items()},
     }
     # Images first, JSON last: a complete JSON marks a finished image.
@@ -507,6 +531,7 @@ def setup_cfg(args):
     from deepacc.config import load_config
 
     cfg = load_config(args.config_file or None, list(args.opts or []))
+    _override_polarity(cfg, args)
     if "ROI_HEADS" in cfg.MODEL and "SCORE_THRESH_TEST" in cfg.MODEL.ROI_HEADS:
         conf = args.confidence_threshold
         conf = call_thresholds(cfg).score_thresh if conf is None else float(conf)
@@ -520,6 +545,12 @@ def setup_cfg(args):
             cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     return cfg
+
+
+def _override_polarity(cfg, args) -> None:
+    """``--polarity`` replaces the config's ``INPUT.POLARITY``."""
+    if getattr(args, "polarity", None):
+        cfg.INPUT.POLARITY = args.polarity
 
 
 def build_default_predictor(args) -> Predictor:
@@ -549,6 +580,7 @@ def _run_config(args):
     from deepacc.karyotype.assignment import assignment_settings
 
     cfg = load_config(args.config_file or None, list(args.opts or []))
+    _override_polarity(cfg, args)
     check_config(cfg, args.config_file or "config")
     on = None if args.assignment is None else args.assignment == "on"
     return cfg, assignment_settings(cfg, on, args.extra_copy_cost)
@@ -605,7 +637,8 @@ def main(argv: Optional[Sequence[str]] = None,
     settings = PredictSettings(pick(args.confidence_threshold, t.score_thresh), pick(args.nms_threshold, t.nms_thresh),
                                pick(args.review_score, t.review_score), pick(args.review_margin, t.review_margin),
                                args.engine, args.config_file, [str(o) for o in args.opts],
-                               assignment.enabled, assignment.extra_copy_cost, bool(args.allow_untrained), sha)
+                               assignment.enabled, assignment.extra_copy_cost, bool(args.allow_untrained), sha,
+                               str(cfg.INPUT.get("POLARITY", "auto")))
     factory = predictor_factory or build_default_predictor
 
     def make():

@@ -115,8 +115,9 @@ def main(argv=None) -> int:
     size = args.crop_size or crop_size_for(train_dicts, min_size, max_size)
     log.info("Cutting %dx%d crops at detector scale (short side %d, long side <= %d) from %s; val: %s.",
              size, size, min_size, max_size, ", ".join(train_names), ", ".join(val_names) or "none")
-    train = cut_crops(train_dicts, min_size, max_size, size)
-    val = cut_crops(val_dicts, min_size, max_size, size) if val_dicts else None
+    polarity = cfg.INPUT.get("POLARITY", "auto")  # the crops as the detector sees its images
+    train = cut_crops(train_dicts, min_size, max_size, size, polarity=polarity)
+    val = cut_crops(val_dicts, min_size, max_size, size, polarity=polarity) if val_dicts else None
     log.info("%d training crops from %d images, %d validation crops.", len(train), len(train_dicts),
              len(val) if val is not None else 0)
     if args.restart:

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data.catalog import get_dataset_dicts
+from ..data.polarity import apply_polarity, check_polarity_mode
 from ..data.scale import input_stats
 from ..data.transforms import to_model_input
 from . import comm
@@ -28,8 +29,11 @@ class MetaphaseMapper:
     """Reads one dataset dict into ``(image (3,H,W) float, target, dataset_dict)``; ``target`` holds
     ``boxes`` (xyxy) and the core ``classes`` (0..K-1).
 
-    Training applies the paper's only augmentation: a horizontal flip with p = 0.5
-    (``INPUT.RANDOM_FLIP == "horizontal"``). Resizing is the model's (``INPUT.MIN_SIZE_*``); at
+    The image is read with :func:`deepacc.data.images.read_image` and brought to dark-on-light by
+    ``INPUT.POLARITY`` (:func:`deepacc.data.polarity.apply_polarity`: ``"auto"`` inverts a
+    bright-on-dark image, leaves any other one untouched). Training applies the paper's only
+    augmentation: a horizontal flip with p = 0.5 (``INPUT.RANDOM_FLIP == "horizontal"``).
+    Resizing is the model's (``INPUT.MIN_SIZE_*``); at
     inference with ``INPUT.SCALE_AWARE`` the record also carries ``input_scale`` (the factor and what
     decided it, :func:`deepacc.data.scale.resize_factor`), which the inference loop hands to the model.
     """
@@ -39,6 +43,7 @@ class MetaphaseMapper:
         # inference: the scale-aware factor of each image (deepacc.data.scale), None = the usual rule
         self.scale_cfg = None if is_train or not cfg.INPUT.SCALE_AWARE.ENABLED else cfg
         self.normalization = cfg.INPUT.NORMALIZATION
+        self.polarity = check_polarity_mode(cfg.INPUT.get("POLARITY", "auto"))
         self.flip = is_train and cfg.INPUT.RANDOM_FLIP == "horizontal"
         if is_train and cfg.INPUT.RANDOM_FLIP not in ("horizontal", "none"):
             raise ValueError(f"INPUT.RANDOM_FLIP {cfg.INPUT.RANDOM_FLIP!r} is not supported by this engine")
@@ -46,7 +51,7 @@ class MetaphaseMapper:
     def __call__(self, d: Dict):
         from ..data.images import read_image
 
-        gray = read_image(d["file_name"])
+        gray, _ = apply_polarity(read_image(d["file_name"]), self.polarity)
         h, w = gray.shape[:2]
         if (d.get("height"), d.get("width")) not in ((None, None), (h, w)):
             raise ValueError(f"{d['file_name']}: image is {w}x{h} but the dataset says {d['width']}x{d['height']}")
