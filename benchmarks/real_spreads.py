@@ -164,7 +164,7 @@ def draw(folder: str, model: str, dataset: str, dicts: Sequence[Mapping], kept: 
 
 
 def run_model(name: str, config: str, weights: str, datasets: Mapping[str, List[Dict]], overlays: int,
-              overlay_dir: Optional[str]) -> List[Dict[str, Any]]:
+              overlay_dir: Optional[str], opts: Sequence[str] = ()) -> List[Dict[str, Any]]:
     """Rows of one model on every dataset ``{name: dataset dicts}`` (the model is loaded once)."""
     from deepacc.config import call_thresholds, load_config
     from deepacc.evaluation import MetaphaseEvaluator
@@ -176,7 +176,7 @@ def run_model(name: str, config: str, weights: str, datasets: Mapping[str, List[
 
     t0 = time.perf_counter()
     try:
-        p = TorchvisionPredictor(load_config(config, ["MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu"]))
+        p = TorchvisionPredictor(load_config(config, ["MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu"] + list(opts)))
     except (OSError, ValueError) as e:  # a config or checkpoint that cannot be used: one line
         raise SystemExit(f"real_spreads: --model {name}: {e}") from None
     load_s = time.perf_counter() - t0
@@ -195,7 +195,7 @@ def run_model(name: str, config: str, weights: str, datasets: Mapping[str, List[
                                    amp_dtype(cfg, p.device.type))
         wall = time.perf_counter() - t
         row = build_row(name, ds, dicts, res, wall, precision)
-        row.update(config=config, weights=weights, model_load_s=load_s,
+        row.update(config=config, weights=weights, model_load_s=load_s, overrides=list(opts),
                    thresholds={"score": thresholds.score_thresh, "nms": thresholds.nms_thresh,
                                "iou": thresholds.iou_thresh},
                    assignment={"enabled": cost is not None, "extra_copy_cost": cost},
@@ -229,7 +229,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--overlays", type=int, default=0, metavar="N",
                     help="draw the calls of the first N images of each dataset (default 0: none)")
     ap.add_argument("--overlay-dir", default=None, metavar="DIR", help="folder of the overlays (default <out>_overlays)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME:KEY=VALUE",
+                    help="a config override for one model's row (repeat), e.g. today:INPUT.POLARITY=dark_on_light: "
+                         "the same weights can then appear twice under two names")
     a = ap.parse_args(argv)
+    overrides: Dict[str, List[str]] = {}
+    for spec in a.set:
+        name, _, kv = spec.partition(":")
+        key, eq, value = kv.partition("=")
+        if not (name and key and eq) or name not in {m.name for m in a.model}:
+            ap.error(f"--set {spec!r}: expected NAME:KEY=VALUE with NAME one of the --model names")
+        overrides.setdefault(name, []).extend([key, value])
     if a.overlays < 0:
         ap.error("--overlays must be >= 0")
     from deepacc.data.catalog import list_datasets
@@ -264,7 +274,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rows = []
     t0 = time.perf_counter()
     for m in a.model:
-        rows += run_model(m.name, m.config, m.weights, datasets, a.overlays, overlay_dir if a.overlays else None)
+        rows += run_model(m.name, m.config, m.weights, datasets, a.overlays, overlay_dir if a.overlays else None,
+                          overrides.get(m.name, ()))
     total = time.perf_counter() - t0
     cap = cpu_capability()
     precisions = sorted({r["precision_used"] for r in rows})

@@ -569,6 +569,15 @@ def test_real_spreads_benchmark_rows_equal_eval_only(tiny_data_root, tmp_path, m
             rc = rs.main(["--model", f"tiny={cfg_file}:{weights}", "--datasets", "rs_test_classes", "rs_test_agnostic",
                           "--out", out, "--overlays", "1"])
         assert rc == 0
+        # one model's row with a config override (--set); a malformed one is an argparse error
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert rs.main(["--model", f"strict={cfg_file}:{weights}", "--datasets", "rs_test_agnostic",
+                            "--out", out + "_strict", "--set", "strict:TEST.DEEPACC.SCORE_THRESH=1.0"]) == 0
+        strict = json.load(open(out + "_strict.json"))["rows"][0]
+        assert strict["overrides"] == ["TEST.DEEPACC.SCORE_THRESH", "1.0"] and strict["thresholds"]["score"] == 1.0
+        for bad in ("strict:TEST.DEEPACC.SCORE_THRESH", "other:INPUT.POLARITY=auto"):
+            with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
+                rs.main(["--model", f"strict={cfg_file}:{weights}", "--datasets", "rs_test_agnostic", "--set", bad])
         md = open(out + ".md").read()
         lines = [line for line in md.splitlines() if line.startswith("| tiny")]
         assert len(lines) == 2
