@@ -12,6 +12,7 @@ loaded (so setting the variable after import works). Builtin datasets (registere
     deepacc_synth_aneuploid_test         <root>/deepacc_synth_aneuploid/  datasets/prepare_synthetic.py (aneuploid only)
     gband_cells_{train,val,test}         <root>/gband_cells/              datasets/prepare_gband_cells.py
     gband_cells_{val,test}_aneuploid     <root>/gband_cells/              datasets/prepare_gband_cells.py --aneuploid
+    gband_cells_real_{train,val,test}    <root>/gband_cells_real/         datasets/prepare_gband_cells.py --real-like
     mfish_{train,val,test}               <root>/mfish/                    datasets/prepare_mfish.py
     voc_chromosomes_{train,val,test}     <root>/voc_chromosomes/          datasets/prepare_voc.py
     bioimlab_{train,val,test}            <root>/bioimlab/                 datasets/prepare_labelme.py (class-agnostic)
@@ -247,6 +248,9 @@ def _register_builtins() -> None:
             _builtin_split(f"gband_cells_{split}_aneuploid", "gband_cells", f"{split}_aneuploid",
                            f"python datasets/prepare_gband_cells.py --src <gband_cells folder> --out {root_hint}/gband_cells "
                            f"--aneuploid --only {split}_aneuploid")
+        _builtin_split(f"gband_cells_real_{split}", "gband_cells_real", split,
+                       f"python datasets/prepare_gband_cells.py --src <gband_cells folder> --out {root_hint}/gband_cells_real "
+                       f"--real-like")
         _builtin_split(f"mfish_{split}", "mfish", split,
                        f"python datasets/prepare_mfish.py --src <ADIR M-FISH folder> --out {root_hint}/mfish")
         _builtin_split(f"voc_chromosomes_{split}", "voc_chromosomes", split,

@@ -61,6 +61,17 @@ realism"); ``synthetic`` differs where noted:
 ``jpeg``             None              JPEG quality range, e.g. ``(60, 95)``; ``None`` = no JPEG
 ===================  ================  ==============================================================
 
+Optional parameters, in no preset (a spec without them gives the same images as before):
+``nucleus_touch`` (probability per nucleus, 0 - 1) places a nucleus against the chromosomes
+instead: its centre 0.5 - 1.1 radii out from a random border point of the chromosome mask, touching
+the chromosomes or within the quarter-width margin around them, at most ``nucleus_under`` (0.2) of
+its area under chromosome pixels and at most ``touch_box_cover`` (0.5) of any annotated box's area
+covered. Where it lies under a chromosome, both absorb (the chromosome is darker there). It stays
+unannotated; the info marks it ``touching`` with its ``under_chromosomes`` fraction. A nucleus
+that finds no such place in 40 tries is placed as the other nuclei are. Real spreads
+show it: 56 of the 221 nuclei of the ADIR spreads lie within half a chromosome width of a
+chromosome, 4 of the 103 of the BioImLab spreads.
+
 The chromosome width (for sizes) is twice the median over the mask's connected components of their
 largest distance to the mask's edge.
 
@@ -121,7 +132,14 @@ REALISM_PRESETS["synthetic"] = {
 _INT_PARAMS = ("nuclei",)
 #: Drawn per nucleus / speck from their range (kept as ranges in the per-image parameters).
 _PER_ITEM = ("nucleus_size", "nucleus_tone", "debris_size")
-_FIXED = ("max_box_cover", "rgb")
+_FIXED = ("max_box_cover", "rgb", "nucleus_touch", "nucleus_under", "touch_box_cover")
+#: Optional parameters (in no preset, so a spec without them is unchanged): nuclei against the
+#: spread. ``nucleus_touch``: probability that a nucleus is placed against the chromosomes (touching
+#: them or within a quarter width, partly under them) instead of away from them; ``nucleus_under``:
+#: largest fraction of such a nucleus's area under chromosome pixels; ``touch_box_cover``: largest
+#: fraction of an annotated box's area it may cover. Given ``nucleus_touch``, the other two default
+#: to these values.
+_OPTIONAL = {"nucleus_touch": None, "nucleus_under": 0.2, "touch_box_cover": 0.5}
 _NUCLEUS_TRIES = 40
 
 
@@ -146,10 +164,21 @@ def resolve_realism(realism, preset: str = "default") -> Optional[Dict[str, Any]
     if name not in REALISM_PRESETS:
         raise KeyError(f"unknown realism preset {name!r}; known: {sorted(REALISM_PRESETS)}")
     spec = dict(REALISM_PRESETS[name])
-    unknown = set(user) - set(spec)
+    unknown = set(user) - set(spec) - set(_OPTIONAL)
     if unknown:
-        raise KeyError(f"unknown realism parameter(s) {sorted(unknown)}; known: {sorted(spec)}")
+        raise KeyError(f"unknown realism parameter(s) {sorted(unknown)}; known: {sorted(set(spec) | set(_OPTIONAL))}")
     spec.update(user)
+    if spec.get("nucleus_touch") is not None:
+        for k, v in _OPTIONAL.items():
+            if spec.get(k) is None:
+                spec[k] = v
+        for k in _OPTIONAL:
+            if not isinstance(spec[k], (int, float)) or not 0.0 <= float(spec[k]) <= 1.0:
+                raise ValueError(f"realism parameter {k!r}: expected a number in 0..1, got {spec[k]!r}")
+            spec[k] = float(spec[k])
+    else:
+        for k in _OPTIONAL:
+            spec.pop(k, None)
     for k, v in spec.items():
         if isinstance(v, (list, tuple)):
             if len(v) != 2 or not all(isinstance(x, (int, float)) for x in v) or v[0] > v[1]:
@@ -269,6 +298,58 @@ def _nucleus(rng: np.random.Generator, diameter: float, tone: float, width: floa
     return (edge * dark).astype(np.float32)
 
 
+def _place_nucleus_touching(rng: np.random.Generator, foot: np.ndarray, diam: float, mask: np.ndarray,
+                            avoid: np.ndarray, nuc_occ: np.ndarray, boxes: np.ndarray, p: Dict[str, Any]):
+    """A position for a nucleus against the chromosomes: ``(x0, y0, xa, ya, xb, yb, box cover,
+    fraction under chromosomes)`` or ``None`` after :data:`_NUCLEUS_TRIES` tries.
+
+    Per try: a random border pixel of the chromosome mask, the outward direction there (from the
+    centroid of the mask within 6 px), the nucleus centre 0.5 - 1.1 radii out along it. Kept when
+    at least 60 % of the nucleus lies in the image, it touches the chromosomes or comes within the
+    quarter-width margin around them, at most ``nucleus_under`` of its area lies under chromosome
+    pixels, it covers at most ``touch_box_cover`` of any annotated box and nothing in ``nuc_occ``
+    (other nuclei, dark things away from the chromosomes).
+    """
+    H, W = mask.shape
+    m8 = mask.astype(np.uint8)
+    border = mask & ~(cv2.erode(m8, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0)
+    bys, bxs = np.nonzero(border)
+    if bys.size == 0:
+        return None
+    ph, pw = foot.shape
+    nfoot = max(int(np.count_nonzero(foot)), 1)
+    for _ in range(_NUCLEUS_TRIES):
+        k = int(rng.integers(bys.size))
+        depth = float(rng.random())
+        by, bx = int(bys[k]), int(bxs[k])
+        wa, wb, wc, wd = max(by - 6, 0), min(by + 7, H), max(bx - 6, 0), min(bx + 7, W)
+        wy, wx = np.nonzero(mask[wa:wb, wc:wd])
+        d = np.array([bx - (wc + wx.mean()), by - (wa + wy.mean())])
+        n = float(np.hypot(*d))
+        if n < 0.3:
+            continue
+        d /= n
+        dist = diam / 2.0 * (1.1 - 0.6 * depth)
+        x0 = int(round(bx + d[0] * dist - pw / 2.0))
+        y0 = int(round(by + d[1] * dist - ph / 2.0))
+        xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + pw, W), min(y0 + ph, H)
+        if xb <= xa or yb <= ya:
+            continue
+        sub = foot[ya - y0:yb - y0, xa - x0:xb - x0]
+        if np.count_nonzero(sub) < 0.6 * nfoot:
+            continue
+        if not (sub & avoid[ya:yb, xa:xb]).any() or (sub & nuc_occ[ya:yb, xa:xb]).any():
+            continue
+        under = float(np.count_nonzero(sub & mask[ya:yb, xa:xb])) / nfoot
+        if under > float(p["nucleus_under"]):
+            continue
+        cover = _box_cover(foot, x0, y0, boxes)
+        if cover > float(p["touch_box_cover"]):
+            continue
+        return x0, y0, xa, ya, xb, yb, cover, under
+    return None
+
+
 def _spread_frame(boxes: np.ndarray, H: int, W: int) -> Tuple[float, float, float, float]:
     """Centre and half-extents of the spread (from the boxes; the image centre when there are none)."""
     if len(boxes) == 0:
@@ -333,12 +414,31 @@ def apply_slide(image: np.ndarray, boxes, rng: np.random.Generator, realism="def
     nuc_mask = np.zeros((H, W), bool)
     cx, cy, hx, hy = _spread_frame(bx, H, W)
     nuclei, skipped = [], 0
+    p_touch = float(p.get("nucleus_touch") or 0.0)
+    D_under = None  # darkness of the nuclei lying partly under chromosomes (kept on chromosome pixels)
+    if p_touch > 0:  # what a nucleus against the chromosomes must keep off: dark things away from them
+        # (a blurred chromosome's own fringe is not one) and the nuclei placed so far
+        far_dark = nuc_occ & ~(cv2.dilate(mask.astype(np.uint8), _disk(max(2.0, 0.5 * width))) > 0)
     for _ in range(int(p["nuclei"])):
         diam = _uniform(rng, p["nucleus_size"]) * width
         patch = _nucleus(rng, diam, min(0.97, _uniform(rng, p["nucleus_tone"]) * chrom_dark), width)
         foot = patch > 0.02
         ph, pw = patch.shape
         placed = None
+        if p_touch > 0 and rng.random() < p_touch and mask.any():
+            placed = _place_nucleus_touching(rng, foot, diam, mask, avoid, far_dark | nuc_mask, bx, p)
+            if placed is not None:
+                x0, y0, xa, ya, xb, yb, cover, under = placed
+                if D_under is None:
+                    D_under = np.zeros((H, W), np.float32)
+                np.maximum(D_under[ya:yb, xa:xb], patch[ya - y0:yb - y0, xa - x0:xb - x0], out=D_under[ya:yb, xa:xb])
+                np.maximum(D[ya:yb, xa:xb], patch[ya - y0:yb - y0, xa - x0:xb - x0], out=D[ya:yb, xa:xb])
+                nuc_occ[ya:yb, xa:xb] |= foot[ya - y0:yb - y0, xa - x0:xb - x0]
+                nuc_mask[ya:yb, xa:xb] |= foot[ya - y0:yb - y0, xa - x0:xb - x0]
+                nuclei.append({"bbox": [xa, ya, xb, yb], "box_cover": round(cover, 4), "touching": True,
+                               "under_chromosomes": round(under, 4)})
+                continue
+            # no place against the chromosomes: placed as the other nuclei are
         for t in range(_NUCLEUS_TRIES):
             if t < _NUCLEUS_TRIES // 2:  # a ring around the spread
                 ang, s = rng.random() * 2 * np.pi, 1.0 + 0.8 * rng.random()
@@ -386,6 +486,8 @@ def apply_slide(image: np.ndarray, boxes, rng: np.random.Generator, realism="def
         np.maximum(D[ya:yb, xa:xb], win, out=D[ya:yb, xa:xb])
         placed_debris += 1
     D[mask] = 0.0
+    if D_under is not None:  # a chromosome over a nucleus: both absorb (stacked)
+        np.maximum(D, D_under, out=D)
 
     # ---- illumination (vignetting, tilt) and slide texture, multiplied into every pixel
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
