@@ -64,6 +64,12 @@ PATHS = [("old path: fp32, channels-last", "DeepACC_R101_FPN_2x.yaml",
          ("new path + frozen BN trunk", "DeepACC_R101_FPN_2x.yaml",
           ["SOLVER.AMP.ENABLED", "True", "MODEL.CHANNELS_LAST", "auto", "MODEL.RESNETS.NORM", "FrozenBN",
            "MODEL.FPN.NORM", ""])]
+#: ``--compare precision``: the CPU recipes' model (row f, frozen-BN trunk) in float32 and in bf16 autocast,
+#: whatever ``auto`` would choose on this machine (its choice is printed beside the table).
+_FROZEN = ["MODEL.RESNETS.NORM", "FrozenBN", "MODEL.FPN.NORM", ""]
+PRECISION_VARIANTS = [("float32", "DeepACC_R101_FPN_2x.yaml", ["SOLVER.AMP.ENABLED", "False", *_FROZEN]),
+                      ("bfloat16 autocast", "DeepACC_R101_FPN_2x.yaml",
+                       ["SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.PRECISION", "bfloat16", *_FROZEN])]
 PROTOCOLS = {"cpu": os.path.join(REPO, "benchmarks", "protocols", "cpu_R18_GN.yaml")}
 
 
@@ -71,6 +77,8 @@ def variants(args):
     """``(label, config file, extra overrides, old path?)`` of the models compared."""
     if args.compare == "paths":
         return [(label, cfg_file, extra, k == 0) for k, (label, cfg_file, extra) in enumerate(PATHS)]
+    if args.compare == "precision":
+        return [(label, cfg_file, extra, False) for label, cfg_file, extra in PRECISION_VARIANTS]
     amp = ["SOLVER.AMP.ENABLED", str(bool(args.amp))]
     return [(label, cfg_file, amp, False) for label, cfg_file in MODELS]
 
@@ -220,9 +228,10 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=1, help="images per training iteration (the paper: 1)")
     p.add_argument("--amp", action="store_true",
                    help="mixed precision for both rows (SOLVER.AMP: bf16 on CPU, fp16 on CUDA)")
-    p.add_argument("--compare", choices=["rows", "paths"], default="rows",
+    p.add_argument("--compare", choices=["rows", "paths", "precision"], default="rows",
                    help="rows: DeepACC (f) vs Faster R-CNN (a); paths: row (f) on the old fp32 path vs the new "
-                        "AMP/layout path")
+                        "AMP/layout path; precision: row (f) with a frozen-BN trunk in float32 vs bf16 autocast "
+                        "(and what SOLVER.AMP.PRECISION auto chooses on this CPU)")
     p.add_argument("--protocol", choices=sorted(PROTOCOLS), default=None,
                    help="lay a benchmark protocol over the configs (cpu: R18-GN 640x480, batch 2) instead of "
                         "--depth/--batch and the input size")
@@ -308,16 +317,18 @@ def main(argv=None) -> int:
     mem_kind = "CUDA max allocated above start" if device.type == "cuda" else "peak RSS above start, fresh process"
     fm = lambda v, d=2: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
     ratio_label = "speed-up new/old (images/s)" if args.compare == "paths" else "ratio (f)/(a)"
+    by_speedup = args.compare in ("paths", "precision")
     for r in rows:
         r["train_images_per_s"] = args.batch / r["train_s_per_iter"]
         r["infer_images_per_s"] = 1.0 / r["infer_s_per_spread"]
-    if args.compare == "paths":  # speed-ups: images/s of each new path over the old one
+    if by_speedup:  # speed-ups: images/s of each variant over the first one
         ratio["train_images_per_s"] = f["train_images_per_s"] / a["train_images_per_s"]
         ratio["infer_images_per_s"] = f["infer_images_per_s"] / a["infer_images_per_s"]
         ratio["per_variant"] = {r["model"]: {"train": r["train_images_per_s"] / a["train_images_per_s"],
                                              "infer": r["infer_images_per_s"] / a["infer_images_per_s"]}
                                 for r in rows[1:]}
-        last = "\n".join(f"| **speed-up, {name} / old** | | | **{v['train']:.2f}x** | | **{v['infer']:.2f}x** | | |"
+        first = "old" if args.compare == "paths" else rows[0]["model"]
+        last = "\n".join(f"| **speed-up, {name} / {first}** | | | **{v['train']:.2f}x** | | **{v['infer']:.2f}x** | | |"
                          for name, v in ratio["per_variant"].items())
     else:
         last = (f"| **{ratio_label}** | {f['params_M'] / a['params_M']:.3f} | **{ratio['train_time']:.3f}** | "
@@ -339,15 +350,25 @@ def main(argv=None) -> int:
                   f"{cfg0.INPUT.MAX_SIZE_TRAIN}x{cfg0.INPUT.MIN_SIZE_TRAIN[0]}"
                   + (f" (protocol {args.protocol})" if args.protocol else "")
                   + f", spreads {args.width}x{args.height}")
-    precision = ("per variant" if args.compare == "paths" else ("AMP" if amp else "fp32"))
+    precision = ("per variant" if by_speedup else ("AMP" if amp else "fp32"))
     setting = (f"{model_desc}, batch {args.batch}, {dev_name}, {precision}, {torch.get_num_threads()} threads, "
                f"torch {torch.__version__}; medians of {args.train_iters} training iterations and "
                f"{args.infer_iters} inferences per model after {args.warmup} warm-up each, interleaved")
-    goal = ("Goal: >= 2.5x training and inference images/s." if args.compare == "paths"
-            else "Goal: inference ratio ≤ 1.10, training ratio ≤ 1.15.")
-    title = "new vs old execution path" if args.compare == "paths" else "DeepACC vs Faster R-CNN"
+    from deepacc.config import get_cfg
+    from deepacc.precision import cpu_bf16_kernels, cpu_capability, resolve_precision
+
+    auto_cfg = get_cfg()
+    auto_cfg.merge_from_list(["SOLVER.AMP.ENABLED", "True"])
+    cpu_line = (f"CPU capability {cpu_capability()}, oneDNN bf16 kernels: {cpu_bf16_kernels()}; "
+                f"SOLVER.AMP.PRECISION auto chooses {resolve_precision(auto_cfg, device.type, log=False)}.")
+    print(cpu_line)
+    goal = {"paths": "Goal: >= 2.5x training and inference images/s.",
+            "precision": "auto must choose the faster of the two on this machine."}.get(
+        args.compare, "Goal: inference ratio ≤ 1.10, training ratio ≤ 1.15.")
+    title = {"paths": "new vs old execution path", "precision": "float32 vs bf16 autocast"}.get(
+        args.compare, "DeepACC vs Faster R-CNN")
     md = "\n".join([f"# Speed: {title} ({device.type})", "", "Made by:", "", "```", command, "```",
-                    "", setting + f"; {datetime.datetime.now().isoformat(timespec='seconds')}.", "", table,
+                    "", setting + f"; {datetime.datetime.now().isoformat(timespec='seconds')}.", "", cpu_line, "", table,
                     "", goal, ""])
     from deepacc.fileio import atomic_write
 
@@ -355,7 +376,8 @@ def main(argv=None) -> int:
     os.makedirs(args.results, exist_ok=True)
     atomic_write(os.path.join(args.results, name + ".md"), md.encode())
     atomic_write(os.path.join(args.results, name + ".json"), json.dumps(
-        {"command": command, "setting": setting, "device": dev_name, "amp": amp, "rows": rows, "ratio": ratio},
+        {"command": command, "setting": setting, "cpu": cpu_line, "device": dev_name, "amp": amp, "rows": rows,
+         "ratio": ratio},
         indent=1).encode())
     print(f"\nwrote {os.path.join(args.results, name)}.{{md,json}}")
     return 0
