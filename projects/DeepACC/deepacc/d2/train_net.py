@@ -31,6 +31,7 @@ from ..config import check_config, dump_config, load_config, resolve_epoch_sched
 from ..data.preflight import check_training_datasets
 from ..data.scale import apply_reference, reference_state, training_files, training_reference
 from ..fileio import tidy_output_dir
+from ..karyotype import AGNOSTIC
 from ..precision import amp_dtype, autocast_to, resolve_precision
 from ..solver import clip_gradients
 from .checkpoint import DeepACCCheckpointer  # Detectron2's, also reads DeepACC pretrained trunks
@@ -74,8 +75,10 @@ def build_step_trainer(cfg, model, data_loader, optimizer):
 class Trainer(DefaultTrainer):
     """``DefaultTrainer`` with DeepACC's data mapper and evaluators.
 
-    Evaluation: :class:`DeepACCEvaluator` (mAP, mAP_max, Acc, AER, ...) and Detectron2's
-    ``COCOEvaluator`` (``bbox`` AP) on each dataset of ``DATASETS.TEST``.
+    Evaluation: :class:`DeepACCEvaluator` (mAP, mAP_max, Acc, AER, ..., and the class-agnostic
+    figures) and, on datasets whose ground truth names the 24 classes, Detectron2's ``COCOEvaluator``
+    (``bbox`` AP; it knows only the dataset's ``thing_classes``, so class-agnostic chromosomes, category
+    ``AGNOSTIC``, would be an unknown category to it) on each dataset of ``DATASETS.TEST``.
     """
 
     def __init__(self, cfg):
@@ -134,10 +137,12 @@ class Trainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return DatasetEvaluators([
-            DeepACCEvaluator.from_config(cfg, dataset_name, output_folder),
-            COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder),
-        ])
+        evaluators = [DeepACCEvaluator.from_config(cfg, dataset_name, output_folder)]
+        agnostic = any(int(a.get("category_id", 0)) == AGNOSTIC
+                       for d in DatasetCatalog.get(dataset_name) for a in d.get("annotations", []))
+        if not agnostic:
+            evaluators.append(COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder))
+        return DatasetEvaluators(evaluators)
 
     @classmethod
     def build_train_loader(cls, cfg):
