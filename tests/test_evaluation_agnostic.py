@@ -617,3 +617,42 @@ def test_real_spreads_benchmark_rows_equal_eval_only(tiny_data_root, tmp_path, m
     finally:
         unregister("rs_test_classes")
         unregister("rs_test_agnostic")
+
+
+# ---------------------------------------------------------------------- the chromosome score
+def test_agnostic_block_ranks_and_counts_by_the_chromosome_probability():
+    """A chromosome whose class the model hesitates between two (p = 0.45 each, top-1 score 0.45 < 0.5)
+    is found with P(chromosome) = 0.9; a confident background box is not. With the top-1 class score
+    (agnostic_score="class", or no class_probs) only the confident call counts."""
+    gt_boxes = [[10, 10, 30, 60], [100, 10, 120, 70], [200, 10, 220, 50]]
+    d = {"file_name": "/tmp/x.png", "image_id": 1, "height": 300, "width": 300, "annotation_complete": True,
+         "annotations": [{"bbox": b, "bbox_mode": 0, "category_id": AGNOSTIC, "iscrowd": 0} for b in gt_boxes]}
+    probs = np.zeros((4, 25))
+    probs[0, 3] = 0.95                       # confident call of chromosome 4
+    probs[1, 5] = probs[1, 6] = 0.45         # hesitant between 6 and 7: P(chromosome) 0.9
+    probs[2, 8] = 0.3
+    probs[2, 24] = 0.7                       # mostly background: P(chromosome) 0.3
+    probs[3, 1] = 0.2
+    probs[3, 24] = 0.8                       # a box on nothing, background
+    probs[:, 24] += 1 - probs.sum(1)
+    boxes = np.array(gt_boxes + [[250, 200, 270, 240]], dtype=float)
+    top1 = {"boxes": boxes, "scores": probs[:, :24].max(1), "classes": probs[:, :24].argmax(1), "class_probs": probs}
+    pred = {"image_id": 1, "instances": dict(top1), "instances_top1": top1}
+
+    def block(**kw):
+        ev = MetaphaseEvaluator([d], output_dir=None, distributed=False, save_plot=False, **kw)
+        ev.process([pred])
+        with contextlib.redirect_stdout(io.StringIO()):
+            return ev.evaluate()["agnostic"]["all"]
+
+    chrom = block()
+    assert (chrom["TP"], chrom["num_calls"], chrom["num_gt"]) == (2, 2, 3)
+    assert chrom["count_error"]["median_abs"] == 1.0
+    # AP: the three chromosomes rank 0.95, 0.9, 0.3 above the background box (0.2): all found first
+    assert chrom["AP50"] == pytest.approx(100.0, abs=0.5)
+    cls = block(agnostic_score="class")
+    assert (cls["TP"], cls["num_calls"]) == (1, 1) and cls["count_error"]["median_abs"] == 2.0
+    # scores 0.95, 0.45, 0.3, 0.2: still every chromosome before the background box
+    assert cls["AP50"] == pytest.approx(100.0, abs=0.5)
+    with pytest.raises(ValueError, match="agnostic_score"):
+        MetaphaseEvaluator([d], output_dir=None, agnostic_score="maybe")

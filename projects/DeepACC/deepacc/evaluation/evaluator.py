@@ -56,24 +56,30 @@ existed.
 images is left out), classes ignored everywhere, so 24-class ground truth is scored this way too.
 Each block (percentages marked (%)):
 
+* **The chromosome score.** The block ranks and thresholds each top-1 detection by its
+  **chromosome probability** ``P(chromosome) = 1 - P(background) = sum_j p_j`` (``instances_top1``'s
+  ``class_probs``), the detector's answer to "is this a chromosome?", not by its top class's
+  probability (the ``score`` of Acc/AER): a chromosome whose class the model hesitates between two
+  (p = 0.45 each) is found with P(chromosome) = 0.9 but is no call of Acc/AER. Where a prediction has
+  no ``class_probs`` (a COCO results file), or with ``agnostic_score="class"``, the top-1 score is used.
 * ``AP50`` (%), ``AP`` (%, AP@[.5:.95]): pycocotools' COCO AP (as ``mAP`` / ``AP`` above, area
   "all", ``maxDets`` = ``max_dets`` per image) with the ground truth as ONE category
   ``"chromosome"`` (crowd annotations stay "ignore" regions) and as detections the **top-1 set**
-  ``instances_top1``: one box and score per proposal, the detector's chromosome-vs-background
-  answer. Not ``instances``: it holds one detection per (proposal, class), so every extra class of a
-  proposal would be a second box on the same chromosome -- a false positive of a class-agnostic
-  ranking -- and the AP would measure how many classes the model keeps, not how well it finds
-  chromosomes. (Matching by :class:`~deepacc.evaluation.coco_ap.FastMatchingCOCOeval`: pycocotools'
-  results, faster.)
-* ``recall``, ``precision`` (%): the **calls** of Acc/AER (top-1 detections with ``score >=
-  score_thresh``, then class-agnostic NMS at ``nms_thresh``: :func:`~deepacc.evaluation.matching.
-  filter_top1`), matched greedily in descending score, each taking the not yet matched ground truth
-  of **any** class with the highest IoU ``>= iou_thresh`` (the confusion matching of
-  :mod:`~deepacc.evaluation.matching`). ``TP`` = matched calls (= matched ground truths), ``FP`` =
-  ``num_calls - TP`` (background, duplicates, poor boxes), ``FN`` = ``num_gt - TP``;
+  ``instances_top1`` ranked by the chromosome score: one box per proposal. Not ``instances``: it
+  holds one detection per (proposal, class), so every extra class of a proposal would be a second
+  box on the same chromosome -- a false positive of a class-agnostic ranking -- and the AP would
+  measure how many classes the model keeps, not how well it finds chromosomes. (Matching by
+  :class:`~deepacc.evaluation.coco_ap.FastMatchingCOCOeval`: pycocotools' results, faster.)
+* ``recall``, ``precision`` (%): the chromosomes **found**: top-1 detections with chromosome score
+  ``>= score_thresh`` (the clinical threshold), then class-agnostic NMS at ``nms_thresh``
+  (:func:`~deepacc.evaluation.matching.filter_top1`), matched greedily in descending score, each
+  taking the not yet matched ground truth with the highest IoU ``>= iou_thresh``, classes ignored
+  (:mod:`~deepacc.evaluation.matching`). ``TP`` = matched detections (= matched ground truths),
+  ``FP`` = ``num_calls - TP`` (background, duplicates, poor boxes), ``FN`` = ``num_gt - TP``;
   ``recall = TP / num_gt``, ``precision = TP / num_calls`` (pooled over the images; NaN on a zero
-  denominator). A well-placed call of the wrong class is a TP here (and an FP of Acc).
-* ``count_error``: per spread ``#calls - #annotated chromosomes`` (non-crowd), on the spreads
+  denominator). A well-placed detection of the wrong class is a TP here (and an FP of Acc). With the
+  top-1 score (above) these are exactly the calls of Acc/AER.
+* ``count_error``: per spread ``#found - #annotated chromosomes`` (non-crowd), on the spreads
   whose annotation is complete: the dict's ``annotation_complete`` when present, otherwise
   ``True`` for a class image (assumed complete, as ``count_error`` above assumes) and ``False``
   for an agnostic one. ``median_abs``, ``mean_abs``, ``mean_signed`` (positive = over-counting;
@@ -189,7 +195,13 @@ def _instances(pred: Mapping, key: str, k: int) -> Dict[str, np.ndarray]:
                          f"{len(scores)} scores and {len(classes)} classes")
     if len(classes) and (classes.min() < 0 or classes.max() >= k):
         raise ValueError(f"prediction for image_id={iid!r}: {key!r} has classes outside 0..{k - 1}")
-    return {"boxes": boxes, "scores": scores, "classes": classes}
+    out = {"boxes": boxes, "scores": scores, "classes": classes}
+    probs = inst.get("class_probs") if hasattr(inst, "get") else None
+    if probs is not None:
+        probs = _np(probs, np.float64)
+        if probs.ndim == 2 and probs.shape == (len(scores), k + 1):
+            out["chromosome_scores"] = 1.0 - probs[:, k]  # P(chromosome) = 1 - P(background)
+    return out
 
 
 class MetaphaseEvaluator:
@@ -236,9 +248,13 @@ class MetaphaseEvaluator:
         save_plot: bool = True,
         extra_copy_cost: Optional[float] = None,
         class_agnostic: bool = False,
+        agnostic_score: str = "chromosome",
     ):
         self.class_names = tuple(str(n) for n in class_names)
         self.class_agnostic = bool(class_agnostic)
+        if agnostic_score not in ("chromosome", "class"):
+            raise ValueError(f"agnostic_score must be 'chromosome' or 'class', got {agnostic_score!r}")
+        self.agnostic_score = agnostic_score
         self.output_dir = output_dir
         self.score_thresh = float(score_thresh)
         self.nms_thresh = float(nms_thresh)
@@ -301,6 +317,12 @@ class MetaphaseEvaluator:
             # class-agnostic: the confusion matching pairs calls and chromosomes whatever the classes
             agnostic = {"tp": m["num_dets"] - m["conf_unmatched_dets"], "num_calls": m["num_dets"],
                         "num_gt": m["num_gt"]}
+            chrom = top1.get("chromosome_scores") if self.agnostic_score == "chromosome" else None
+            if chrom is not None:  # the chromosomes found: P(chromosome) >= score_thresh, whatever the class
+                gt_any = np.zeros(int(ok.sum()), dtype=np.int64)
+                ma = match_image(top1["boxes"], chrom, np.zeros_like(top1["classes"]), gt["boxes"][ok], gt_any,
+                                 self.score_thresh, self.nms_thresh, self.iou_thresh)
+                agnostic = {"tp": ma["tp"], "num_calls": ma["num_dets"], "num_gt": ma["num_gt"]}
             if not with_classes:  # no 24-class metric: keep what the class-agnostic block needs
                 self._records.append({"image_id": iid, "instances_top1": top1, "agnostic": agnostic})
                 continue
@@ -395,6 +417,13 @@ class MetaphaseEvaluator:
                 "assignment": {"enabled": self.extra_copy_cost is not None, "extra_copy_cost": self.extra_copy_cost},
                 "class_agnostic": self.class_agnostic}
 
+    def _agnostic_scores(self, rec: Mapping) -> np.ndarray:
+        """Ranking score of the class-agnostic block: P(chromosome) where the prediction has
+        ``class_probs`` (``agnostic_score="chromosome"``), else the top-1 class score."""
+        top1 = rec["instances_top1"]
+        chrom = top1.get("chromosome_scores") if self.agnostic_score == "chromosome" else None
+        return top1["scores"] if chrom is None else chrom
+
     def _compute_agnostic(self, recs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
         """The class-agnostic block of every kind that has images (definitions: module docstring)."""
         if self._coco_gt_agnostic is None:  # one category, every annotation in it (crowd stays crowd)
@@ -405,7 +434,7 @@ class MetaphaseEvaluator:
                   "all": recs}
         groups = {kind: g for kind, g in groups.items() if g}
         dt = build_coco_dt(self._coco_gt_agnostic, [
-            {"image_id": r["image_id"], "boxes": r["instances_top1"]["boxes"], "scores": r["instances_top1"]["scores"],
+            {"image_id": r["image_id"], "boxes": r["instances_top1"]["boxes"], "scores": self._agnostic_scores(r),
              "classes": np.zeros(len(r["instances_top1"]["scores"]), dtype=np.int64)} for r in recs])
         aps = coco_ap_subsets(self._coco_gt_agnostic, dt, {kind: [r["image_id"] for r in g] for kind, g in groups.items()},
                               ("chromosome",), None, self.max_dets)
