@@ -22,9 +22,11 @@ Acc and AER (``-`` where there are none). Definitions: ``docs/evaluation.md``.
 
 Writes ``<out>.md`` (the command, the machine, the table) and ``<out>.json`` (the command, the CPU
 capability, per row the precision, the wall time, the thresholds and the full class-agnostic
-block). ``--overlays N`` draws the calls (score >= the call threshold, after class-agnostic NMS;
-the model's top-1 class, coloured by Denver group) of the first N images of each dataset, over the
-ground-truth boxes in thin grey, into ``--overlay-dir`` (default ``<out>_overlays/``).
+block). ``--overlays N`` draws the chromosomes found (chromosome probability >= the call threshold, after
+class-agnostic NMS: what the table scores; labelled with the top-1 class and its probability,
+coloured by Denver group, and marked ``?`` where that probability is below the threshold, i.e. no
+call of Acc/AER) of the first N images of each dataset, over the ground-truth boxes in thin grey,
+into ``--overlay-dir`` (default ``<out>_overlays/``).
 """
 from __future__ import annotations
 
@@ -71,7 +73,7 @@ class _Scoring:
         for p in predictions:
             if int(p["image_id"]) in self.keep_ids:
                 self.kept[int(p["image_id"])] = {k: np.asarray(v) for k, v in p["instances_top1"].items()
-                                                 if k in ("boxes", "scores", "classes")}
+                                                 if k in ("boxes", "scores", "classes", "class_probs")}
 
     def evaluate(self):
         with contextlib.redirect_stdout(io.StringIO()):  # its tables: the benchmark prints its own
@@ -147,14 +149,20 @@ def draw(folder: str, model: str, dataset: str, dicts: Sequence[Mapping], kept: 
         if iid not in kept:
             continue
         top1 = kept[iid]
-        keep = filter_top1(top1["boxes"], top1["scores"], thresholds.score_thresh, thresholds.nms_thresh)
+        # what the table scores: the chromosomes found (P(chromosome) >= the call threshold, NMS);
+        # those whose best class is below the threshold too are marked uncertain ("?")
+        probs = top1.get("class_probs")
+        chrom = 1.0 - probs[:, -1] if probs is not None else top1["scores"]
+        keep = filter_top1(top1["boxes"], chrom, thresholds.score_thresh, thresholds.nms_thresh)
         canvas = to_rgb(read_image(d["file_name"]))
         for a in d.get("annotations", []):
             x0, y0, x1, y1 = (float(v) for v in a["bbox"][:4])
             if int(a.get("bbox_mode", 0)) == 1:  # XYWH_ABS
                 x1, y1 = x0 + x1, y0 + y1
             cv2.rectangle(canvas, (round(x0), round(y0)), (round(x1), round(y1)), (160, 160, 160), 1)
-        image = draw_overlay(canvas, {k: top1[k][keep] for k in ("boxes", "scores", "classes")})
+        found = {k: top1[k][keep] for k in ("boxes", "scores", "classes")}
+        unsure = np.flatnonzero(found["scores"] < thresholds.score_thresh).tolist()
+        image = draw_overlay(canvas, found, uncertain=unsure)
         stem = os.path.splitext(os.path.basename(str(d["file_name"])))[0]
         path = os.path.join(folder, f"{model}__{dataset}__{stem}.png")
         if not cv2.imwrite(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
@@ -284,7 +292,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     with open(out + ".md", "w") as f:
         f.write(f"Command: `{cmd}`\n\nCPU capability {cap}, precision {', '.join(precisions)}, "
                 f"{platform.machine()}; {total:.0f} s in all. AP50 / AP: class-agnostic, top-1 detections; "
-                "recall / precision: the calls; median abs(count err) on the completely annotated spreads (their "
+                "recall / precision: the chromosomes found (P(chromosome) >= the call threshold, class-agnostic NMS); median abs(count err) on the completely annotated spreads (their "
                 "number); mAP / Acc / AER on the images with 24-class ground truth.\n\n" + md + "\n")
     record = {"command": cmd, "cpu_capability": cap, "precision": precisions, "machine": platform.machine(),
               "total_s": total, "columns": [c for _, c in COLUMNS], "rows": rows}
