@@ -3,7 +3,7 @@
 
 Each setting runs ``train_net.py --engine torchvision`` in a fresh process for ``--iters`` iterations of
 ``--config-file`` (default: the README's quick job) with ``torch.set_num_threads`` = ``--threads``
-(through ``OMP_NUM_THREADS``, which PyTorch reads at start-up) and ``DATALOADER.NUM_WORKERS`` =
+(through ``OMP_NUM_THREADS``, which PyTorch reads at start-up; random weights, ``MODEL.WEIGHTS ""``: speed does not depend on them) and ``DATALOADER.NUM_WORKERS`` =
 ``--workers``, interleaved over ``--repeats`` rounds so that machine noise hits all alike. It reports the
 median seconds per iteration after the first ``--skip`` logged intervals (start-up, first oneDNN
 primitives) and the ratio to the fastest setting; the CPU's capability line and the precision the run
@@ -34,7 +34,7 @@ def run_once(config: str, threads: int, workers: int, iters: int, out: str) -> l
     """Seconds per iteration of the logged intervals of one short run (from its ``metrics.json``)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     cmd = [sys.executable, os.path.join(REPO, "train_net.py"), "--engine", "torchvision", "--config-file", config,
-           "SOLVER.MAX_ITER", str(iters), "SOLVER.CHECKPOINT_PERIOD", str(10 ** 6), "DATASETS.TEST", "()",
+           "MODEL.WEIGHTS", "", "SOLVER.MAX_ITER", str(iters), "SOLVER.CHECKPOINT_PERIOD", str(10 ** 6), "DATASETS.TEST", "()",
            "DATALOADER.NUM_WORKERS", str(workers), "OUTPUT_DIR", out]
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if r.returncode != 0:
