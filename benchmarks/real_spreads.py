@@ -140,6 +140,7 @@ def draw(folder: str, model: str, dataset: str, dicts: Sequence[Mapping], kept: 
 
     from deepacc.clinical.overlay import draw_overlay, to_rgb
     from deepacc.data.images import read_image
+    from deepacc.fileio import atomic_write
     from deepacc.evaluation import filter_top1
 
     os.makedirs(folder, exist_ok=True)
@@ -165,8 +166,10 @@ def draw(folder: str, model: str, dataset: str, dicts: Sequence[Mapping], kept: 
         image = draw_overlay(canvas, found, uncertain=unsure)
         stem = os.path.splitext(os.path.basename(str(d["file_name"])))[0]
         path = os.path.join(folder, f"{model}__{dataset}__{stem}.png")
-        if not cv2.imwrite(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"{path}: cannot write the overlay")
+        ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise OSError(f"{path}: cannot encode the overlay")
+        atomic_write(path, png.tobytes())
         written.append(path)
     return written
 
@@ -289,15 +292,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     precisions = sorted({r["precision_used"] for r in rows})
     md = table(rows)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out + ".md", "w") as f:
-        f.write(f"Command: `{cmd}`\n\nCPU capability {cap}, precision {', '.join(precisions)}, "
-                f"{platform.machine()}; {total:.0f} s in all. AP50 / AP: class-agnostic, top-1 detections; "
-                "recall / precision: the chromosomes found (P(chromosome) >= the call threshold, class-agnostic NMS); median abs(count err) on the completely annotated spreads (their "
-                "number); mAP / Acc / AER on the images with 24-class ground truth.\n\n" + md + "\n")
+    from deepacc.fileio import atomic_write
+
+    atomic_write(out + ".md", (
+        f"Command: `{cmd}`\n\nCPU capability {cap}, precision {', '.join(precisions)}, "
+        f"{platform.machine()}; {total:.0f} s in all. AP50 / AP: class-agnostic, top-1 detections; "
+        "recall / precision: the chromosomes found (P(chromosome) >= the call threshold, class-agnostic NMS); "
+        "median abs(count err) on the completely annotated spreads (their number); mAP / Acc / AER on the images "
+        "with 24-class ground truth.\n\n" + md + "\n").encode())
     record = {"command": cmd, "cpu_capability": cap, "precision": precisions, "machine": platform.machine(),
               "total_s": total, "columns": [c for _, c in COLUMNS], "rows": rows}
-    with open(out + ".json", "w") as f:
-        json.dump(_json(record), f, indent=1)
+    atomic_write(out + ".json", json.dumps(_json(record), indent=1).encode())
     print("\n" + md)
     print(f"\nreal_spreads: {out}.md and {out}.json written"
           + (f"; overlays in {overlay_dir}" if a.overlays else ""))

@@ -92,7 +92,7 @@ import numpy as np
 
 from ..fileio import atomic_write
 from ..karyotype import AGNOSTIC, AGNOSTIC_NAME, CLASS_NAMES, canonical_name, is_agnostic_name
-from .coco import write_coco_json
+from .coco import _inside, write_coco_json
 from .images import ImageError, read_image
 
 __all__ = [
@@ -212,14 +212,6 @@ def _shape(shape: Dict[str, Any], width: int, height: int, cls: int) -> Tuple[Di
         poly = [float(v) for v in a.reshape(-1)]
     return {"bbox": [x0, y0, x1, y1], "bbox_mode": 0, "category_id": int(cls), "iscrowd": 0,
             "segmentation": [poly]}, clipped
-
-
-def _inside(path: str, root: str) -> bool:
-    root = os.path.abspath(root)
-    try:
-        return os.path.commonpath([root, os.path.abspath(path)]) == root
-    except ValueError:  # different drives
-        return False
 
 
 def _decode_image_data(data) -> np.ndarray:

@@ -314,11 +314,11 @@ class MetaphaseEvaluator:
                 classes, model_kept = self._assign(p, top1, iid)
             m = match_image(top1["boxes"], top1["scores"], classes, gt["boxes"][ok],
                             gt["classes"][ok], self.score_thresh, self.nms_thresh, self.iou_thresh)
-            # class-agnostic: the confusion matching pairs calls and chromosomes whatever the classes
-            agnostic = {"tp": m["num_dets"] - m["conf_unmatched_dets"], "num_calls": m["num_dets"],
-                        "num_gt": m["num_gt"]}
             chrom = top1.get("chromosome_scores") if self.agnostic_score == "chromosome" else None
-            if chrom is not None:  # the chromosomes found: P(chromosome) >= score_thresh, whatever the class
+            if chrom is None:  # the calls: the confusion matching pairs them with chromosomes of any class
+                agnostic = {"tp": m["num_dets"] - m["conf_unmatched_dets"], "num_calls": m["num_dets"],
+                            "num_gt": m["num_gt"]}
+            else:  # the chromosomes found: P(chromosome) >= score_thresh, whatever the class
                 gt_any = np.zeros(int(ok.sum()), dtype=np.int64)
                 ma = match_image(top1["boxes"], chrom, np.zeros_like(top1["classes"]), gt["boxes"][ok], gt_any,
                                  self.score_thresh, self.nms_thresh, self.iou_thresh)
