@@ -434,10 +434,12 @@ def test_evaluator_equals_core_evaluator_and_combines_with_coco(temp_d2_dataset,
     core.process([{"image_id": d["image_id"],
                    "instances": {"boxes": o["instances"].pred_boxes.tensor.numpy(),
                                  "scores": o["instances"].scores.numpy(),
-                                 "classes": o["instances"].pred_classes.numpy()},
+                                 "classes": o["instances"].pred_classes.numpy(),
+                                 "class_probs": o["instances"].class_probs.numpy()},
                    "instances_top1": {"boxes": o["instances_top1"].pred_boxes.tensor.numpy(),
                                       "scores": o["instances_top1"].scores.numpy(),
-                                      "classes": o["instances_top1"].pred_classes.numpy()}}
+                                      "classes": o["instances_top1"].pred_classes.numpy(),
+                                      "class_probs": o["instances_top1"].class_probs.numpy()}}
                   for d, o in zip(dicts, outputs)])
     ref = flatten_scalars(core.evaluate())
     assert res["deepacc"].keys() == ref.keys()

@@ -24,13 +24,14 @@ from detectron2.engine.defaults import create_ddp_model
 from detectron2.engine.train_loop import TrainerBase
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, verify_results
 from detectron2.utils import comm
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
 
-from ..checkpoint_io import check_loaded_weights
+from ..checkpoint_io import check_loaded_weights, check_resume_start
 from ..config import check_config, dump_config, load_config, resolve_epoch_schedule
 from ..data.preflight import check_training_datasets
 from ..data.scale import apply_reference, reference_state, training_files, training_reference
-from ..fileio import tidy_output_dir
+from ..fileio import LazyAppendFile, tidy_output_dir
 from ..karyotype import AGNOSTIC
 from ..precision import amp_dtype, autocast_to, resolve_precision
 from ..solver import clip_gradients
@@ -42,6 +43,33 @@ from .evaluator import DeepACCEvaluator
 __all__ = ["Trainer", "setup", "main", "launch_main"]
 
 logger = logging.getLogger("deepacc.d2")
+
+
+class _MetricPrinter(CommonMetricPrinter):
+    """Detectron2's console printer, whose own ETA estimate divides by the iterations since its last
+    write: zero when a run shorter than the iteration timer's warm-up (3 iterations) writes twice at
+    its last iteration (periodic write, then ``after_train``). No ETA is printed then."""
+
+    def _get_eta(self, storage):
+        last = self._last_write
+        if last is not None and last[0] == storage.iter:
+            try:
+                storage.history("time")
+            except KeyError:
+                return None
+        return super()._get_eta(storage)
+
+
+class MetricsJSONWriter(JSONWriter):
+    """Detectron2's ``JSONWriter``, whose file is a :class:`deepacc.fileio.LazyAppendFile`: opened at
+    the first write, i.e. after :meth:`Trainer.resume_or_load` tidied ``metrics.json`` (rows dropped
+    or the file rotated, by replacing it), and never through a symbolic link (``UnsafeOutputError``).
+    Detectron2's own opens the file in append mode when built, with the hooks, before the tidy-up."""
+
+    def __init__(self, json_file, window_size=20):
+        super().__init__(os.devnull, window_size)  # Detectron2's set-up of the rest, on a harmless file
+        self._file_handle.close()
+        self._file_handle = LazyAppendFile(json_file)
 
 
 class CPUAutocastTrainer(SimpleTrainer):
@@ -105,11 +133,44 @@ class Trainer(DefaultTrainer):
         self.register_hooks(self.build_hooks())
 
     def resume_or_load(self, resume=True):
-        """Detectron2's, then (main process) the same tidy-up as the torchvision engine: temp files of
-        killed checkpoint writes removed, ``metrics.json`` rows of iterations to be redone dropped."""
+        """Detectron2's, then (main process) the same tidy-up as the torchvision engine
+        (:func:`deepacc.fileio.tidy_output_dir`): temp files of killed checkpoint writes removed;
+        ``metrics.json`` rows of iterations to be redone dropped (resumed from a checkpoint), or an
+        earlier run's ``metrics.json`` kept as ``metrics.json.1`` (a new run). The JSON writer, built
+        with the hooks before this, opens the file only at its first write (:class:`MetricsJSONWriter`)."""
+        resumed = bool(resume and self.checkpointer.has_checkpoint())
         super().resume_or_load(resume=resume)
         if comm.is_main_process():
-            tidy_output_dir(self.cfg.OUTPUT_DIR, self.start_iter)
+            tidy_output_dir(self.cfg.OUTPUT_DIR, self.start_iter, resumed=resumed)
+
+    def build_writers(self):
+        """Detectron2's writers (console, ``metrics.json``, TensorBoard), made to work without
+        ``tensorboard`` installed (its writer is left out, with one line saying so) and on runs
+        shorter than Detectron2's timer warm-up (:class:`_MetricPrinter`)."""
+        writers = [_MetricPrinter(self.max_iter), MetricsJSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))]
+        try:
+            import tensorboard  # noqa: F401  (torch.utils.tensorboard needs it)
+        except ImportError:
+            logger.info("TensorBoard logging off: the 'tensorboard' package is not installed "
+                        "(pip install tensorboard to get it).")
+        else:
+            writers.append(TensorboardXWriter(self.cfg.OUTPUT_DIR))
+        return writers
+
+    def train(self):
+        """Detectron2's loop, except that a run resumed after its last iteration only evaluates, as
+        the torchvision engine does (Detectron2 would run its hooks' ``after_train`` on an empty loop,
+        where its ``CommonMetricPrinter`` divides by the zero iterations done when no other writer,
+        e.g. TensorBoard's, has recorded a time)."""
+        if self.start_iter >= self.max_iter:
+            logger.info("Training already finished (iteration %d of %d).", self.start_iter, self.max_iter)
+            if not self.cfg.DATASETS.TEST:
+                return {}
+            res = self.test(self.cfg, self.model)
+            if comm.is_main_process():
+                verify_results(self.cfg, res)
+            return res
+        return super().train()
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -195,6 +256,7 @@ def main(args):
     if args.eval_only:
         model = Trainer.build_model(cfg)
         ckpt = DeepACCCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        ckpt.refuse_unfit_resume = False  # judged below, with --allow-untrained
         resumed = args.resume and ckpt.has_checkpoint()
         loaded = ckpt.get_checkpoint_file() if resumed else str(cfg.MODEL.WEIGHTS)
         extra = ckpt.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume) or {}
@@ -207,6 +269,8 @@ def main(args):
         if comm.is_main_process():
             verify_results(cfg, res)
         return res
+    if args.resume:  # a bad last_checkpoint is named now, not after the data check and the model build
+        check_resume_start(cfg.OUTPUT_DIR)
     trainer = Trainer(cfg)
     if comm.is_main_process():  # config.yaml again, naming the precision the step runner uses
         dump_config(cfg, cfg.OUTPUT_DIR, resolve_precision(cfg, cfg.MODEL.DEVICE.split(":")[0], log=False))
