@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from deepacc.engine import ENGINES
+from deepacc.fileio import write_image
 
 KARYOTYPES = ("46,XX", "46,XY", "47,XY,+21", "45,X")
 
@@ -128,7 +129,7 @@ def main(argv=None):
         lookup = {}
         for i, ((img, _, _), p) in enumerate(zip(spreads, preds)):
             path = os.path.join(tmp, f"spread_{i:03d}.png")
-            cv2.imwrite(path, img)
+            write_image(path, img)
             paths.append(path)
             lookup[img.tobytes()] = p
         from deepacc.data.images import read_image

@@ -45,9 +45,9 @@ def save_predictions(path: str, preds: List[Dict]) -> None:
         for part in PARTS:
             for f in FIELDS:
                 arrays[f"{p['image_id']}/{part}/{f}"] = np.asarray(p[part][f])
-    tmp = path + ".tmp.npz"
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    from deepacc.fileio import atomic_write
+
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 def load_predictions(path: str) -> List[Dict]:
@@ -202,11 +202,11 @@ def main(argv=None) -> int:
                 print(table([row]).splitlines()[-1], flush=True)
     md = table(rows) + "\n\nSolver time (one spread, extra-copy cost 3, this machine):\n\n" + time_solver()
     cmd = "python benchmarks/karyotype_assignment.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out + ".md", "w") as f:
-        f.write(f"Command: `{cmd}`\n\n{md}\n")
-    with open(a.out + ".json", "w") as f:
-        json.dump({"command": cmd, "rows": [{k: _json(v) for k, v in r.items()} for r in rows]}, f, indent=1)
+    from deepacc.fileio import atomic_write
+
+    atomic_write(a.out + ".md", f"Command: `{cmd}`\n\n{md}\n".encode("utf-8"))
+    atomic_write(a.out + ".json", json.dumps(
+        {"command": cmd, "rows": [{k: _json(v) for k, v in r.items()} for r in rows]}, indent=1).encode("utf-8"))
     print(md)
     return 0
 

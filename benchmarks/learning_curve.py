@@ -92,12 +92,11 @@ def main(argv=None) -> int:
                 lines.append(f"| {r['iteration']} | {r['train_minutes']:.1f} | {r['total_minutes']:.1f} | "
                              + " | ".join(vals) + " |")
             lines.append("")
-    os.makedirs(args.results, exist_ok=True)
+    from deepacc.fileio import atomic_write, save_figure
+
     base = os.path.join(args.results, f"curve_{args.name}")
-    with open(base + ".md", "w") as f:
-        f.write("\n".join(lines))
-    with open(base + ".json", "w") as f:
-        json.dump({"command": args.command, "runs": runs}, f, indent=1)
+    atomic_write(base + ".md", "\n".join(lines).encode("utf-8"))
+    atomic_write(base + ".json", json.dumps({"command": args.command, "runs": runs}, indent=1).encode("utf-8"))
     try:
         import matplotlib
 
@@ -119,7 +118,7 @@ def main(argv=None) -> int:
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(base + ".png", dpi=90)
+        save_figure(fig, base + ".png", dpi=90)
         print(f"wrote {base}.png")
     except Exception as e:  # plotting is a convenience; the tables are the record
         print(f"no plot: {e}", file=sys.stderr)

@@ -148,11 +148,10 @@ def main(argv=None) -> int:
     cmd = "python benchmarks/magnification.py " + " ".join(sys.argv[1:] if argv is None else argv)
     md = f"Command: `{cmd}`\n\nReference chromosome size (model input px): " + ", ".join(
         f"{r['model']} {r['reference_px']:.2f} (frame {r['reference_frame']:.0f})" for r in rows[:: len(MODES) * len(mags)]) + "\n\n" + "\n".join(lines) + "\n"
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out + ".md", "w") as f:
-        f.write(md)
-    with open(a.out + ".json", "w") as f:
-        json.dump({"command": cmd, "rows": rows}, f, indent=1)
+    from deepacc.fileio import atomic_write
+
+    atomic_write(a.out + ".md", md.encode("utf-8"))
+    atomic_write(a.out + ".json", json.dumps({"command": cmd, "rows": rows}, indent=1).encode("utf-8"))
     print(md)
     return 0
 

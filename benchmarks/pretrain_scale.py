@@ -94,12 +94,12 @@ def main(argv=None) -> int:
                     f"{datetime.datetime.now().isoformat(timespec='seconds')}.", "", table, "",
                     "Each run's own command (a finished run is reused, so it may have been made by an "
                     "equivalent config):", ""] + [f"- {r['size']}: `{r['run_command']}`" for r in rows] + [""])
-    os.makedirs(args.results, exist_ok=True)
+    from deepacc.fileio import atomic_write
+
     name = os.path.join(args.results, f"pretrain_scale_{args.tag}")
-    with open(name + ".md", "w") as f:
-        f.write(md)
-    with open(name + ".json", "w") as f:
-        json.dump({"command": command, "config": args.config_file, "epochs": args.epochs, "rows": rows}, f, indent=1)
+    atomic_write(name + ".md", md.encode("utf-8"))
+    atomic_write(name + ".json", json.dumps({"command": command, "config": args.config_file, "epochs": args.epochs,
+                                             "rows": rows}, indent=1).encode("utf-8"))
     print(f"wrote {name}.{{md,json}}")
     return 0
 

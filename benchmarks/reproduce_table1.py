@@ -159,7 +159,9 @@ def run_train_net(argv: Sequence[str], log_path: str, threads: Optional[int] = N
     """``train_net.py --engine torchvision <argv>`` in a child process, its output appended to ``log_path``."""
     cmd = [sys.executable, os.path.join(REPO, "train_net.py"), "--engine", "torchvision", *argv]
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
-    with open(log_path, "a") as log:
+    from deepacc.fileio import open_append
+
+    with open_append(log_path) as log:  # never through a link
         log.write(f"\n$ {shlex.join(cmd)}\n")
         log.flush()
         return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
@@ -167,10 +169,10 @@ def run_train_net(argv: Sequence[str], log_path: str, threads: Optional[int] = N
 
 def run_one(cfg, log_path: str, num_gpus: int, threads: Optional[int]) -> int:
     """Train + evaluate one config through ``train_net.py --resume``; output goes to ``log_path``."""
-    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    from deepacc.fileio import atomic_write
+
     cfg_path = os.path.join(cfg.OUTPUT_DIR, "run_config.yaml")
-    with open(cfg_path, "w") as f:
-        f.write(cfg.dump())
+    atomic_write(cfg_path, cfg.dump().encode("utf-8"))  # creates the folder
     return run_train_net(["--config-file", cfg_path, "--resume", "--num-gpus", str(num_gpus)], log_path, threads)
 
 

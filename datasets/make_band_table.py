@@ -63,8 +63,9 @@ def main(argv=None):
     p.add_argument("--out", default=DEFAULT_OUT, help="output tsv (default: the package resource)")
     a = p.parse_args(argv)
     text = build(a.src)
-    with open(a.out, "w", encoding="utf-8") as f:
-        f.write(text)
+    from deepacc.fileio import atomic_write
+
+    atomic_write(a.out, text.encode("utf-8"))
     print(f"wrote {a.out} ({text.count(chr(10)) - 5} bands)")
 
 

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from deepacc.data.augment_spread import layout_stats
+from deepacc.fileio import write_image
 from deepacc.data.images import read_image
 from deepacc.data.slide import chromosome_width
 
@@ -213,9 +214,7 @@ def make_figure(mod, cells, data, out, size, seed, bioimlab, mfish, panel=(480, 
         lines.append(np.hstack(line))
     gap_h = np.full((8, lines[0].shape[1], 3), 255, np.uint8)
     fig = np.vstack([lines[0], gap_h, lines[1], gap_h, lines[2]])
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    if not cv2.imwrite(out, fig, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
-        raise OSError(f"{out}: could not write the figure")
+    write_image(out, fig, [cv2.IMWRITE_PNG_COMPRESSION, 9])  # creates the folder
     return out
 
 

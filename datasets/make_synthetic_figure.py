@@ -11,6 +11,7 @@ import numpy as np
 
 from deepacc.data.overlay import draw_annotations
 from deepacc.data.synthetic import generate_spread
+from deepacc.fileio import write_image
 
 PANELS = ((21, "47,XY,+21", "default", False), (21, "47,XY,+21", "default", True), (5, "46,XX", "shifted", False))
 
@@ -39,7 +40,7 @@ def main(argv=None):
         label = f"{karyotype}, batch '{batch}'" + (" + boxes" if boxes else "")
         cv2.putText(top, label, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 1, cv2.LINE_AA)
         panels += [np.vstack([top, vis]), np.full((a.height + 34, 8, 3), 255, np.uint8)]
-    cv2.imwrite(a.out, np.hstack(panels[:-1]), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    write_image(a.out, np.hstack(panels[:-1]), [cv2.IMWRITE_PNG_COMPRESSION, 9])
     print(a.out)
 
 

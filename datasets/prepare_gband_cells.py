@@ -102,7 +102,7 @@ from deepacc.data.compose import crop_to_mask, place_patch, rotate_patch, spread
 from deepacc.data.images import ImageError, read_image
 from deepacc.data.slide import add_realism_arguments, realism_from_args
 from deepacc.data.splits import limit_per_split
-from deepacc.fileio import atomic_write
+from deepacc.fileio import atomic_write, write_image
 from deepacc.karyotype import CLASS_NAMES, format_karyotype
 
 MASK_DARKNESS = 25
@@ -350,8 +350,7 @@ def _job(args):
     spread = args[7] if len(args) > 7 else None
     img, anns, problems, info = compose_cell(cell, w, h, seed, realism=realism, return_info=True, spread=spread)
     fn = os.path.join(out, split, cell["name"] + ".png")
-    os.makedirs(os.path.dirname(fn), exist_ok=True)
-    cv2.imwrite(fn, img, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    write_image(fn, img, [cv2.IMWRITE_PNG_COMPRESSION, 1])  # creates the folder
     counts = Counter(CLASS_NAMES[a["category_id"]] for a in anns)
     rec = {"file_name": fn, "height": h, "width": w, "annotations": anns, "case_id": cell["case"],
            "karyotype": format_karyotype({n: counts.get(n, 0) for n in CLASS_NAMES})}
@@ -494,8 +493,7 @@ def main(argv=None):
         with open(report_path) as f:
             old = json.load(f)
         summary["splits"] = {**old.get("splits", {}), **summary["splits"]}
-    with open(report_path, "w") as f:
-        json.dump(summary, f, indent=1)
+    atomic_write(report_path, json.dumps(summary, indent=1).encode("utf-8"))
     print(json.dumps({k: v for k, v in summary.items() if k != "splits"}))
     return 0
 

@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import sys
 from collections import Counter, defaultdict
 
@@ -46,6 +45,7 @@ from PIL import Image
 from deepacc.data.coco import write_coco_json
 from deepacc.data.images import ImageError, read_image
 from deepacc.data.splits import limit_per_split
+from deepacc.fileio import atomic_write, copy_file, write_image
 from deepacc.karyotype import CLASS_NAMES, parse_karyotype
 
 #: Karyotype codes of the ADIR M-FISH set #1 (README-ADIR.md), as ISCN strings without blanks.
@@ -239,9 +239,8 @@ def convert(item, out, split, min_area=40, split_touching=True, do_stretch=False
     karyotype = iscn_of_code(item["code"])
     anns, st = boxes_from_labels(K, min_area, expected_counts(karyotype), split_touching)
     fn = os.path.join(out, split, item["stem"] + ".png")
-    os.makedirs(os.path.dirname(fn), exist_ok=True)
     img = 255 - dapi
-    cv2.imwrite(fn, stretch(img) if do_stretch else img)
+    write_image(fn, stretch(img) if do_stretch else img)  # creates the folder
     rec = {"file_name": fn, "height": int(K.shape[0]), "width": int(K.shape[1]), "annotations": anns,
            "case_id": item["slide"]}
     if karyotype:
@@ -297,9 +296,8 @@ def main(argv=None):
     summary.update(dict(total))
     readme = os.path.join(a.src, "README-ADIR.md")
     if os.path.exists(readme):
-        shutil.copy(readme, os.path.join(out, "README-ADIR.md"))
-    with open(os.path.join(out, "prepare_report.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+        copy_file(readme, os.path.join(out, "README-ADIR.md"))
+    atomic_write(os.path.join(out, "prepare_report.json"), json.dumps(summary, indent=1).encode("utf-8"))
     print(json.dumps({k: v for k, v in summary.items() if k != "splits"}))
     return 0
 

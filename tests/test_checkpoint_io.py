@@ -165,7 +165,7 @@ def test_stale_temp_files_and_metrics_rows(tmp_path):
     import subprocess
     import sys
 
-    from deepacc.fileio import remove_stale_temp_files, truncate_metrics_from
+    from deepacc.fileio import LazyAppendFile, remove_stale_temp_files, truncate_metrics_from
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -181,8 +181,9 @@ def test_stale_temp_files_and_metrics_rows(tmp_path):
     m = tmp_path / "metrics.json"
     rows = [{"iteration": i, "loss": i} for i in (0, 19, 39, 59)]
     m.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"iteration": 6')
-    with open(m, "a") as appender:  # a writer that opened the file before (Detectron2's JSONWriter)
-        assert truncate_metrics_from(str(m), 40) == 2  # row 59 and the cut line
-        appender.write(json.dumps({"iteration": 40}) + "\n")
+    appender = LazyAppendFile(str(m))  # a writer built before (Detectron2's JSONWriter): opens at its first write
+    assert truncate_metrics_from(str(m), 40) == 2  # row 59 and the cut line; the file is replaced atomically
+    appender.write(json.dumps({"iteration": 40}) + "\n")
+    appender.close()
     assert [json.loads(x)["iteration"] for x in m.read_text().splitlines()] == [0, 19, 39, 40]
     assert truncate_metrics_from(str(tmp_path / "none.json"), 0) == 0

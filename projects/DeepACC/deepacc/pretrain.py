@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint_io import PRETRAIN_KEY, load_checkpoint_file
-from .fileio import remove_stale_temp_files
+from .fileio import append_line, tidy_output_dir
 from .karyotype import NUM_CLASSES
 from .precision import autocast_to
 
@@ -301,14 +301,17 @@ def pretrain(cfg, train: CropSet, val: Optional[CropSet], pc: PretrainConfig, ou
     total = pc.epochs * steps_per_epoch
     start_epoch, history, elapsed_before = 0, [], 0.0
     state_path = os.path.join(output_dir, "pretrain_last.pth")
-    remove_stale_temp_files(output_dir)  # of a run killed while writing its state
-    if resume and os.path.isfile(state_path):
+    resumed = resume and os.path.isfile(state_path)
+    if resumed:
         st = load_checkpoint_file(state_path)
         net.load_state_dict(st["net"])
         opt.load_state_dict(st["opt"])
         start_epoch, history = int(st["epoch"]) + 1, json.loads(st["history"])
         elapsed_before = float(st.get("elapsed", 0.0))
         logger.info("Resuming pretraining at epoch %d of %d.", start_epoch, pc.epochs)
+    # temp files of a run killed while writing its state; metrics.json: on resume the rows of the epochs
+    # done again dropped (rows count epochs from 1), on a new run an earlier run's file kept as metrics.json.1
+    tidy_output_dir(output_dir, start_epoch + 1, resumed=resumed, key="epoch")
     pixel = dict(pixel_mean=float(cfg.MODEL.PIXEL_MEAN[0]), pixel_std=float(cfg.MODEL.PIXEL_STD[0]))
     if str(cfg.INPUT.NORMALIZATION) != "per_image":
         raise ValueError("in-domain pretraining reproduces INPUT.NORMALIZATION 'per_image' only")
@@ -355,8 +358,7 @@ def pretrain(cfg, train: CropSet, val: Optional[CropSet], pc: PretrainConfig, ou
         logger.info("pretrain epoch %d/%d: loss %.3f, augmented train top-1 %.2f %%%s, %.0f s", epoch + 1, pc.epochs,
                     rec["loss"], 100 * rec["train_top1_augmented"],
                     f", val top-1 {100 * rec['val_top1']:.2f} %" if "val_top1" in rec else "", rec["seconds"])
-        with open(os.path.join(output_dir, "metrics.json"), "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        append_line(os.path.join(output_dir, "metrics.json"), json.dumps(rec))
         st = {"net": net.state_dict(), "opt": opt.state_dict(), "epoch": epoch, "history": json.dumps(history),
               "elapsed": rec["elapsed_s"]}
         atomic_write(state_path, lambda f: torch.save(st, f), durable=True)

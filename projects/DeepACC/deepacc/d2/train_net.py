@@ -31,7 +31,7 @@ from ..checkpoint_io import check_loaded_weights, check_resume_start
 from ..config import check_config, dump_config, load_config, resolve_epoch_schedule
 from ..data.preflight import check_training_datasets
 from ..data.scale import apply_reference, reference_state, training_files, training_reference
-from ..fileio import LazyAppendFile, tidy_output_dir
+from ..fileio import LazyAppendFile, refuse_link, tidy_output_dir
 from ..karyotype import AGNOSTIC
 from ..precision import amp_dtype, autocast_to, resolve_precision
 from ..solver import clip_gradients
@@ -236,6 +236,9 @@ def setup(args):
     if not getattr(args, "eval_only", False):
         training_reference(cfg, training_files(cfg, DatasetCatalog.get))
     cfg.freeze()
+    if cfg.OUTPUT_DIR:  # Detectron2 writes these itself (plain open, which follows a link): refuse links first
+        for name in ("config.yaml", "log.txt", f"log.txt.rank{comm.get_rank()}", "metrics.json"):
+            refuse_link(os.path.join(cfg.OUTPUT_DIR, name))
     default_setup(cfg, args)
     if cfg.INPUT.NORMALIZATION == "per_image" and any(float(v) != 0.0 for v in cfg.MODEL.PIXEL_MEAN):
         logger.warning("INPUT.NORMALIZATION is 'per_image' but MODEL.PIXEL_MEAN is %s: the zero-mean images are "

@@ -608,8 +608,9 @@ class MetaphaseEvaluator:
     def _write(self, results: Dict[str, Any]) -> None:
         os.makedirs(self.output_dir, exist_ok=True)
         path = os.path.join(self.output_dir, METRICS_FILE)
-        with open(path, "w") as f:
-            json.dump(_json_safe(results), f, indent=1)
+        from ..fileio import atomic_write
+
+        atomic_write(path, json.dumps(_json_safe(results), indent=1).encode("utf-8"))
         if "confusion" not in results:  # no image scored with classes
             return
         conf = np.asarray(results["confusion"]["matrix"])

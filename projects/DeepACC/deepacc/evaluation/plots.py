@@ -6,7 +6,7 @@ user's pyplot backend.
 from __future__ import annotations
 
 import csv
-import os
+import io
 from typing import Optional, Sequence
 
 import numpy as np
@@ -16,11 +16,14 @@ __all__ = ["save_confusion_csv", "save_confusion_png"]
 
 def save_confusion_csv(matrix: np.ndarray, class_names: Sequence[str], path: str) -> None:
     """Rows = true class, columns = predicted class, first row/column = class names."""
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["true\\pred"] + [str(n) for n in class_names])
-        for name, row in zip(class_names, np.asarray(matrix).tolist()):
-            w.writerow([str(name)] + [int(v) for v in row])
+    from ..fileio import atomic_write
+
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(["true\\pred"] + [str(n) for n in class_names])
+    for name, row in zip(class_names, np.asarray(matrix).tolist()):
+        w.writerow([str(name)] + [int(v) for v in row])
+    atomic_write(path, f.getvalue().encode("utf-8"))
 
 
 def save_confusion_png(
@@ -79,5 +82,6 @@ def save_confusion_png(
                 start = i
     ax.set_title(title + (" (Denver groups in red)" if groups is not None else ""), pad=22)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
+    from ..fileio import save_figure
+
+    save_figure(fig, path)  # creates the folder

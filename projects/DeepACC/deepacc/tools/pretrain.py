@@ -98,10 +98,35 @@ def main(argv=None) -> int:
         print(f"deepacc-pretrain: cannot read the config {args.config_file}: {why}", file=sys.stderr)
         return 2
     out = args.output or default_output(cfg)
-    setup_logging(out)
-    log = logging.getLogger("deepacc.pretrain")
     train_names = list(args.train) if args.train else list(cfg.DATASETS.TRAIN)
     val_names = list(cfg.DATASETS.TEST) if args.val is None else list(args.val)
+    # Before anything is read or written: the datasets are registered, the output folder takes files.
+    from ..data.catalog import list_datasets, unknown_dataset_message
+    from .checks import OutputDirError, check_writable_dir
+
+    problems = []
+    if not train_names:
+        problems.append(f"no training dataset: DATASETS.TRAIN of {args.config_file} is empty and no --train was given "
+                        f"(e.g. --train deepacc_synth_quick_train)")
+    for flag, names in (("--train" if args.train else "DATASETS.TRAIN", train_names),
+                        ("--val" if args.val is not None else "DATASETS.TEST", val_names)):
+        problems += [f"{flag}: dataset {unknown_dataset_message(n)}" for n in names if n not in list_datasets()]
+    try:
+        check_writable_dir(out, "--output" if args.output else "the output folder", "--output output/pretrain/run1")
+    except OutputDirError as e:
+        problems.append(str(e))
+    from ..fileio import UnsafeOutputError, refuse_link
+
+    for name in ("metrics.json", "log.txt"):  # appended to: a symbolic link there is refused
+        try:
+            refuse_link(os.path.join(out, name), "metrics file" if name == "metrics.json" else "log file")
+        except UnsafeOutputError as e:
+            problems.append(str(e))
+    if problems:
+        print("deepacc-pretrain: " + "\n  ".join(problems), file=sys.stderr)
+        return 2
+    setup_logging(out)
+    log = logging.getLogger("deepacc.pretrain")
     try:
         train_dicts, val_dicts = dataset_dicts(train_names), dataset_dicts(val_names)
     except (DatasetNotPreparedError, DatasetError, KeyError, ValueError) as e:
@@ -120,10 +145,9 @@ def main(argv=None) -> int:
     val = cut_crops(val_dicts, min_size, max_size, size, polarity=polarity) if val_dicts else None
     log.info("%d training crops from %d images, %d validation crops.", len(train), len(train_dicts),
              len(val) if val is not None else 0)
-    if args.restart:
-        for f in ("pretrain_last.pth", "metrics.json"):
-            if os.path.exists(os.path.join(out, f)):
-                os.remove(os.path.join(out, f))
+    if args.restart:  # the earlier run's metrics.json is kept, as metrics.json.1 (deepacc.fileio.tidy_output_dir)
+        if os.path.lexists(os.path.join(out, "pretrain_last.pth")):
+            os.remove(os.path.join(out, "pretrain_last.pth"))
     pc = PretrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                         precision="float32" if args.no_amp else args.precision, max_minutes=args.max_minutes,
                         stop_after=args.stop_after)
@@ -134,6 +158,9 @@ def main(argv=None) -> int:
         report = pretrain(cfg, train, val, pc, out, meta=meta)
     except CheckpointError as e:  # a corrupt pretrain_last.pth of an earlier run
         print(f"deepacc-pretrain: {e} (--restart starts over)", file=sys.stderr)
+        return 2
+    except UnsafeOutputError as e:  # an output of the folder is a symbolic link: refused
+        print(f"deepacc-pretrain: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("deepacc-pretrain: interrupted; rerun the same command to resume from the last finished epoch",

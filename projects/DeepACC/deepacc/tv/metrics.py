@@ -5,6 +5,8 @@ import json
 import os
 from typing import Dict
 
+from ..fileio import append_line
+
 
 class MetricsWriter:
     """JSON lines in ``OUTPUT_DIR/metrics.json`` (Detectron2's format), plus TensorBoard when installed."""
@@ -20,8 +22,8 @@ class MetricsWriter:
             self.tb = None
 
     def write(self, iteration: int, scalars: Dict[str, float]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"iteration": iteration, **scalars}, sort_keys=True) + "\n")
+        # one O_APPEND write per row, never through a link (deepacc.fileio.UnsafeOutputError)
+        append_line(self.path, json.dumps({"iteration": iteration, **scalars}, sort_keys=True))
         if self.tb is not None:
             for k, v in scalars.items():
                 if isinstance(v, (int, float)):

@@ -29,7 +29,9 @@ def setup_logging(output_dir: Optional[str]) -> None:
         handlers.append(logging.StreamHandler())
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)
-        handlers.append(logging.FileHandler(os.path.join(output_dir, "log.txt" if rank == 0 else f"log.txt.rank{rank}")))
+        from ..fileio import LogFileHandler  # appends, never through a symbolic link
+
+        handlers.append(LogFileHandler(os.path.join(output_dir, "log.txt" if rank == 0 else f"log.txt.rank{rank}")))
     for h in handlers:
         h.setFormatter(fmt)
         root.addHandler(h)

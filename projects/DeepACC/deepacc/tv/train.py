@@ -7,7 +7,7 @@ from typing import Dict
 
 import torch
 
-from ..checkpoint_io import check_loaded_weights
+from ..checkpoint_io import check_loaded_weights, check_resume_start
 from ..data.scale import apply_reference, training_files
 from ..config import dump_config
 from . import comm
@@ -36,6 +36,7 @@ def main(args) -> Dict:
         device = resolve_device(cfg)
         model = build_model(cfg).to(device)
         ckpt = AtomicCheckpointer(model, cfg.OUTPUT_DIR)
+        ckpt.refuse_unfit_resume = False  # judged below, with --allow-untrained
         resumed = args.resume and ckpt.has_checkpoint()
         loaded = ckpt.get_checkpoint_file() if resumed else str(cfg.MODEL.WEIGHTS)
         extra = ckpt.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume) or {}
@@ -43,6 +44,8 @@ def main(args) -> Dict:
         logger.info("Evaluating weights %s (sha256 %s)", info["weights"] or "(none)", info["sha256"])
         apply_reference(cfg, extra, training_files(cfg))
         return test(cfg, model, device)
+    if args.resume:  # a bad last_checkpoint is named now, not after the data check and the model build
+        check_resume_start(cfg.OUTPUT_DIR)
     trainer = Trainer(cfg)
     # again: with what the trainer measured (INPUT.SCALE_AWARE.REFERENCE_*) and the precision it chose
     _dump_config(cfg, trainer.precision)

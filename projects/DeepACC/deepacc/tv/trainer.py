@@ -89,6 +89,7 @@ class Trainer:
             self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=False,
                                                            find_unused_parameters=False)
         self.start_iter = 0
+        self.resumed = False  # set by resume_or_load: continuing a run from its checkpoint
         self.max_iter = int(cfg.SOLVER.MAX_ITER)
 
     def resume_or_load(self, resume: bool = True) -> None:
@@ -100,6 +101,7 @@ class Trainer:
         if resume and self.checkpointer.has_checkpoint():
             ckpt = self.checkpointer.resume_or_load(weights, resume=True)
             self.start_iter = int(ckpt.get("iteration", -1)) + 1
+            self.resumed = True
             stored = {k: ckpt[k] for k in (SCALE_KEY, FRAME_KEY) if ckpt.get(k)}
             if stored and stored != self.scale_state:
                 logger.warning("Scale-aware reference: the checkpoint says %s, the training images now give %s; "
@@ -129,7 +131,7 @@ class Trainer:
         loader = build_train_loader(cfg, self.train_dicts, start_iter=self.start_iter)
         periodic = PeriodicCheckpointer(self.checkpointer, int(cfg.SOLVER.CHECKPOINT_PERIOD), max_iter=self.max_iter)
         if main:
-            tidy_output_dir(cfg.OUTPUT_DIR, self.start_iter)
+            tidy_output_dir(cfg.OUTPUT_DIR, self.start_iter, resumed=self.resumed)  # before the writer opens it
         writer = MetricsWriter(cfg.OUTPUT_DIR) if main else None
         clip = cfg.SOLVER.CLIP_GRADIENTS
         eval_period = int(cfg.TEST.EVAL_PERIOD)
