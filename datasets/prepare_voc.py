@@ -33,13 +33,18 @@ Class names (``<object><name>``, case and surrounding blanks ignored):
   which should not silently drop objects); ``--unknown skip`` skips those images and reports them.
 
 Other problems of one image also skip it and are reported: XML that does not parse, an object
-without a numeric ``<bndbox>``, an image file that cannot be read. An image not found is reported
+without a numeric ``<bndbox>``, a box that is no chromosome (:func:`box_problem`: a coordinate
+``nan`` / ``inf``, ``xmax < xmin`` or ``ymax < ymin``, a box outside the image or reaching farther
+beyond its border than :data:`OUTSIDE_TOLERANCE` of its larger side), a ``<size>`` that is not a
+finite number >= 0 (``<width>inf</width>``), an image file that cannot be read, and an entry named
+``*.xml`` that is not a file (a folder, a dangling link). An image not found is reported
 and skipped too, unless no image is found at all (then the conversion stops: wrong ``--images-dir``).
-There is no limit on the number of objects per image (45, 46, 47 or more chromosomes).
+One bad file never stops the conversion. There is no limit on the number of objects per image (45,
+46, 47 or more chromosomes).
 
 Coordinates: VOC boxes are 1-based and inclusive; they are converted to 0-based pixel-edge XYXY
-(``x0 = xmin - 1``, ``x1 = xmax``) and clipped to the image. Boxes that are empty after clipping
-are dropped and counted.
+(``x0 = xmin - 1``, ``x1 = xmax``) and clipped to the image (boxes reaching less than
+:data:`OUTSIDE_TOLERANCE` beyond it).
 
 Splits: ``<splits-dir>/{train,val,test}.txt`` when present (one image id per line; ``--splits-dir
 none`` ignores them), else by groups of images: ``--split-by case`` groups the images by the case
@@ -62,15 +67,16 @@ split rule, every skipped image with its reason, strays and unknown names with t
 import argparse
 import hashlib
 import json
+import math
 import os
 import re
-import shutil
 import sys
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
 
 from deepacc.data.coco import write_coco_json
 from deepacc.data.images import ImageError, image_size
+from deepacc.fileio import atomic_write, copy_file
 from deepacc.karyotype import CLASS_NAMES, GROUP_OF, canonical_name
 
 SPLITS = ("train", "val", "test")
@@ -79,6 +85,10 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 CASE_REGEX = r"^([^_\-. ]*\d[^_\-. ]*)[_\-. ]"
 #: Files named per stray name / unknown name in the report (the count is always complete).
 MAX_FILES_NAMED = 20
+#: A box coordinate farther beyond the image border than this fraction of its larger side is a wrong
+#: coordinate (the image is skipped); boxes reaching less far beyond the border are clipped (VOC
+#: tools let a box be dragged past the border; a quarter of the image is far more than that).
+OUTSIDE_TOLERANCE = 0.25
 
 _DENVER_NAME = re.compile(r"([a-g])\s*[-_]?\s*(\d{1,2}|x|y)")
 _STRAY_NAME = re.compile(r"(?:clase|class|chromosome|chr)?[\s_-]*(\d+)")
@@ -133,13 +143,11 @@ def parse_voc_xml(path):
         root = ET.parse(path).getroot()
     except ET.ParseError as e:
         raise VOCError(f"{path}: not valid XML ({e})") from None
+    except OSError as e:
+        raise VOCError(f"{path}: cannot read the file ({e.strerror or e})") from None
     fn = (root.findtext("filename") or "").strip()
     size = root.find("size")
-    try:
-        w = int(float(size.findtext("width"))) if size is not None and size.findtext("width") else None
-        h = int(float(size.findtext("height"))) if size is not None and size.findtext("height") else None
-    except ValueError:
-        w = h = None
+    w, h = (_xml_size(path, size, k) for k in ("width", "height"))
     objs = []
     for i, o in enumerate(root.iter("object"), 1):
         name = o.findtext("name") or ""
@@ -153,6 +161,46 @@ def parse_voc_xml(path):
                            f"ymax") from None
         objs.append((name, *vals))
     return fn, w, h, objs
+
+
+def _xml_size(path, size, key):
+    """``<size><width>`` / ``<height>`` as an int, ``None`` when absent, empty, not a number or 0 (what
+    some tools write for "unknown"; the image's own size is used); :class:`VOCError` when it is not
+    finite or negative (a damaged file: every number in it is suspect)."""
+    text = size.findtext(key) if size is not None else None
+    if not text or not text.strip():
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        return None
+    if not math.isfinite(v) or v < 0:
+        raise VOCError(f"{path}: <size><{key}> {text.strip()!r} is not a finite number >= 0")
+    return int(v) or None
+
+
+def box_problem(xmin, ymin, xmax, ymax, width=None, height=None):
+    """Why a VOC box (1-based, inclusive) cannot be a chromosome, or ``None``: a coordinate that is not
+    a finite number, ``xmax < xmin`` or ``ymax < ymin`` (a negative width or height), and on a
+    ``width`` x ``height`` image a box that lies outside it or a coordinate farther beyond its border
+    than :data:`OUTSIDE_TOLERANCE` of its larger side (a wrong coordinate system)."""
+    vals = dict(xmin=xmin, ymin=ymin, xmax=xmax, ymax=ymax)
+    for k, v in vals.items():
+        if not math.isfinite(v):
+            return f"{k} {v} is not a finite number"
+    if xmax < xmin or ymax < ymin:
+        return (f"negative width or height (xmin {xmin:g}, ymin {ymin:g}, xmax {xmax:g}, ymax {ymax:g}: "
+                f"xmax >= xmin and ymax >= ymin needed)")
+    if width is None or height is None:
+        return None
+    box = f"[{xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}]"
+    if xmax <= 0 or ymax <= 0 or xmin - 1 >= width or ymin - 1 >= height:
+        return f"box {box} lies outside the {width}x{height} image"
+    tol = OUTSIDE_TOLERANCE * max(width, height)
+    if xmin - 1 < -tol or ymin - 1 < -tol or xmax > width + tol or ymax > height + tol:
+        return (f"box {box} reaches farther beyond the {width}x{height} image than {OUTSIDE_TOLERANCE:.0%} of its "
+                f"larger side (a wrong coordinate system?)")
+    return None
 
 
 def _find_image(dirs, stem, fn):
@@ -241,17 +289,31 @@ def run(src, out, images_dir="JPEGImages", ann_dir="Annotations", splits_dir="Im
             continue
         stats["xml_files"] += 1
         stem, xml = f[:-4], os.path.join(ann_path, f)
+        if not os.path.isfile(xml):  # a folder or a dangling link named *.xml: named, never a traceback
+            what = ("a folder" if os.path.isdir(xml) else "a dangling symbolic link" if os.path.islink(xml)
+                    else "not a regular file")
+            skip(xml, stem, f"{xml}: is {what}, not an XML annotation file", "skipped_not_a_file")
+            continue
         try:
             fn, w, h, objs = parse_voc_xml(xml)
         except VOCError as e:
             skip(xml, stem, str(e), "skipped_images_bad_xml")
             continue
+        except Exception as e:  # a safety net: one file never stops the conversion
+            skip(xml, stem, f"{xml}: internal error, please report it ({type(e).__name__}: {e})",
+                 "skipped_images_bad_xml")
+            continue
         stats["objects_in_xml"] += len(objs)
         names, problems, image_strays, image_unknown = [], [], [], []
+        bad_boxes = []
         for i, (raw, *box) in enumerate(objs, 1):
             name = raw.strip()
             try:
-                names.append((parse_class_name(name), *box))
+                names.append((parse_class_name(name), *box, i, name))
+                why = box_problem(*box)
+                if why:
+                    bad_boxes.append(f"object {i} {name!r}: {why}")
+                    stats["bad_box_objects"] += 1
             except ClassNameError as e:
                 what = f"object {i} {name!r}: {e.reason}"
                 if e.kind == "wrong_letter":
@@ -269,10 +331,11 @@ def run(src, out, images_dir="JPEGImages", ann_dir="Annotations", splits_dir="Im
         if image_unknown and unknown == "error":
             unknown_errors.append([u[1] for u in image_unknown])
             continue
-        reasons = problems + [u[0] for u in image_unknown] + (image_strays if strays == "image" else [])
+        reasons = (problems + bad_boxes + [u[0] for u in image_unknown]
+                   + (image_strays if strays == "image" else []))
         if reasons:
-            key = ("skipped_images_wrong_letter" if problems else "skipped_images_unknown_name" if image_unknown
-                   else "skipped_images_with_strays")
+            key = ("skipped_images_wrong_letter" if problems else "skipped_images_bad_box" if bad_boxes
+                   else "skipped_images_unknown_name" if image_unknown else "skipped_images_with_strays")
             skip(xml, stem, f"{xml}: " + "; ".join(reasons), key)
             continue
         img = _find_image(image_dirs, stem, fn)
@@ -289,11 +352,17 @@ def run(src, out, images_dir="JPEGImages", ann_dir="Annotations", splits_dir="Im
             continue
         if (w, h) != (None, None) and (w, h) != (iw, ih):
             stats["xml_size_differs_from_image"] += 1
+        outside = [f"object {i} {raw!r}: {why}" for _, *box, i, raw in names for why in [box_problem(*box, iw, ih)]
+                   if why]
+        if outside:  # the whole image: a spread with a chromosome left out teaches it is background
+            stats["bad_box_objects"] += len(outside)
+            skip(xml, stem, f"{xml}: " + "; ".join(outside), "skipped_images_bad_box")
+            continue
         anns = []
-        for name, x0, y0, x1, y1 in names:
+        for name, x0, y0, x1, y1, _, _ in names:
             x0, y0 = max(0.0, x0 - 1), max(0.0, y0 - 1)
             x1, y1 = min(float(iw), x1), min(float(ih), y1)
-            if x1 <= x0 or y1 <= y0:
+            if x1 <= x0 or y1 <= y0:  # not reached: box_problem names such boxes (kept as a safety net)
                 stats["dropped_empty_boxes"] += 1
                 continue
             anns.append({"bbox": [x0, y0, x1, y1], "bbox_mode": 0, "category_id": CLASS_NAMES.index(name), "iscrowd": 0})
@@ -356,8 +425,7 @@ def run(src, out, images_dir="JPEGImages", ann_dir="Annotations", splits_dir="Im
         for k in sorted(recs):
             if k in split_of:
                 dst = os.path.join(out, "images", os.path.basename(recs[k]["file_name"]))
-                os.makedirs(os.path.dirname(dst), exist_ok=True)
-                shutil.copy(recs[k]["file_name"], dst)
+                copy_file(recs[k]["file_name"], dst)  # creates the folder
                 recs[k]["file_name"] = dst
     for k, r in recs.items():
         r["case_id"] = cases[k] or k
@@ -387,9 +455,7 @@ def run(src, out, images_dir="JPEGImages", ann_dir="Annotations", splits_dir="Im
         "stray_names": {n: dict(e) for n, e in sorted(stray_names.items())},
         "unknown_names": {n: dict(e) for n, e in sorted(unknown_names.items())},
     }
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "prepare_report.json"), "w") as fh:
-        json.dump(report, fh, indent=1)
+    atomic_write(os.path.join(out, "prepare_report.json"), json.dumps(report, indent=1).encode("utf-8"))
     return paths, stats, report
 
 

@@ -120,7 +120,8 @@ def test_huge_png_header_named_by_every_reader(tmp_path):
 
     p = write_png_claiming_size(tmp_path / "bomb.png", 100000, 100000)
     expect = (f"{p}: image is 100000 x 100000 = 10000000000 pixels, more than the maximum "
-              f"{images.MAX_IMAGE_PIXELS} (deepacc.data.images.MAX_IMAGE_PIXELS)")
+              f"{images.MAX_IMAGE_PIXELS} (deepacc.data.images.MAX_IMAGE_PIXELS; raise it with the environment "
+              f"variable DEEPACC_MAX_IMAGE_PIXELS=<pixels>)")
     for reader in (image_size, read_image):
         with pytest.raises(ImageError) as e:
             reader(p)

@@ -68,7 +68,8 @@ def test_huge_image_is_one_problem_among_all(tmp_path, capsys):
     jf, root = _dataset(tmp_path, mutate=mut)
     bomb = str(root / "img" / "bomb.png")
     reason = (f"image is 100000 x 100000 = 10000000000 pixels, more than the maximum {MAX_IMAGE_PIXELS} "
-              f"(deepacc.data.images.MAX_IMAGE_PIXELS)")
+              f"(deepacc.data.images.MAX_IMAGE_PIXELS; raise it with the environment variable "
+              f"DEEPACC_MAX_IMAGE_PIXELS=<pixels>)")
     for mode in ("full", "header"):
         probs = _strs(validate_coco_json(jf, check_images=mode))
         assert f"{bomb}: {reason}" in probs and any("box outside the image" in p for p in probs), probs

@@ -24,7 +24,8 @@ from typing import Any, Dict, List, Optional
 
 __all__ = ["CheckpointerMixin", "CheckpointError", "UntrainedModelError", "load_checkpoint_file", "read_pickled_weights",
            "resolve_last_checkpoint", "file_sha256", "check_loaded_weights", "LAST_CHECKPOINT", "PRETRAIN_KEY",
-           "to_detectron2_names"]
+           "to_detectron2_names", "resume_problems", "check_resume_checkpoint", "check_resume_start",
+           "check_resume_fit"]
 
 LAST_CHECKPOINT = "last_checkpoint"
 #: The block of a ``deepacc-pretrain`` trunk checkpoint (:mod:`deepacc.pretrain`) that describes the trunk;
@@ -134,9 +135,12 @@ def resolve_last_checkpoint(save_dir: str) -> str:
     :class:`CheckpointError` with the fix.
     """
     tag = os.path.join(save_dir, LAST_CHECKPOINT)
-    if not os.path.isfile(tag):
-        return ""
     fix = f"delete {tag} to start from MODEL.WEIGHTS, or write the name of a checkpoint of {save_dir} in it"
+    if not os.path.isfile(tag):
+        if os.path.lexists(tag):  # a folder, a dangling link: never "no tag", which would start from scratch
+            what = "a folder" if os.path.isdir(tag) else "a dangling link" if os.path.islink(tag) else "not a file"
+            raise CheckpointError(tag, f"is {what}, not the tag file naming the last checkpoint; {fix}")
+        return ""
     try:
         with open(tag, "rb") as f:
             raw = f.read(4096)
@@ -150,6 +154,8 @@ def resolve_last_checkpoint(save_dir: str) -> str:
                                    f"only name a file in its own folder); {fix}")
     path = os.path.join(save_dir, name)
     if not os.path.isfile(path):
+        if os.path.isdir(path):
+            raise CheckpointError(tag, f"names {name!r}, which is a folder of {save_dir}, not a checkpoint file; {fix}")
         raise CheckpointError(tag, f"names {name!r}, which does not exist in {save_dir}; {fix}")
     return path
 
@@ -226,17 +232,170 @@ def weights_problem(path: str, missing: List[str], mismatched: List[str]) -> Opt
             + ". Use the config the checkpoint was trained with (see config.yaml next to it).")
 
 
+#: Entries of a training checkpoint holding the state of an object (``load_state_dict``): dicts when present.
+_STATE_ENTRIES = ("optimizer", "scheduler", "scaler", "trainer")
+#: Entries holding a number that must be finite and >= 0 when present (the scale-aware reference).
+_NUMBER_ENTRIES = ("input_reference_size", "input_reference_frame")
+
+
+def _iteration_problem(value, where: str) -> Optional[str]:
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        return f"{where} {_short_repr(value)} ({type(value).__name__}) is not an iteration number (an integer >= 0)"
+    return None
+
+
+def _short_repr(v, n: int = 40) -> str:
+    r = repr(v)
+    return r if len(r) <= n else r[: n - 3] + "..."
+
+
+def _resume_fix(path: str) -> str:
+    tag = os.path.join(os.path.dirname(path), LAST_CHECKPOINT)
+    return (f"--resume refused; delete {tag} to start from MODEL.WEIGHTS instead, or write the name of another "
+            f"checkpoint of {os.path.dirname(path) or '.'} in it")
+
+
+def resume_problems(data: Dict[str, Any]) -> List[str]:
+    """Why a loaded checkpoint cannot be resumed from (empty: it can): no ``model`` dict of tensors,
+    no non-negative integer ``iteration``, an optimizer / scheduler / scaler / trainer state that is
+    not a dict, a scale-aware reference that is not a finite number >= 0."""
+    import math
+    import numbers
+
+    import numpy as np
+    import torch
+
+    out = []
+    model = data.get("model")
+    if "model" not in data:
+        held = ", ".join(sorted(str(k) for k in data)[:6]) or "nothing"
+        out.append(f"holds no 'model' entry (only {held}): not a checkpoint written by training, and no weights "
+                   "of this model to resume from")
+    elif not isinstance(model, dict):
+        out.append(f"'model' is a {type(model).__name__}, not a dict of weights")
+    elif not model:
+        out.append("'model' holds no weights (an empty dict)")
+    else:
+        bad = [k for k, v in model.items() if not isinstance(v, (torch.Tensor, np.ndarray))]
+        if bad:
+            out.append(f"'model' entry {_short_repr(bad[0])} is a {type(model[bad[0]]).__name__}, not a tensor"
+                       + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
+    if "iteration" not in data:
+        out.append("holds no 'iteration' entry: not a checkpoint saved during training")
+    else:
+        why = _iteration_problem(data["iteration"], "'iteration'")
+        if why:
+            out.append(why)
+    for key in _STATE_ENTRIES:
+        if key in data and not isinstance(data[key], dict):
+            out.append(f"'{key}' is a {type(data[key]).__name__}, expected the dict of its state")
+    trainer = data.get("trainer")
+    if isinstance(trainer, dict) and "iteration" in trainer:
+        why = _iteration_problem(trainer["iteration"], "'trainer' 'iteration'")
+        if why:
+            out.append(why)
+    for key in _NUMBER_ENTRIES:
+        v = data.get(key)
+        if v is None:
+            continue
+        ok = isinstance(v, numbers.Real) and not isinstance(v, bool)
+        try:
+            ok = ok and math.isfinite(float(v)) and float(v) >= 0
+        except OverflowError:
+            ok = False
+        if not ok:
+            out.append(f"'{key}' {_short_repr(v)} is not a finite number >= 0")
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _checked_resume_file(path: str, _size: int, _mtime_ns: int) -> bool:
+    problems = resume_problems(load_checkpoint_file(path))
+    if problems:
+        raise CheckpointError(path, "; ".join(problems) + f". {_resume_fix(path)}")
+    return True
+
+
+def check_resume_checkpoint(path: str) -> str:
+    """Refuse (:class:`CheckpointError`, naming the file and the fix) a checkpoint that ``--resume``
+    cannot start from (:func:`resume_problems`); returns ``path``. The verdict is kept per file
+    version, so the check at start-up and the one of the checkpointer read the file once."""
+    path = str(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(path, "no such file")
+    st = os.stat(path)
+    _checked_resume_file(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    return path
+
+
+def check_resume_start(save_dir: str) -> str:
+    """What ``--resume`` will start from, checked before anything is built: the checkpoint named by
+    ``save_dir/last_checkpoint`` (a tag that is a folder, names a folder or a missing file, or a
+    checkpoint without this run's state is a :class:`CheckpointError`), or ``""`` when there is no tag."""
+    path = resolve_last_checkpoint(save_dir)
+    return check_resume_checkpoint(path) if path else ""
+
+
+def check_resume_fit(path: str, incompatible) -> None:
+    """Refuse to resume from a checkpoint whose weights do not fit the model (parameters of the model
+    missing from it, or of another shape): training would go on from partly random weights."""
+    wrong = getattr(incompatible, "incorrect_shapes", None) or []
+    shapes = [f"{k}: checkpoint {tuple(a)} vs model {tuple(b)}" for k, a, b in wrong]
+    skip = {k for k, _, _ in wrong}  # fvcore also lists them as missing: named once, by their shapes
+    missing = [k for k in (getattr(incompatible, "missing_keys", None) or [])
+               if not k.endswith("num_batches_tracked") and k not in skip]
+    parts = []
+    if shapes:
+        parts.append(f"{len(shapes)} parameter(s) of another shape ({_describe(shapes, 3)})")
+    if missing:
+        parts.append(f"{len(missing)} parameter(s) of the model missing ({_describe(missing)})")
+    if parts:
+        raise CheckpointError(path, "does not hold this model's weights: " + "; ".join(parts)
+                              + f" (a checkpoint of another config?). {_resume_fix(path)}")
+
+
 class CheckpointerMixin:
     """What both engines' fvcore-based checkpointers share (put it first in the bases): ``save`` and
     the ``last_checkpoint`` tag written atomically (a kill mid-save leaves the previous file, never a
     truncated one), ``extra_state`` saved into every checkpoint (e.g. the scale-aware reference
     size), a tag that only names files of ``save_dir``, and the load's ``incompatible`` keys kept so
-    that callers can refuse weights that do not fit (:func:`check_loaded_weights`)."""
+    that callers can refuse weights that do not fit (:func:`check_loaded_weights`).
+
+    ``resume_or_load(..., resume=True)`` with a ``last_checkpoint`` tag refuses, before anything is
+    trained, a checkpoint without this run's state (:func:`check_resume_checkpoint`), one whose
+    state does not load, and (``refuse_unfit_resume``) one whose weights do not fit the model
+    (:func:`check_resume_fit`)."""
 
     extra_state: Dict[str, Any] = {}
+    #: ``--resume`` refuses weights that do not fit the model; ``--eval-only`` turns it off and
+    #: judges the weights itself (:func:`check_loaded_weights`, with ``--allow-untrained``).
+    refuse_unfit_resume: bool = True
 
     def get_checkpoint_file(self) -> str:
         return resolve_last_checkpoint(self.save_dir)
+
+    def has_checkpoint(self) -> bool:
+        # a tag that exists in any form (a folder, a dangling link) is then named by get_checkpoint_file,
+        # never taken as "no checkpoint" (which would silently start from scratch)
+        return bool(self.save_dir) and os.path.lexists(os.path.join(self.save_dir, LAST_CHECKPOINT))
+
+    def resume_or_load(self, path: str, *, resume: bool = True):
+        if not (resume and self.has_checkpoint()):
+            return super().resume_or_load(path, resume=False)
+        ckpt = check_resume_checkpoint(self.get_checkpoint_file())
+        try:
+            data = self.load(ckpt)
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise CheckpointError(ckpt, f"its saved state does not load into this run ({type(e).__name__}: {first}). "
+                                        f"{_resume_fix(ckpt)}") from None
+        if self.refuse_unfit_resume:
+            check_resume_fit(ckpt, getattr(self, "incompatible", None))
+        return data
 
     def _load_model(self, checkpoint):
         self.incompatible = super()._load_model(checkpoint)

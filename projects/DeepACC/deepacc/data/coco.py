@@ -116,7 +116,11 @@ def format_problems(source: str, problems: Sequence[Problem], max_lines: int = 2
 
 
 class DatasetError(ValueError):
-    """A dataset has problems; ``.problems`` lists all of them (message: :func:`format_problems`)."""
+    """A dataset has problems; ``.problems`` lists all of them (message: :func:`format_problems`).
+    ``.usable``: from :func:`load_coco_json`, the dataset dicts of the images that no problem names
+    (``None`` when a problem concerns no image, e.g. one of the json itself)."""
+
+    usable: Optional[List[Dict[str, Any]]] = None
 
     def __init__(self, source: str, problems: Sequence[Problem], max_lines: int = 20):
         self.source = str(source)
@@ -210,6 +214,25 @@ def _meta_problems(rec: Dict[str, Any]) -> List[str]:
     c = rec.get("annotation_kind")
     if c is not None and c not in ANNOTATION_KINDS:
         out.append(f"annotation_kind {_short(c)} is not one of {', '.join(ANNOTATION_KINDS)}")
+    return out
+
+
+def _area_score_problems(a: Dict[str, Any], rec: Optional[Dict[str, Any]]) -> List[str]:
+    """Problems of an annotation's optional ``area`` (a finite number >= 0, at most the image's
+    ``W x H`` (+ :data:`BOX_TOLERANCE`): an area larger than the image is absurd) and ``score`` (a
+    finite number: ground truth carries none, but a file that has one must not hide a nan)."""
+    out = []
+    if "area" in a and a["area"] is not None:
+        v = a["area"]
+        if not _num(v):
+            out.append(f"area {_short(v)} is not a finite number")
+        elif float(v) < 0:
+            out.append(f"area {_short(v)} is negative")
+        elif rec is not None and rec.get("height") is not None and rec.get("width") is not None \
+                and float(v) > rec["height"] * rec["width"] * (1 + BOX_TOLERANCE):
+            out.append(f"area {_short(v)} is larger than the {rec['width']}x{rec['height']} image")
+    if "score" in a and a["score"] is not None and not _num(a["score"]):
+        out.append(f"score {_short(a['score'])} is not a finite number")
     return out
 
 
@@ -375,7 +398,10 @@ def _check(json_file, image_root: Optional[str], check_images: str,
             ok = False
         else:
             x, y, bw, bh = (float(v) for v in b)
-            if bw <= 0 or bh <= 0:
+            if bw < 0 or bh < 0:
+                add(where, f"{label}: negative width or height in box {list(b)} (width/height must be > 0)", pid)
+                ok = False
+            elif bw == 0 or bh == 0:
                 add(where, f"{label}: zero-area box {list(b)} (width/height must be > 0)", pid)
                 ok = False
             elif rec is not None and rec["height"] is not None and rec["width"] is not None:
@@ -385,6 +411,9 @@ def _check(json_file, image_root: Optional[str], check_images: str,
                     add(where, f"{label}: box outside the image: xywh {list(b)} vs image {W}x{H}", pid)
                     ok = False
             box = [x, y, x + bw, y + bh]
+        for reason in _area_score_problems(a, rec):
+            add(where, f"{label}: {reason}", pid)
+            ok = False
         crowd = a.get("iscrowd", 0)
         if crowd is not None and not (isinstance(crowd, numbers.Integral) and crowd in (0, 1)):
             add(where, f"{label}: iscrowd {_short(crowd)} must be 0 or 1", pid)
@@ -431,9 +460,15 @@ def load_coco_json(json_file, image_root: Optional[str] = None, check_images: st
     raises one :class:`DatasetError` listing **all** problems found.
     """
     problems, dicts = _check(json_file, image_root, check_images, allow_outside_root)
-    if problems:
-        raise DatasetError(dataset_name or os.fspath(json_file), problems)
     dicts.sort(key=lambda d: d["image_id"])
+    if problems:
+        err = DatasetError(dataset_name or os.fspath(json_file), problems)
+        # what DATASETS.SKIP_INVALID may train on: the images no problem names, when every problem names an
+        # image (a bad box, area or score is one of its image); None when one concerns the json itself
+        files = {d["file_name"] for d in dicts}
+        bad = {p.file for p in problems}
+        err.usable = [d for d in dicts if d["file_name"] not in bad] if bad <= files else None
+        raise err
     return dicts
 
 
@@ -520,7 +555,10 @@ def check_dataset_dicts(dicts: Sequence[Dict[str, Any]], decode_images: bool = T
                 add(where, f"{label}: bbox {_short(b)} must be 4 finite numbers [x0, y0, x1, y1]", pid)
             else:
                 x0, y0, x1, y1 = (float(v) for v in b)
-                if x1 <= x0 or y1 <= y0:
+                if x1 < x0 or y1 < y0:
+                    add(where, f"{label}: negative width or height in box {list(b)} (x1 > x0 and y1 > y0 "
+                               f"needed)", pid)
+                elif x1 == x0 or y1 == y0:
                     add(where, f"{label}: zero-area box {list(b)} (x1 > x0 and y1 > y0 needed)", pid)
                 elif h is not None and (x0 < -t or y0 < -t or x1 > w + t or y1 > h + t):
                     add(where, f"{label}: box outside the image: xyxy {list(b)} vs image {w}x{h}", pid)

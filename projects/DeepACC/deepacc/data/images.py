@@ -21,7 +21,10 @@ Conversion rules (identical for training, evaluation and inference, both engines
   :func:`deepacc.data.polarity.apply_polarity`.
 
 Size limit: images with more than :data:`MAX_IMAGE_PIXELS` pixels (read from the header, before
-anything is decoded) are refused by every reader here, whatever Pillow's own limit is.
+anything is decoded; the environment variable ``DEEPACC_MAX_IMAGE_PIXELS`` overrides it) are refused
+by every reader here, whatever Pillow's own limit is. 16- and 32-bit images are converted block by
+block: reading one takes about its decoded size plus the 8-bit output (a 100-megapixel 16-bit TIFF
+about 0.35 GB at its peak, 3.45 GB before), never whole-image float64 copies.
 
 Problems raise :class:`ImageError` whose message names the file and the reason
 (``missing file``, ``corrupt or truncated``, ``unsupported format``, ``image is W x H = N pixels,
@@ -36,7 +39,8 @@ from typing import Optional, Tuple
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-__all__ = ["ImageError", "read_image", "image_size", "SUPPORTED_FORMATS", "MAX_IMAGE_PIXELS"]
+__all__ = ["ImageError", "read_image", "image_size", "SUPPORTED_FORMATS", "MAX_IMAGE_PIXELS", "MAX_PIXELS_ENV",
+           "max_image_pixels"]
 
 #: Pillow format names accepted by :func:`read_image`.
 SUPPORTED_FORMATS = ("TIFF", "PNG", "JPEG", "MPO", "BMP")
@@ -65,9 +69,35 @@ class ImageError(OSError):
         return f"{self.path}: {self.reason}"
 
 
+#: Environment variable that overrides :data:`MAX_IMAGE_PIXELS` (a positive integer; for command-line use).
+MAX_PIXELS_ENV = "DEEPACC_MAX_IMAGE_PIXELS"
+
+
+def max_image_pixels(path: str = "") -> int:
+    """The pixel limit in force: ``$DEEPACC_MAX_IMAGE_PIXELS`` when set, else :data:`MAX_IMAGE_PIXELS`
+    (read at each call). A value that is not a positive integer is an :class:`ImageError` naming it."""
+    v = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not v:
+        return MAX_IMAGE_PIXELS
+    try:
+        n = int(v.replace("_", ""))
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ImageError(path, f"{MAX_PIXELS_ENV}={v!r} is not a positive integer (the largest image accepted, "
+                               f"in pixels; unset it for the default {MAX_IMAGE_PIXELS})")
+    return n
+
+
+def _limit_name() -> str:
+    if os.environ.get(MAX_PIXELS_ENV, "").strip():
+        return f"the environment variable {MAX_PIXELS_ENV}"
+    return f"deepacc.data.images.MAX_IMAGE_PIXELS; raise it with the environment variable {MAX_PIXELS_ENV}=<pixels>"
+
+
 def _too_large(path: str, w: int, h: int) -> ImageError:
-    return ImageError(path, f"image is {w} x {h} = {w * h} pixels, more than the maximum {MAX_IMAGE_PIXELS} "
-                            f"(deepacc.data.images.MAX_IMAGE_PIXELS)")
+    return ImageError(path, f"image is {w} x {h} = {w * h} pixels, more than the maximum {max_image_pixels(path)} "
+                            f"({_limit_name()})")
 
 
 def _unchecked_header_size(path: str) -> Optional[Tuple[int, int]]:
@@ -106,7 +136,7 @@ def _open(path) -> Image.Image:
             img = Image.open(path)
     except Image.DecompressionBombError as e:
         size = _unchecked_header_size(path)
-        if size is not None and size[0] * size[1] <= MAX_IMAGE_PIXELS:
+        if size is not None and size[0] * size[1] <= max_image_pixels(path):
             # within our limit, raised above Pillow's own (2 x PIL.Image.MAX_IMAGE_PIXELS): ours decides
             pil_limit = Image.MAX_IMAGE_PIXELS
             Image.MAX_IMAGE_PIXELS = None
@@ -116,8 +146,8 @@ def _open(path) -> Image.Image:
                 Image.MAX_IMAGE_PIXELS = pil_limit
         if size is not None:
             raise _too_large(path, *size) from None
-        raise ImageError(path, f"image is larger than the maximum {MAX_IMAGE_PIXELS} pixels "
-                               f"(deepacc.data.images.MAX_IMAGE_PIXELS; Pillow: {e})") from None
+        raise ImageError(path, f"image is larger than the maximum {max_image_pixels(path)} pixels "
+                               f"({_limit_name()}; Pillow: {e})") from None
     except UnidentifiedImageError:
         raise ImageError(path, "unsupported format or corrupt file (not a readable TIFF/PNG/JPEG/BMP image)") from None
     except OSError as e:
@@ -129,7 +159,7 @@ def _open(path) -> Image.Image:
         img.close()
         raise ImageError(path, f"unsupported format {fmt} (supported: TIFF, PNG, JPEG, BMP)")
     w, h = img.size
-    if w * h > MAX_IMAGE_PIXELS:
+    if w * h > max_image_pixels(path):
         img.close()
         raise _too_large(path, int(w), int(h))
     return img
@@ -145,19 +175,88 @@ def image_size(path) -> Tuple[int, int]:
     return int(h), int(w)
 
 
-def _minmax_to_uint8(a: np.ndarray) -> np.ndarray:
-    a = a.astype(np.float64)
-    finite = np.isfinite(a)
-    if not finite.all():
-        a = np.where(finite, a, np.nan)
-    lo, hi = np.nanmin(a), np.nanmax(a)
-    if not np.isfinite(lo):
-        return np.zeros(a.shape, np.uint8)
+#: Pixels converted at a time by :func:`_minmax_to_uint8` (bounds its temporaries to a few MB).
+_BLOCK_PIXELS = 1 << 20
+#: Integer images whose value range is at most this wide are converted through a lookup table.
+_LUT_MAX_RANGE = 1 << 20
+
+
+class _Pixels:
+    """Rows of an array, or of a Pillow image without copying it whole (``np.asarray`` of a 16-bit
+    image makes two transient copies of it); ``block(s)`` is the ``(rows, W[, C])`` array of row slice ``s``."""
+
+    def __init__(self, src):
+        if isinstance(src, Image.Image):
+            self.img, w, h = src, src.size[0], src.size[1]
+            self.shape = (h, w)
+            self.kind = "f" if src.mode == "F" else "i"
+            self.itemsize = 4
+        else:
+            self.img, self.a = None, np.asarray(src)
+            self.shape, self.kind, self.itemsize = self.a.shape, self.a.dtype.kind, self.a.dtype.itemsize
+
+    def block(self, s: slice) -> np.ndarray:
+        if self.img is None:
+            return self.a[s]
+        h, w = self.shape
+        return np.asarray(self.img.crop((0, s.start, w, min(s.stop, h))))
+
+    def slices(self):
+        row = max(1, int(np.prod(self.shape[1:], dtype=np.int64)))
+        rows = max(1, _BLOCK_PIXELS // row)
+        for r in range(0, self.shape[0], rows):
+            yield slice(r, min(r + rows, self.shape[0]))
+
+
+def _minmax_to_uint8(src) -> np.ndarray:
+    """``round((v - min) * 255 / (max - min))`` over the finite values (others map to 0) of an array
+    or a Pillow image, computed in float64 exactly as on the whole array at once but block by block
+    (a 100-megapixel 16-bit image takes its 100 MB of output plus a few MB, instead of 3.4 GB of
+    whole-image float64 temporaries); integer images of a narrow range (16-bit) go through a lookup
+    table of the same values."""
+    px = _Pixels(src)
+    out = np.empty(px.shape, np.uint8)
+    if out.size == 0:
+        return out
+    if px.kind in "ui":
+        lo = hi = None
+        for s in px.slices():
+            b = px.block(s)
+            bl, bh = int(b.min()), int(b.max())
+            lo, hi = (bl, bh) if lo is None else (min(lo, bl), max(hi, bh))
+        if hi <= lo:
+            out.fill(0 if hi == 0 else 255)
+            return out
+        scale = 255.0 / (float(hi) - float(lo))
+        if hi - lo <= _LUT_MAX_RANGE and px.itemsize <= 4:  # values exact in float64: the same results
+            lut = np.clip(np.rint(np.arange(hi - lo + 1, dtype=np.float64) * scale), 0, 255).astype(np.uint8)
+            for s in px.slices():
+                b = px.block(s)
+                out[s] = lut[b - b.dtype.type(lo)]  # in [0, hi - lo]: no overflow in the block's own type
+            return out
+        for s in px.slices():
+            out[s] = np.clip(np.rint((px.block(s).astype(np.float64) - float(lo)) * scale), 0, 255).astype(np.uint8)
+        return out
+    lo = hi = None
+    for s in px.slices():  # min / max of the finite values
+        b = px.block(s).astype(np.float64)
+        b = b[np.isfinite(b)]
+        if b.size:
+            bl, bh = float(b.min()), float(b.max())
+            lo, hi = (bl, bh) if lo is None else (min(lo, bl), max(hi, bh))
+    if lo is None:
+        out.fill(0)
+        return out
     if hi <= lo:
-        return np.full(a.shape, 0 if hi == 0 else 255, np.uint8)
-    out = (a - lo) * (255.0 / (hi - lo))
-    out = np.nan_to_num(out, nan=0.0)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+        out.fill(0 if hi == 0 else 255)
+        return out
+    scale = 255.0 / (hi - lo)
+    for s in px.slices():
+        b = px.block(s).astype(np.float64)
+        b[~np.isfinite(b)] = np.nan
+        v = np.nan_to_num((b - lo) * scale, copy=False, nan=0.0)
+        out[s] = np.clip(np.rint(v), 0, 255).astype(np.uint8)
+    return out
 
 
 def _composite_on_white(img: Image.Image) -> Image.Image:
@@ -181,7 +280,7 @@ def _to_gray(img: Image.Image, path: str) -> np.ndarray:
     if mode in ("RGB", "CMYK", "YCbCr", "LAB", "HSV"):
         return np.asarray(img.convert("RGB").convert("L"), dtype=np.uint8).copy()
     if mode.startswith("I;16") or mode in ("I", "F"):
-        return _minmax_to_uint8(np.asarray(img))
+        return _minmax_to_uint8(img)  # block by block, never the whole image as float64
     raise ImageError(path, f"unsupported pixel mode {mode!r}")
 
 
@@ -195,7 +294,7 @@ def _read_with_opencv(path: str) -> np.ndarray:
         raise ImageError(path, f"corrupt or unreadable file (OpenCV: {str(e).strip()})") from None
     if a is None:
         raise ImageError(path, "unsupported format or corrupt file (not a readable TIFF/PNG/JPEG/BMP image)")
-    if a.shape[0] * a.shape[1] > MAX_IMAGE_PIXELS:  # the header was checked; the decoded size decides
+    if a.shape[0] * a.shape[1] > max_image_pixels(path):  # the header was checked; the decoded size decides
         raise _too_large(path, int(a.shape[1]), int(a.shape[0]))
     if a.ndim == 3:
         if a.shape[2] == 4:

@@ -48,7 +48,8 @@ those shapes are counted as ignored, and not listed as problems.
 **Files**: a file that is not valid json, is no LabelMe annotation (no ``shapes`` list), has no
 usable image (missing file, ``imageData`` that is not base64 or does not decode, a path outside
 ``--src``), or whose image size differs from ``imageHeight`` / ``imageWidth`` is skipped with its
-reason; so is a file left without any chromosome shape. One bad file never stops the conversion:
+reason; so is a file left without any chromosome shape, and a ``*.json`` entry that is no file (a
+folder, a dangling link) is named the same way. One bad file never stops the conversion:
 every problem is listed at the end and written to ``<out>/prepare_report.json``.
 
 **Per image** (COCO image entry and dataset dict):
@@ -84,6 +85,7 @@ import math
 import numbers
 import os
 import re
+import shutil
 import tempfile
 from collections import Counter, defaultdict
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -224,16 +226,16 @@ def _decode_image_data(data) -> np.ndarray:
         raise _Skip(f"imageData is not valid base64 ({e})") from None
     if not raw:
         raise _Skip("imageData is empty after base64 decoding")
-    fd, tmp = tempfile.mkstemp(prefix="deepacc-labelme-", suffix=".img")
+    folder = tempfile.mkdtemp(prefix="deepacc-labelme-")  # private (0700) and new: the reader takes a path
+    tmp = os.path.join(folder, "imageData.img")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
+        atomic_write(tmp, raw)
         try:
             return read_image(tmp)
         except ImageError as e:
             raise _Skip(f"imageData does not decode to an image ({e.reason})") from None
     finally:
-        os.remove(tmp)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _dim(data: Dict[str, Any], key: str) -> Optional[int]:
@@ -342,6 +344,12 @@ def convert_folder(src: str, out: str, seed: int = 0, fractions: Sequence[float]
 
     stems: Dict[str, str] = {}
     skipped_files: List[Dict[str, str]] = []
+    for f in sorted(os.listdir(src)):  # a folder or a dangling link named *.json: named, not silently left out
+        full = os.path.join(src, f)
+        if f.lower().endswith(".json") and not os.path.isfile(full):
+            what = ("a folder" if os.path.isdir(full) else "a dangling symbolic link" if os.path.islink(full)
+                    else "not a regular file")
+            skipped_files.append({"file": full, "reason": f"is {what}, not a LabelMe json file"})
     for f in files:
         stem = f[: -len(".json")]
         if stem in stems:

@@ -47,7 +47,15 @@ def check_training_datasets(cfg, names: Sequence[str] = None,
     skip = bool(cfg.DATASETS.SKIP_INVALID)
     out: List[Dict[str, Any]] = []
     for name in names:
-        dicts = list(get_dicts(name))
+        try:
+            dicts = list(get_dicts(name))
+        except DatasetError as e:  # the json's own check (a nan box, an absurd area): per image when it can be
+            if not (skip and e.usable):
+                raise
+            dicts = list(e.usable)
+            dropped = sorted({p.file for p in e.problems})
+            logger.warning("DATASETS.SKIP_INVALID: %d image(s) of %s left out: %s", len(dropped), name,
+                           "; ".join(str(p) for p in e.problems[:20]) + (" ..." if len(e.problems) > 20 else ""))
         if mode != "off":
             problems = check_dataset_dicts(dicts, decode_images=mode == "full", source=name)
             if problems:

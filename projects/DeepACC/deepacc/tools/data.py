@@ -42,7 +42,9 @@ _PROBLEM_KINDS = (
     ("larger than the maximum", "image too large"), ("truncated", "corrupt or truncated image"),
     ("corrupt", "corrupt or truncated image"), ("unsupported", "unsupported image format"),
     ("size mismatch", "size mismatch"), ("outside the image root", "file_name outside the image root"),
-    ("box outside the image", "box outside the image"), ("zero-area", "zero-area box"), ("bbox", "malformed box"),
+    ("box outside the image", "box outside the image"), ("zero-area", "zero-area box"),
+    ("negative width or height", "negative width or height"), ("bbox", "malformed box"),
+    (": area ", "non-finite or absurd area"), (": score ", "non-finite score"),
     ("duplicate image id", "duplicate image id"), ("duplicate annotation id", "duplicate annotation id"),
     ("unknown category", "unknown category"), ("unknown image id", "annotation of an unknown image"),
     ("no chromosome", "empty spread"), ("karyotype", "unreadable karyotype"), ("not valid json", "not valid json"),
@@ -218,17 +220,16 @@ def cmd_synth(a) -> int:
 
 
 def cmd_overlay(a) -> int:
-    import cv2
-
     from ..data.images import read_image
     from ..data.overlay import draw_annotations
+    from ..fileio import write_image
 
     dicts = _load(a.target, a.image_root, a.allow_outside_root)[: a.num]
     os.makedirs(a.out, exist_ok=True)
     for d in dicts:
         img = draw_annotations(read_image(d["file_name"]), d["annotations"], scale=a.scale)
         out = os.path.join(a.out, f"{d['image_id']:06d}_overlay.png")
-        cv2.imwrite(out, img)
+        write_image(out, img)
         print(out)
     return 0
 

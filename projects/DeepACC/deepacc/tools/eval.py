@@ -39,6 +39,14 @@ Output: the paper-style table, the per-class table and the class-agnostic table 
 prints the flat scalars of :func:`deepacc.evaluation.flatten_scalars` as JSON on stdout);
 ``metrics_deepacc.json``, ``confusion_matrix.csv`` and ``confusion_matrix.png`` in ``--output``.
 
+Bad numbers and huge files: a detection whose only fault is a number that cannot be scored (``NaN``
+/ ``Infinity`` in a box, score or ``class_probs``, a negative width or height) is skipped, counted
+and named in a warning and in ``metrics_deepacc.json`` (``inputs.skipped_detections``). A results
+file is read one detection at a time (:mod:`deepacc.jsonstream`) and only the
+``--max-dets-per-image`` (:data:`MAX_DETECTIONS_PER_IMAGE`) highest-scored detections of each image
+are kept, the others counted (``inputs.dropped_detections``): memory and time are bounded by the
+ground truth's size, not the file's.
+
 Exit status: 0 scored; 2 usage error or bad input (every problem of the input named as
 ``<file>: <reason>``, all of them collected before stopping; no traceback).
 """
@@ -50,6 +58,7 @@ import io
 import json
 import logging
 import math
+import numbers
 import os
 import sys
 from collections import Counter
@@ -61,32 +70,46 @@ import numpy as np
 from ..data.coco import _is_int, _short
 from ..data.coco import _num as _finite
 
-__all__ = ["MAX_PROBLEM_LINES", "EvalInputError", "format_problems", "get_parser", "load_ground_truth", "read_coco_results",
-           "read_predict_dir", "main"]
+__all__ = ["MAX_PROBLEM_LINES", "MAX_DETECTIONS_PER_IMAGE", "MAX_PREDICT_FILE_BYTES", "EvalInputError",
+           "format_problems", "get_parser", "load_ground_truth", "read_coco_results", "read_predict_dir", "main"]
 
 PROG = "deepacc-eval"
 #: Problems printed before the rest is summarised by a count.
 MAX_PROBLEM_LINES = 20
 #: Order of a result's ``class_probs``: the 24 classes, then background.
 PROB_ORDER = "1..22, X, Y, background"
+#: Detections kept per image (``--max-dets-per-image``): the highest-scored ones (ties: file order),
+#: chosen while the file is read, so memory and time stay bounded whatever the file's size. 2400 =
+#: 24 classes x COCO's ``maxDets`` 100 per image and class, far above what a detector emits
+#: (Detectron2 and DeepACC keep ``TEST.DETECTIONS_PER_IMAGE`` = 100); the number dropped is reported.
+MAX_DETECTIONS_PER_IMAGE = 2400
+#: Largest ``deepacc-predict`` output read by ``--predict-dir`` (one image's calls: kilobytes).
+MAX_PREDICT_FILE_BYTES = 64 << 20
+#: Problems and skipped detections kept in memory (all are counted).
+_MAX_KEPT = 1000
 
 
 class EvalInputError(ValueError):
-    """Bad input of ``deepacc-eval``: ``problems`` lists every ``(file, reason)`` found (exit status 2)."""
+    """Bad input of ``deepacc-eval``: ``problems`` lists every ``(file, reason)`` found (exit status 2;
+    ``total`` counts them when more were found than kept)."""
 
-    def __init__(self, what: str, problems: Sequence[Tuple[str, str]], max_lines: int = MAX_PROBLEM_LINES):
+    def __init__(self, what: str, problems: Sequence[Tuple[str, str]], max_lines: int = MAX_PROBLEM_LINES,
+                 total: Optional[int] = None):
         self.what = what
         self.problems = list(problems)
-        super().__init__(format_problems(what, self.problems, max_lines))
+        self.total = max(len(self.problems), total or 0)
+        super().__init__(format_problems(what, self.problems, max_lines, self.total))
 
 
-def format_problems(what: str, problems: Sequence[Tuple[str, str]], max_lines: int = MAX_PROBLEM_LINES) -> str:
+def format_problems(what: str, problems: Sequence[Tuple[str, str]], max_lines: int = MAX_PROBLEM_LINES,
+                    total: Optional[int] = None) -> str:
     """``N problem(s) in <what>:`` then one ``<file>: <reason>`` line each (the first ``max_lines``,
-    then a count of the rest)."""
+    then a count of the rest; ``total``: how many there are when not all were kept)."""
+    total = max(len(problems), total or 0)
     lines = [f"{f}: {r}" for f, r in problems[:max_lines]]
-    msg = f"{len(problems)} problem(s) in {what}"
-    msg = f"{msg}: {lines[0]}" if len(problems) == 1 else msg + ":\n  " + "\n  ".join(lines)
-    more = len(problems) - len(lines)
+    msg = f"{total} problem(s) in {what}"
+    msg = f"{msg}: {lines[0]}" if total == 1 else msg + ":\n  " + "\n  ".join(lines)
+    more = total - len(lines)
     if more > 0:
         msg += f"\n  ... and {more} more"
     return msg
@@ -133,21 +156,71 @@ def get_parser() -> argparse.ArgumentParser:
                    help="ignore every class: score chromosome vs background only (AP50 / AP of the detections as one "
                    "category, recall / precision of the calls, count error on complete spreads) and print the "
                    "class-agnostic table; without it a ground truth with class-less chromosomes is scored per kind")
+    p.add_argument("--max-dets-per-image", type=_positive_int, default=MAX_DETECTIONS_PER_IMAGE, metavar="K",
+                   help=f"keep the K highest-scored detections of each image while reading, drop (and count) the "
+                   f"rest: memory and time stay bounded on huge results files (default: {MAX_DETECTIONS_PER_IMAGE} "
+                   "= 24 classes x COCO's maxDets 100)")
     p.add_argument("--json", action="store_true",
                    help="print the flat scalar metrics as JSON on stdout (the tables then go to stderr)")
     return p
 
 
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return v
+
+
 # ------------------------------------------------------------------------------------------ helpers
-def _numbers(v, n: int, what: str, layout: str) -> Tuple[Optional[List[float]], Optional[str]]:
-    """``v`` as ``n`` finite floats, or the reason it is not."""
+def _check_numbers(v, n: int, what: str, layout: str) -> Tuple[Optional[List[float]], Optional[str], bool]:
+    """``(n floats, None, False)``, or ``(None, reason, skippable)``: ``skippable`` when the only fault
+    is a number that is not finite (nan, inf; the item is skipped and counted, not an input error)."""
     if not isinstance(v, (list, tuple)):
-        return None, f"{what} {_short(v)} must be a list of {n} numbers {layout}"
+        return None, f"{what} {_short(v)} must be a list of {n} numbers {layout}", False
     if len(v) != n:
-        return None, f"{what} has {len(v)} numbers, expected {n} {layout}"
-    if not all(_finite(x) for x in v):
-        return None, f"{what} {_short(list(v))} has a non-finite or non-numeric value"
-    return [float(x) for x in v], None
+        return None, f"{what} has {len(v)} numbers, expected {n} {layout}", False
+    nonfinite = False
+    for x in v:
+        t = type(x)
+        if t is float:  # the json reader's types first: this runs for every number of a huge file
+            nonfinite = nonfinite or not math.isfinite(x)
+        elif t is int:
+            nonfinite = nonfinite or x.bit_length() >= 1024  # beyond the float range
+        elif isinstance(x, bool) or not isinstance(x, numbers.Real):
+            return None, f"{what} {_short(list(v))} has a non-numeric value", False
+        else:
+            nonfinite = nonfinite or not _finite(x)
+    if nonfinite:
+        return None, f"{what} {_short(list(v))} has a non-finite value (nan or inf)", True
+    return [float(x) for x in v], None, False
+
+
+def _check_score(s) -> Tuple[Optional[str], bool]:
+    """``(None, False)`` for a finite score, else ``(reason, skippable)``."""
+    t = type(s)
+    if (t is float and math.isfinite(s)) or (t is int and s.bit_length() < 1024):
+        return None, False
+    if isinstance(s, bool) or not isinstance(s, numbers.Real):
+        return f"score {_short(s)} is not a number", False
+    if not _finite(s):
+        return f"score {_short(s)} is not a finite number", True
+    return None, False
+
+
+def _keep_top(dets: List[tuple], k: int) -> int:
+    """Keep the ``k`` highest-scored of ``dets`` (``(score, file order, ...)`` tuples; ties: file
+    order), in file order; returns how many were dropped."""
+    if len(dets) <= k:
+        return 0
+    dets.sort(key=lambda d: (-d[0], d[1]))
+    dropped = len(dets) - k
+    del dets[k:]
+    dets.sort(key=lambda d: d[1])
+    return dropped
 
 
 def _ids_text(ids) -> str:
@@ -212,107 +285,150 @@ def load_ground_truth(gt_file: str, image_root: Optional[str] = None, allow_outs
 
 # ----------------------------------------------------------------------------------- COCO results
 def read_coco_results(results_file: str, gt_dicts: Sequence[Mapping], cat_map: Mapping[Any, int],
-                      gt_file: str = "the ground truth", class_less_ok: bool = False
+                      gt_file: str = "the ground truth", class_less_ok: bool = False,
+                      max_dets_per_image: int = MAX_DETECTIONS_PER_IMAGE
                       ) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     """Prediction dicts (one per ground-truth image; an image without results has no detections)
-    of a COCO results json, and what was read (``num_results``, ``num_with_class_probs``,
-    ``num_class_less``).
+    of a COCO results json, and what was read: ``num_entries`` (the file's list), ``num_results``
+    (the usable ones), ``num_with_class_probs``, ``num_class_less``, ``num_skipped`` and ``skipped``
+    (results whose numbers are not finite or absurd: a bbox or class_probs with nan / inf, a score
+    nan / inf, a negative width or height; each is left out, counted, and the first
+    ``_MAX_KEPT`` named), ``num_dropped`` / ``images_capped`` / ``max_dets_per_image`` (the
+    detections beyond the ``max_dets_per_image`` highest-scored of their image, dropped while reading).
+
+    The file is read one result at a time (:func:`deepacc.jsonstream.iter_json_list`) and only the
+    kept detections are held: memory is bounded by ``max_dets_per_image`` x the ground truth's
+    images, whatever the file's size.
 
     A result in the class-less ``chromosome`` category (``cat_map`` value
     :data:`~deepacc.karyotype.AGNOSTIC`) is accepted only with ``class_less_ok`` (classes ignored,
     or no ground truth with classes); it gets class 0 as a placeholder that no metric reads.
-    Raises :class:`EvalInputError` listing every problem of the file."""
+    Raises :class:`EvalInputError` listing every problem of the file (malformed entries: not an
+    object, a key missing, an unknown image or category, a value that is no number)."""
+    from ..jsonstream import JSONListError, NotAListError, iter_json_list
     from ..karyotype.classes import AGNOSTIC
 
-    data, why = _read_json(results_file)
-    if why:
-        raise EvalInputError(f"results {results_file}", [(results_file, why)])
-    if not isinstance(data, list):
-        raise EvalInputError(f"results {results_file}", [(
-            results_file, "top level must be a list of detections {image_id, category_id, bbox [x, y, w, h], "
-                          f"score}} (a COCO results json), got a {type(data).__name__}")])
+    what = f"results {results_file}"
+    if not os.path.exists(results_file):
+        raise EvalInputError(what, [(results_file, "no such file")])
+    if os.path.isdir(results_file):
+        raise EvalInputError(what, [(results_file, "is a directory, not a json file")])
+    k_max = int(max_dets_per_image)
+    if k_max < 1:
+        raise ValueError(f"max_dets_per_image must be >= 1, got {max_dets_per_image}")
     gt_ids = {int(d["image_id"]) for d in gt_dicts}
     known_txt = _ids_text(cat_map)
     problems: List[Tuple[str, str]] = []
-    per_image: Dict[int, List[Tuple[List[float], float, int, Optional[List[float]]]]] = {i: [] for i in gt_ids}
-    with_probs = class_less = 0
-    for j, r in enumerate(data):
-        label = f"results[{j}]"
+    skipped: List[str] = []
+    counts = Counter()
+    # per image: (score, file order, xyxy box, class, class_probs or None)
+    per_image: Dict[int, List[tuple]] = {i: [] for i in gt_ids}
+    capped = set()
 
-        def bad(reason):
-            problems.append((results_file, f"{label}: {reason}"))
+    def bad(reason):
+        counts["problems"] += 1
+        if len(problems) < _MAX_KEPT:
+            problems.append((results_file, reason))
 
-        if not isinstance(r, dict):
-            bad(f"must be an object {{image_id, category_id, bbox, score}}, got {_short(r)}")
-            continue
-        ok = True
-        iid = r.get("image_id")
-        if "image_id" not in r:
-            bad("missing 'image_id'")
-            ok = False
-        elif not _is_int(iid):
-            bad(f"image_id {_short(iid)} is not an integer")
-            ok = False
-        elif int(iid) not in gt_ids:
-            bad(f"image_id {iid} is not an image of the ground truth {gt_file}")
-            ok = False
-        cid = r.get("category_id")
-        if "category_id" not in r:
-            bad("missing 'category_id'")
-            ok = False
-        elif isinstance(cid, bool) or not isinstance(cid, (int, str)) or cid not in cat_map:
-            bad(f"unknown category id {_short(cid)} (the categories of {gt_file} have ids {known_txt})")
-            ok = False
-        elif cat_map[cid] == AGNOSTIC and not class_less_ok:
-            bad(f"category id {_short(cid)} is the class-less 'chromosome' category of {gt_file}: such a detection "
-                "has no class and can only be scored with --class-agnostic")
-            ok = False
-        box = None
-        if "bbox" not in r:
-            bad("missing 'bbox'")
-            ok = False
-        else:
-            box, why = _numbers(r["bbox"], 4, "bbox", "[x, y, w, h]")
-            if why:
-                bad(why)
-                ok = False
-            elif box[2] < 0 or box[3] < 0:
-                bad(f"bbox {r['bbox']} has a negative width or height")
-                ok = False
-        score = r.get("score")
-        if "score" not in r:
-            bad("missing 'score'")
-            ok = False
-        elif not _finite(score):
-            bad(f"score {_short(score)} is not a finite number")
-            ok = False
-        probs = None
-        if r.get("class_probs") is not None:
-            probs, why = _numbers(r["class_probs"], 25, "class_probs", f"(order {PROB_ORDER})")
-            if why:
-                bad(why)
-                ok = False
-        if ok:
-            with_probs += probs is not None
-            x, y, w, h = box
-            c = cat_map[cid]
-            if c == AGNOSTIC:
-                class_less += 1
-                c = 0  # placeholder: scored class-agnostically only
-            per_image[int(iid)].append(([x, y, x + w, y + h], float(score), c, probs))
+    try:
+        with open(results_file, "r", encoding="utf-8") as f:
+            for j, r in enumerate(iter_json_list(f)):
+                counts["entries"] += 1
+                label = f"results[{j}]"
+                if not isinstance(r, dict):
+                    bad(f"{label}: must be an object {{image_id, category_id, bbox, score}}, got {_short(r)}")
+                    continue
+                errors: List[str] = []
+                faults: List[str] = []  # non-finite / absurd numbers: the result is skipped
+                iid = r.get("image_id")
+                if "image_id" not in r:
+                    errors.append("missing 'image_id'")
+                elif type(iid) is not int and not _is_int(iid):  # the json reader's int first: it runs per result
+                    errors.append(f"image_id {_short(iid)} is not an integer")
+                elif iid not in gt_ids:
+                    errors.append(f"image_id {iid} is not an image of the ground truth {gt_file}")
+                cid = r.get("category_id")
+                if "category_id" not in r:
+                    errors.append("missing 'category_id'")
+                elif isinstance(cid, bool) or not isinstance(cid, (int, str)) or cid not in cat_map:
+                    errors.append(f"unknown category id {_short(cid)} (the categories of {gt_file} have ids "
+                                  f"{known_txt})")
+                elif cat_map[cid] == AGNOSTIC and not class_less_ok:
+                    errors.append(f"category id {_short(cid)} is the class-less 'chromosome' category of {gt_file}: "
+                                  "such a detection has no class and can only be scored with --class-agnostic")
+                box = None
+                if "bbox" not in r:
+                    errors.append("missing 'bbox'")
+                else:
+                    box, why, skip = _check_numbers(r["bbox"], 4, "bbox", "[x, y, w, h]")
+                    if why:
+                        (faults if skip else errors).append(why)
+                    elif box[2] < 0 or box[3] < 0:
+                        faults.append(f"bbox {r['bbox']} has a negative width or height")
+                score = r.get("score")
+                if "score" not in r:
+                    errors.append("missing 'score'")
+                else:
+                    why, skip = _check_score(score)
+                    if why:
+                        (faults if skip else errors).append(why)
+                probs = None
+                if r.get("class_probs") is not None:
+                    probs, why, skip = _check_numbers(r["class_probs"], 25, "class_probs", f"(order {PROB_ORDER})")
+                    if why:
+                        (faults if skip else errors).append(why)
+                if errors:  # a malformed entry: every reason of it is a problem
+                    for why in errors + faults:
+                        bad(f"{label}: {why}")
+                    continue
+                if faults:
+                    counts["skipped"] += 1
+                    if len(skipped) < _MAX_KEPT:
+                        skipped.append(f"{results_file}: {label}: {'; '.join(faults)}")
+                    continue
+                counts["results"] += 1
+                counts["with_probs"] += probs is not None
+                x, y, w, h = box
+                c = cat_map[cid]
+                if c == AGNOSTIC:
+                    counts["class_less"] += 1
+                    c = 0  # placeholder: scored class-agnostically only
+                dets = per_image[iid]
+                dets.append((float(score), j, [x, y, x + w, y + h], c, probs))
+                if len(dets) >= 2 * k_max:  # amortised: sorted once every k_max additions
+                    counts["dropped"] += _keep_top(dets, k_max)
+                    capped.add(iid)
+    except NotAListError as e:
+        raise EvalInputError(what, [(
+            results_file, "top level must be a list of detections {image_id, category_id, bbox [x, y, w, h], "
+                          f"score}} (a COCO results json), got a {e.kind}")]) from None
+    except JSONListError as e:
+        bad(f"not valid json ({e.reason})")
+    except UnicodeDecodeError as e:
+        bad(f"not valid json ({e})")
+    except OSError as e:
+        bad(f"cannot read the file ({e.strerror or e})")
     if problems:
-        raise EvalInputError(f"results {results_file}", problems)
-    all_probs = with_probs == len(data)
+        raise EvalInputError(what, problems, total=counts["problems"])
+    for iid, dets in per_image.items():
+        n = _keep_top(dets, k_max)
+        if n:
+            counts["dropped"] += n
+            capped.add(iid)
+    all_probs = counts["with_probs"] == counts["results"]
     preds = []
     for iid in sorted(per_image):
         dets = per_image[iid]
         if not dets:
             p = {"image_id": iid, "instances": _empty_instances(False), "instances_top1": _empty_instances(all_probs)}
         else:
-            p = _prediction(iid, [d[0] for d in dets], [d[1] for d in dets], [d[2] for d in dets],
-                            [d[3] for d in dets] if all_probs else None)
+            p = _prediction(iid, [d[2] for d in dets], [d[0] for d in dets], [d[3] for d in dets],
+                            [d[4] for d in dets] if all_probs else None)
         preds.append(p)
-    return preds, {"num_results": len(data), "num_with_class_probs": with_probs, "num_class_less": class_less}
+    return preds, {"num_results": counts["results"], "num_entries": counts["entries"],
+                   "num_with_class_probs": counts["with_probs"], "num_class_less": counts["class_less"],
+                   "num_skipped": counts["skipped"], "skipped": skipped, "num_dropped": counts["dropped"],
+                   "images_capped": len(capped), "max_dets_per_image": k_max}
 
 
 # ------------------------------------------------------------------------------- deepacc-predict
@@ -333,13 +449,18 @@ def _norm(path: str) -> str:
     return os.path.normcase(os.path.normpath(os.path.abspath(path)))
 
 
-def read_predict_dir(folder: str, gt_dicts: Sequence[Mapping], gt_file: str = "the ground truth"
+def read_predict_dir(folder: str, gt_dicts: Sequence[Mapping], gt_file: str = "the ground truth",
+                     max_dets_per_image: int = MAX_DETECTIONS_PER_IMAGE
                      ) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     """Prediction dicts of a folder of ``deepacc-predict`` outputs (the calls as ``instances`` and
     ``instances_top1``), one per ground-truth image that has an output, and what was read: the JSON
-    files, the ground-truth images without an output, and the distinct prediction settings.
+    files, the ground-truth images without an output, the distinct prediction settings, the
+    detections skipped for non-finite or absurd numbers (``num_skipped``, ``skipped``: a box or score
+    nan / inf, a box with x1 < x0 or y1 < y0) and those beyond the ``max_dets_per_image``
+    highest-scored of their image (``num_dropped``, ``images_capped``).
 
-    Raises :class:`EvalInputError` listing every problem of the folder."""
+    Raises :class:`EvalInputError` listing every problem of the folder (an output larger than
+    :data:`MAX_PREDICT_FILE_BYTES` is one: it is not read)."""
     from ..karyotype.classes import CLASS_NAMES, canonical_name
 
     what = f"deepacc-predict outputs {folder}"
@@ -359,10 +480,21 @@ def read_predict_dir(folder: str, gt_dicts: Sequence[Mapping], gt_file: str = "t
     preds: List[Dict[str, Any]] = []
     settings: Counter = Counter()
     untrained = 0
+    k_max = int(max_dets_per_image)
+    skipped: List[str] = []
+    n_skipped = n_dropped = n_capped = 0
     for path in files:
         def bad(reason, path=path):
             problems.append((path, reason))
 
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            size = 0
+        if size > MAX_PREDICT_FILE_BYTES:
+            bad(f"{size / 2 ** 20:.0f} MiB, more than a deepacc-predict output can be (the limit is "
+                f"{MAX_PREDICT_FILE_BYTES // 2 ** 20} MiB, deepacc.tools.eval.MAX_PREDICT_FILE_BYTES); not read")
+            continue
         rec, why = _read_json(path)
         if why:
             bad(why)
@@ -398,17 +530,22 @@ def read_predict_dir(folder: str, gt_dicts: Sequence[Mapping], gt_file: str = "t
             if iid is not None and iid in taken:
                 bad(f"same ground-truth image as {taken[iid]} (image id {iid}, {gt_name[iid]})")
                 ok = False
-        boxes, scores, classes = [], [], []
+        kept: List[tuple] = []  # (score, order, box, class)
         for k, d in enumerate(dets if isinstance(dets, list) else []):
             label = f"detections[{k}]"
             if not isinstance(d, dict):
                 bad(f"{label} must be an object with 'box', 'class' and 'score', got {_short(d)}")
                 ok = False
                 continue
-            box, why = _numbers(d.get("box"), 4, "box", "[x0, y0, x1, y1]") if "box" in d else (None, "missing 'box'")
+            n_bad = len(problems)
+            faults: List[str] = []  # non-finite / absurd numbers: the detection is skipped
+            box, why, skip = (_check_numbers(d.get("box"), 4, "box", "[x0, y0, x1, y1]") if "box" in d
+                              else (None, "missing 'box'", False))
             if not why and (box[2] < box[0] or box[3] < box[1]):
-                why = f"box {d['box']} has x1 < x0 or y1 < y0"
-            if why:
+                why, skip = f"box {d['box']} has x1 < x0 or y1 < y0 (a negative width or height)", True
+            if why and skip:
+                faults.append(why)
+            elif why:
                 bad(f"{label}: {why}")
                 ok = False
             c = None
@@ -434,17 +571,29 @@ def read_predict_dir(folder: str, gt_dicts: Sequence[Mapping], gt_file: str = "t
             if "score" not in d:
                 bad(f"{label}: missing 'score'")
                 ok = False
-            elif not _finite(s):
-                bad(f"{label}: score {_short(s)} is not a finite number")
-                ok = False
-            if ok:
-                boxes.append(box)
-                scores.append(float(s))
-                classes.append(c)
+            else:
+                why, skip = _check_score(s)
+                if why and skip:
+                    faults.append(why)
+                elif why:
+                    bad(f"{label}: {why}")
+                    ok = False
+            if len(problems) > n_bad:  # a malformed detection: its non-finite numbers are problems too
+                for why in faults:
+                    bad(f"{label}: {why}")
+            elif faults:
+                n_skipped += 1
+                if len(skipped) < _MAX_KEPT:
+                    skipped.append(f"{path}: {label}: {'; '.join(faults)}")
+            elif ok:
+                kept.append((float(s), k, box, c))
         if not ok:
             continue
+        n = _keep_top(kept, k_max)
+        n_dropped += n
+        n_capped += n > 0
         taken[iid] = path
-        preds.append(_prediction(iid, boxes, scores, classes))
+        preds.append(_prediction(iid, [d[2] for d in kept], [d[0] for d in kept], [d[3] for d in kept]))
         settings[_settings_key(rec)] += 1
         model = rec.get("model")
         untrained += isinstance(model, dict) and model.get("status") not in (None, "trained")
@@ -453,7 +602,9 @@ def read_predict_dir(folder: str, gt_dicts: Sequence[Mapping], gt_file: str = "t
     missing = sorted(set(gt_name) - set(taken))
     preds.sort(key=lambda p: p["image_id"])
     return preds, {"num_files": len(files), "missing": [gt_name[i] for i in missing],
-                   "settings": [dict(k, num_files=n) for k, n in settings.items()], "untrained": int(untrained)}
+                   "settings": [dict(k, num_files=n) for k, n in settings.items()], "untrained": int(untrained),
+                   "num_skipped": n_skipped, "skipped": skipped, "num_dropped": n_dropped,
+                   "images_capped": n_capped, "max_dets_per_image": k_max}
 
 
 def _settings_key(rec: Mapping):
@@ -481,7 +632,9 @@ def _thresholds(args) -> Tuple[Dict[str, float], Any, str]:
     try:
         cfg = load_config(args.config_file or None)
     except Exception as exc:  # noqa: BLE001  (a file the user gave: one line)
-        if args.config_file and not os.path.isfile(args.config_file):
+        if isinstance(exc, ConfigError):  # a folder, YAML syntax, a _BASE_ loop: named by deepacc.config
+            raise ValueError(f"--config-file {exc}") from None
+        if args.config_file and not os.path.exists(args.config_file):
             raise ValueError(f"--config-file {args.config_file}: no such file") from None
         raise ValueError(f"--config-file {args.config_file}: {unknown_key_message(exc, get_cfg()) or exc}") from None
     source = args.config_file or "the default config"
@@ -541,6 +694,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         thresholds, cfg, source = _thresholds(args)
     except ValueError as e:
         return fail(str(e))
+    if args.output:  # before anything is read: a file in the way or no permission is found now
+        from .checks import OutputDirError, check_writable_dir
+
+        try:
+            check_writable_dir(args.output, "--output", "--output out/eval")
+        except OutputDirError as e:
+            return fail(str(e))
     kind = "predict-dir" if args.predict_dir else "coco-results"
     if args.class_agnostic and args.assignment == "on":
         return fail("--assignment on does not apply to --class-agnostic: the classes are ignored")
@@ -566,12 +726,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # predictions
     try:
         if kind == "coco-results":
-            preds, info = read_coco_results(args.results, gt_dicts, cat_map, args.gt, class_less_ok=not with_classes)
+            preds, info = read_coco_results(args.results, gt_dicts, cat_map, args.gt, class_less_ok=not with_classes,
+                                            max_dets_per_image=args.max_dets_per_image)
         else:
-            preds, info = read_predict_dir(args.predict_dir, gt_dicts, args.gt)
+            preds, info = read_predict_dir(args.predict_dir, gt_dicts, args.gt,
+                                           max_dets_per_image=args.max_dets_per_image)
     except EvalInputError as e:
         return fail(str(e))
     source_path = args.results or args.predict_dir
+    if info["num_skipped"]:
+        shown = info["skipped"][:MAX_PROBLEM_LINES]
+        more = info["num_skipped"] - len(shown)
+        warn(f"{info['num_skipped']} detection(s) skipped for non-finite or absurd numbers (a box or score nan / "
+             f"inf, a negative width or height), left out of the metrics:\n  " + "\n  ".join(shown)
+             + (f"\n  ... and {more} more" if more > 0 else ""))
+    if info["num_dropped"]:
+        warn(f"{info['num_dropped']} detection(s) dropped on {info['images_capped']} image(s): beyond the "
+             f"{info['max_dets_per_image']} highest-scored of their image (--max-dets-per-image "
+             f"{info['max_dets_per_image']}; a detector emits far fewer: check the file, or raise the limit)")
 
     # assignment
     cost = float(cfg.TEST.DEEPACC.ASSIGNMENT.EXTRA_COPY_COST)
@@ -698,6 +870,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "notes": notes,
         "warnings": warnings,
     }
+    inputs["skipped_detections"] = {"count": info["num_skipped"], "reasons": info["skipped"]}
+    inputs["dropped_detections"] = {"count": info["num_dropped"], "images": info["images_capped"],
+                                    "max_dets_per_image": info["max_dets_per_image"]}
     if kind == "predict-dir":
         inputs.update(images_without_output=info["missing"], prediction_settings=info["settings"])
     results["inputs"] = inputs
