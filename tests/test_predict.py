@@ -159,8 +159,8 @@ def test_interrupted_write_leaves_no_partial_file(spreads, tmp_path, monkeypatch
     assert P.main(["--input", str(folder), "--output", str(out), "--no-progress"],
                   predictor_factory=factory_for(truth), reader=reader) == 130
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["karyotypes.csv", "spread_0.json", "spread_0.karyogram.png", "spread_0.overlay.png",
-                     "spread_1.overlay.png"]
+    assert names == [".deepacc-predict.lock", "karyotypes.csv", "spread_0.json", "spread_0.karyogram.png",
+                     "spread_0.overlay.png", "spread_1.overlay.png"]  # the lock: shared folders (clinical.outputs)
     monkeypatch.setattr(P, "_png_bytes", real)
     assert P.main(["--input", str(folder), "--output", str(out), "--no-progress"],
                   predictor_factory=factory_for(truth), reader=reader) == 0

@@ -30,6 +30,8 @@ truth (category "chromosome") counts in the classification losses.
 from __future__ import annotations
 
 import math
+import os
+import re
 from typing import List, NamedTuple, Optional, Sequence
 
 from fvcore.common.config import CfgNode as _FvCfgNode
@@ -391,7 +393,20 @@ class ConfigError(ValueError):
 
     def __init__(self, problems: Sequence[str], source: str = "config"):
         self.problems = list(problems)
-        super().__init__(f"{source}: {len(self.problems)} invalid value(s):\n  " + "\n  ".join(self.problems))
+        if len(self.problems) == 1:  # one line: "<source>: KEY = value: <what> must be <range>"
+            super().__init__(f"{source}: {self.problems[0]}")
+        else:
+            super().__init__(f"{source}: {len(self.problems)} invalid value(s):\n  " + "\n  ".join(self.problems))
+
+
+class ConfigFileError(ConfigError):
+    """A config a user must fix, said in one line: a config file that cannot be read (a folder, a YAML
+    syntax error, a top level that is not a mapping, a ``_BASE_`` loop or a missing base), or datasets
+    that are not registered (:func:`deepacc.data.catalog.check_dataset_names`)."""
+
+    def __init__(self, message: str):
+        self.problems = [message]
+        ValueError.__init__(self, message)
 
 
 # (key, kind, bound(s), what it is) for the values a user sets; checked where they are defined.
@@ -444,7 +459,10 @@ _CHOICES = (
     ("MODEL.CHANNELS_LAST", ("auto", "on", "off")),
     ("MODEL.RESNETS.DEPTH", (18, 34, 50, 101, 152)),
     ("DATASETS.CHECK", ("full", "header", "off")),
+    ("SOLVER.WARMUP_METHOD", ("linear", "constant")),  # both engines' warm-up schedules
 )
+#: ``MODEL.DEVICE``: these, or ``cuda:<index>`` (a CUDA device asked where there is none falls back to the CPU).
+DEVICES = ("cpu", "cuda")
 
 
 def _get(cfg, key: str):
@@ -503,6 +521,10 @@ def validate_config(cfg) -> List[str]:
         vals = sizes if isinstance(sizes, (list, tuple)) else [sizes]
         if not vals or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in vals):
             problems.append(f"INPUT.MIN_SIZE_TRAIN = {sizes!r}: the training short side(s) must be whole numbers >= 1")
+    device = _get(cfg, "MODEL.DEVICE")
+    if device is not _MISSING and not (isinstance(device, str) and re.fullmatch(r"cpu|cuda(:\d+)?", device)):
+        problems.append(f"MODEL.DEVICE = {device!r}: must be one of {', '.join(repr(d) for d in DEVICES)} or "
+                        "'cuda:<index>' (e.g. 'cuda:1')")
     steps = _get(cfg, "SOLVER.EPOCH_STEPS")
     if steps is not _MISSING and any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in steps):
         problems.append(f"SOLVER.EPOCH_STEPS = {steps!r}: must be whole epoch numbers >= 1")
@@ -552,6 +574,67 @@ def unknown_key_message(error: Exception, cfg) -> Optional[str]:
     return f"unknown config key {key!r}{hint}"
 
 
+def _yaml_error_text(error: Exception) -> str:
+    """``line L, column C: <problem>`` of a YAML parse error (PyYAML's marks count from 0)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).strip().splitlines()[0]
+    context = getattr(error, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{context + ': ' if context else ''}{problem}"
+
+
+def check_config_file(config_file: str) -> None:
+    """Read ``config_file`` and every file of its ``_BASE_`` chain (resolved as fvcore resolves them:
+    relative to the file naming them) before the config is merged, so that a file a user must fix is
+    one named line (:class:`ConfigFileError`): a folder, a YAML syntax error (with line and column),
+    a top level that is not a ``KEY: value`` mapping, a ``_BASE_`` that is missing or not a path, and
+    a ``_BASE_`` loop (``a.yaml`` -> ``b.yaml`` -> ``a.yaml``). A missing top-level file stays the
+    ``FileNotFoundError`` (``<file>: No such file or directory``) the tools name already."""
+    import yaml
+
+    def visit(path: str, chain: List[str], named_by: Optional[str], written: str = "") -> None:
+        real = os.path.realpath(path)
+        if real in chain:
+            loop = " -> ".join(os.path.basename(p) for p in chain[chain.index(real):] + [real])
+            raise ConfigFileError(f"{named_by}: _BASE_ loop: {loop} (a config cannot be its own base; "
+                                  f"remove one of these _BASE_ lines)")
+        where = path
+        if named_by and (os.path.isdir(path) or not os.path.exists(path)):  # the line to fix is in named_by
+            where = f"{named_by}: _BASE_ {written!r}" + (f" ({path})" if written != path else "")
+        if os.path.isdir(path):
+            raise ConfigFileError(f"{where}: a folder, not a config file (give a .yaml file)")
+        if not os.path.exists(path):
+            if named_by is None:
+                raise FileNotFoundError(2, "No such file or directory", path)
+            raise ConfigFileError(f"{where}: no such file (a _BASE_ path is relative to the file naming it)")
+        try:
+            with open(path, "r", encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+        except UnicodeDecodeError:
+            raise ConfigFileError(f"{where}: not a text (YAML) file") from None
+        except yaml.YAMLError as e:
+            raise ConfigFileError(f"{where}: not valid YAML ({_yaml_error_text(e)})") from None
+        except OSError as e:
+            raise ConfigFileError(f"{where}: cannot read ({e.strerror or e})") from None
+        if not isinstance(data, dict):
+            got = "nothing (an empty file)" if data is None else f"a {type(data).__name__}"
+            raise ConfigFileError(f"{where}: the top level must be a mapping of KEY: value lines, got {got}")
+        bases = data.get("_BASE_")
+        if bases is None:
+            return
+        for base in bases if isinstance(bases, list) else [bases]:
+            if not isinstance(base, str) or not base:
+                raise ConfigFileError(f"{path}: _BASE_ {base!r} is not a file path")
+            if base.startswith(("https://", "http://")):
+                continue
+            b = os.path.expanduser(base) if base.startswith("~") else base
+            if not b.startswith("/"):
+                b = os.path.join(os.path.dirname(path), b)
+            visit(b, chain + [real], path, base)
+
+    visit(str(config_file), [], None)
+
+
 def load_config(config_file: Optional[str], opts=None, base=None):
     """Read a YAML (with ``_BASE_``) and trailing ``KEY VALUE`` overrides into ``base`` or a new cfg.
 
@@ -561,6 +644,7 @@ def load_config(config_file: Optional[str], opts=None, base=None):
     """
     cfg = base if base is not None else get_cfg()
     if config_file:
+        check_config_file(config_file)
         cfg.merge_from_file(config_file)
     opts = list(opts or [])
     if opts:

@@ -8,7 +8,10 @@ flags (clusters of overlapping calls folded like the uncertain calls), per-class
 mean confidence, the overlay and the karyogram. Images are
 referenced by relative paths inside the output folder (URL-encoded, so names with ``#``, ``%``,
 ``?`` or spaces link correctly), or embedded as base64 (``embed_images=True``)
-so the single HTML file can be moved on its own. Nothing is fetched from the network: no scripts,
+so the single HTML file can be moved on its own. Only the report's own images are shown or embedded:
+plain file names ending with ``.overlay.png`` / ``.karyogram.png`` of regular files in the output
+folder (never a path edited into a record, never through a symbolic link; ``deepacc-predict`` rebuilds
+each record's ``outputs`` from its JSON's name, :mod:`.outputs`). Nothing is fetched from the network: no scripts,
 fonts or style sheets from outside the page.
 """
 from __future__ import annotations
@@ -17,6 +20,7 @@ import base64
 import datetime as _dt
 import html
 import os
+import stat
 import urllib.parse
 from typing import Iterable, Mapping, Optional, Sequence, Tuple
 
@@ -48,15 +52,39 @@ figcaption{font-size:12px;color:#555}
 """
 
 
-def _img_src(output_dir: str, rel: str, embed: bool) -> Optional[str]:
-    path = os.path.join(output_dir, rel)
-    if not os.path.exists(path):
+_SUFFIX = {"overlay": ".overlay.png", "karyogram": ".karyogram.png"}  # deepacc.clinical.outputs.OUTPUT_SUFFIXES
+
+
+def _own_output(output_dir: str, rel, key: str) -> Optional[str]:
+    """``rel`` when it names one of the report's own images: a plain file name (no folder part, not
+    hidden) ending with the suffix of ``key`` (``.overlay.png`` / ``.karyogram.png``) of a regular file
+    of ``output_dir`` (not a symbolic link); else ``None``. A record's ``outputs`` are never trusted
+    further: ``deepacc-predict`` rebuilds them from each JSON's own name before the report is built."""
+    if not isinstance(rel, str) or not rel or rel != os.path.basename(rel) or "/" in rel or "\\" in rel:
+        return None
+    if rel.startswith(".") or not rel.endswith(_SUFFIX[key]):
+        return None
+    try:
+        if not stat.S_ISREG(os.lstat(os.path.join(output_dir, rel)).st_mode):
+            return None
+    except OSError:
+        return None
+    return rel
+
+
+def _img_src(output_dir: str, rel: str, embed: bool, key: str = "overlay") -> Optional[str]:
+    rel = _own_output(output_dir, rel, key)
+    if rel is None:
         return None
     if not embed:
         # A relative URL: percent-encode each path component (``case#7`` must not become a fragment,
         # ``50%`` an escape), then HTML-escape for the attribute.
         return html.escape(urllib.parse.quote(rel.replace(os.sep, "/")), quote=True)
-    with open(path, "rb") as f:
+    try:  # never through a link planted since the check
+        fd = os.open(os.path.join(output_dir, rel), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
         return "data:image/png;base64," + base64.b64encode(f.read()).decode("ascii")
 
 
@@ -146,7 +174,7 @@ def _spread_section(rec: Mapping, idx: int, output_dir: str, embed: bool) -> str
                                      "counted; magenta = cluster)"),
                          ("karyogram", "Karyogram (ISCN layout; red frame = uncertain call)")):
         rel = rec.get("outputs", {}).get(key)
-        src = _img_src(output_dir, rel, embed) if rel else None
+        src = _img_src(output_dir, rel, embed, key) if rel else None
         if src is None:
             figs.append(f"<figure><figcaption>{e(caption)}: image missing</figcaption></figure>")
         else:

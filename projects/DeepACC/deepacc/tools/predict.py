@@ -15,8 +15,15 @@ For every readable image it writes, into ``--output``:
 * ``<name>.overlay.png``: the image with the calls boxed and coloured by Denver group;
 * ``<name>.karyogram.png``: the karyogram in ISCN layout;
 
-and, for the whole run, ``karyotypes.csv`` (one line per image) and with ``--report`` the offline
+and, for the whole folder, ``karyotypes.csv`` (one line per image) and with ``--report`` the offline
 ``report.html``.
+
+Each JSON records its input: ``file_name`` and ``input_sha256`` (SHA-256 of the file's bytes).
+``<name>`` is the input's file name without extension, or ``<name>-<first 8 hex of the hash>`` when
+the folder already holds another image's outputs under that name (logged; the same image again
+replaces its own). Runs may share ``--output``: outputs are written under the folder's lock and
+``karyotypes.csv`` / ``report.html`` are rebuilt from every record in the folder
+(:mod:`deepacc.clinical.outputs`); image paths are never read back from a JSON.
 
 Calls = top-1 detections (``instances_top1``) with score >= ``--confidence-threshold``, then
 class-agnostic NMS at IoU ``--nms-threshold`` (0.7). With the karyotype assignment on
@@ -65,6 +72,7 @@ from deepacc.config import CALLS, call_thresholds
 from deepacc.data.polarity import POLARITIES
 from deepacc.engine import ENGINES
 from deepacc.fileio import TEMP_PATTERN as _TEMP_FILE  # atomic_write's temporary files: .tmp-<pid>-<name>
+from deepacc.fileio import UnsafeOutputError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -84,7 +92,7 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".pgm", ".pnm")
-OUTPUT_SUFFIXES = {"json": ".json", "overlay": ".overlay.png", "karyogram": ".karyogram.png"}
+from deepacc.clinical.outputs import OUTPUT_SUFFIXES  # noqa: E402  (json, overlay, karyogram)
 
 Predictor = Callable[[np.ndarray], Mapping]
 
@@ -342,22 +350,27 @@ def resolve_assignment(settings: PredictSettings):
 
 
 def _outputs(output_dir: str, stem: str) -> Dict[str, str]:
-    return {k: os.path.join(output_dir, stem + suf) for k, suf in OUTPUT_SUFFIXES.items()}
+    from deepacc.clinical.outputs import output_paths
+
+    return output_paths(output_dir, stem)
 
 
-def _load_done(output_dir: str, stem: str, path: str, settings: PredictSettings) -> Optional[dict]:
-    """The record of an image already done with the same input and settings, else None."""
+def _load_done(output_dir: str, stem: str, path: str, settings: PredictSettings,
+               sha: Optional[str] = None) -> Optional[dict]:
+    """The record of an image already done from the same file (path and, when given, content hash
+    ``sha``) with the same settings, else None."""
+    from deepacc.clinical.outputs import read_record
+
     outs = _outputs(output_dir, stem)
     if not all(os.path.isfile(p) for p in outs.values()):
         return None
-    try:
-        with open(outs["json"], "r", encoding="utf-8") as f:
-            rec = json.load(f)
-        rec["summary"]["karyotype"]  # noqa: B018  (a complete record)
-    except (OSError, ValueError, KeyError, TypeError):
+    rec, _ = read_record(output_dir, stem)
+    if rec is None:
         return None
     if rec.get("file_name") != path or rec.get("settings") != asdict(settings):
         return None  # another input with the same name, or other thresholds: redo
+    if sha is not None and rec.get("input_sha256") != sha:
+        return None  # the file changed since (or a record without the hash): redo
     return rec
 
 
@@ -369,18 +382,33 @@ def process_image(
     settings: PredictSettings = PredictSettings(),
     reader: Optional[Callable[[str], np.ndarray]] = None,
     overwrite: bool = False,
+    log: Optional[Callable[[str], None]] = None,
 ) -> Tuple[dict, bool]:
     """Process one image; returns ``(record, skipped)``. Raises on any problem with this image.
 
     ``get_predictor()`` returns the predictor (built on first call, so a rerun that skips every
     image never loads the model). ``reader`` defaults to :func:`deepacc.data.images.read_image`.
+
+    ``stem`` is the outputs' base name; when ``output_dir`` holds the outputs of another image (other
+    content) under it, this image's are named ``<stem>-<first 8 hex of its SHA-256>`` and ``log`` says
+    so (:func:`deepacc.clinical.outputs.resolve_stem`). The outputs are written under the folder's
+    lock, so runs sharing the folder never take one name for two images.
     """
-    if not overwrite:
-        rec = _load_done(output_dir, stem, path, settings)
-        if rec is not None:
-            return rec, True
+    from deepacc.clinical.outputs import folder_lock, input_sha256, resolve_stem
+
+    base = stem
     if reader is None:
         from deepacc.data.images import read_image as reader
+    try:
+        sha = input_sha256(path)
+    except OSError:
+        reader(path)  # names the problem (missing, unreadable file) as for any image it cannot read
+        raise
+    stem, _ = resolve_stem(output_dir, base, path, sha)
+    if not overwrite:
+        rec = _load_done(output_dir, stem, path, settings, sha)
+        if rec is not None:
+            return rec, True
     image = np.asarray(reader(path))
     if image.ndim == 3 and image.shape[2] in (3, 4):
         import cv2
@@ -405,9 +433,23 @@ def process_image(
         from deepacc.clinical.summary import ReviewFlag
 
         summary.flags.insert(0, ReviewFlag("untrained_model", f"NOT FROM A TRAINED MODEL: {model['problem']}"))
+    with folder_lock(output_dir):  # the name is chosen again and the files written while no other run writes
+        stem, other = resolve_stem(output_dir, base, path, sha)
+        if other is not None and log is not None:
+            log(f"NOTE {path}: {base}.json in {output_dir} holds the outputs of another image "
+                f"({other.get('file_name') or 'a file that is not a deepacc-predict record'}); this image's outputs "
+                f"are named {stem}.*")
+        return _write_outputs(output_dir, stem, path, sha, image, summary, detections, prediction, settings,
+                              model, polarity, overlay, karyogram), False
+
+
+def _write_outputs(output_dir, stem, path, sha, image, summary, detections, prediction, settings, model, polarity,
+                   overlay, karyogram) -> dict:
+    """Write one image's overlay, karyogram and JSON record (in that order); returns the record."""
     outs = _outputs(output_dir, stem)
     rec = {
         "file_name": path,
+        "input_sha256": sha,  # of the input file's bytes: which image these outputs were made from
         "name": os.path.basename(path),
         "height": int(image.shape[0]),
         "width": int(image.shape[1]),
@@ -425,7 +467,7 @@ def process_image(
     _atomic_write(outs["overlay"], _png_bytes(overlay))
     _atomic_write(outs["karyogram"], _png_bytes(karyogram))
     _atomic_write(outs["json"], json.dumps(rec, indent=1).encode("utf-8"))
-    return rec, False
+    return rec
 
 
 def _write_csv(path: str, records: Sequence[dict], failures: Sequence[Tuple[str, str]]) -> None:
@@ -458,17 +500,23 @@ def run_predict(
 
     ``predictor_factory()`` is called once, when the first image needs the model. ``failures`` are
     problems found before the run (e.g. inputs that matched nothing); they are reported with the
-    rest. Writes ``karyotypes.csv`` and, with ``report=True``, ``report.html``.
+    rest. Writes ``karyotypes.csv`` and, with ``report=True``, ``report.html``, both rebuilt from
+    every record in ``output_dir`` (this run's and earlier or concurrent runs'), under the folder's
+    lock (:func:`write_folder_summary`); ``failures`` are this run's.
+
+    Each image's outputs are named after its file name without extension; a name already holding
+    another image's outputs gets ``-<first 8 hex of the SHA-256>`` (:func:`process_image`).
 
     On ``KeyboardInterrupt`` (Ctrl-C) ``karyotypes.csv`` is written for the images done so far (no
     report) and :class:`Interrupted` (a ``KeyboardInterrupt``) is raised with the partial result.
+    A folder-wide file that cannot be written raises :class:`OutputWriteError`.
     """
     from tqdm import tqdm
 
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     os.makedirs(output_dir, exist_ok=True)
     result = RunResult(failures=list(failures), total=len(paths))
-    stems = output_stems(paths)
+    stems = {p: os.path.splitext(os.path.basename(p))[0] for p in paths}  # made unique by content if needed
     cache: Dict[str, Predictor] = {}
 
     def get_predictor() -> Predictor:
@@ -477,12 +525,11 @@ def run_predict(
         return cache["p"]
 
     bar = tqdm(paths, desc="deepacc-predict", unit="spread", disable=not progress, file=sys.stderr)
-    csv_path = os.path.join(output_dir, "karyotypes.csv")
     try:
         for path in bar:
             try:
                 rec, skipped = process_image(path, get_predictor, output_dir, stems[path], settings, reader,
-                                             overwrite)
+                                             overwrite, log=log)
             except _SetupError:
                 raise
             except Exception as exc:  # noqa: BLE001  (one bad file must not stop the batch)
@@ -498,18 +545,44 @@ def run_predict(
             else:
                 result.processed += 1
         bar.close()
-        _write_csv(csv_path, result.records, result.failures)
-        if report:
-            from deepacc.clinical.report import write_report
-
-            result.report_path = write_report(result.records, output_dir, failures=result.failures,
-                                              embed_images=embed_images)
+        result.report_path = write_folder_summary(output_dir, result.failures, report, embed_images)
     except KeyboardInterrupt:
         bar.close()
         # What is done stays done (every output is written atomically): list it in the csv, then stop.
-        _write_csv(csv_path, result.records, result.failures)
+        write_folder_summary(output_dir, result.failures, report=False)
         raise Interrupted(result) from None
     return result
+
+
+class OutputWriteError(OSError):
+    """A folder-wide output (``karyotypes.csv``, ``report.html``, the folder's lock) cannot be
+    written, e.g. it is a symbolic link (refused): stops the run (exit status 2)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def write_folder_summary(output_dir: str, failures: Sequence[Tuple[str, str]] = (), report: bool = False,
+                         embed_images: bool = False) -> Optional[str]:
+    """Rebuild ``karyotypes.csv`` (and with ``report``, ``report.html``) from every record in
+    ``output_dir`` (:func:`deepacc.clinical.outputs.load_records`, sorted by file name), plus the
+    rows of ``failures``, under the folder's lock: runs sharing the folder each write a complete
+    list, and the last to finish lists every image. Returns the report's path (``None`` without)."""
+    from deepacc.clinical.outputs import folder_lock, load_records
+
+    try:
+        with folder_lock(output_dir):
+            records = load_records(output_dir)
+            _write_csv(os.path.join(output_dir, "karyotypes.csv"), records, failures)
+            if not report:
+                return None
+            from deepacc.clinical.report import write_report
+
+            return write_report(records, output_dir, failures=failures, embed_images=embed_images)
+    except UnsafeOutputError:  # a link at karyotypes.csv / report.html: named by deepacc.fileio
+        raise
+    except OSError as e:
+        raise OutputWriteError(f"cannot write the outputs of the folder {output_dir}: {e}") from e
 
 
 class _SetupError(RuntimeError):
@@ -620,6 +693,16 @@ def main(argv: Optional[Sequence[str]] = None,
     try:
         cfg, assignment = _run_config(args)
         weights = str(cfg.MODEL.WEIGHTS)
+        # Before any image is looked at: the output folder takes files (and its lock), and the engine's
+        # predictor will find its weights (an injected predictor_factory brings its own model).
+        from deepacc.clinical.outputs import folder_lock
+        from deepacc.tools.checks import check_weights_file, check_writable_dir
+
+        check_writable_dir(args.output, "--output", "--output ./predictions")
+        with folder_lock(args.output):
+            pass
+        if predictor_factory is None:
+            check_weights_file(weights, bool(args.allow_untrained))
         sha = None
         if weights and os.path.isfile(weights):
             from deepacc.checkpoint_io import file_sha256
@@ -656,7 +739,10 @@ def main(argv: Optional[Sequence[str]] = None,
         result = run_predict(paths, make, args.output, settings, reader=reader, overwrite=args.overwrite,
                              report=args.report, embed_images=args.embed_images,
                              progress=not args.no_progress, failures=problems)
-    except _SetupError as exc:
+    except (_SetupError, OutputWriteError) as exc:  # OutputWriteError: karyotypes.csv / report.html / the lock
+        print(f"deepacc-predict: {exc}", file=sys.stderr)
+        return 2
+    except UnsafeOutputError as exc:  # karyotypes.csv / report.html a symbolic link: refused, nothing written through it
         print(f"deepacc-predict: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:

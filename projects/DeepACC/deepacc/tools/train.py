@@ -51,21 +51,32 @@ def default_argument_parser(epilog: str = None) -> argparse.ArgumentParser:
 def preflight(args, engine: str):
     """What can be checked before any process starts: the config (unknown keys, invalid values), that
     ``OUTPUT_DIR`` is writable and, for several processes, the training data (each process of a
-    single-process run checks it itself). Raises the user errors that :func:`user_error_message` names."""
+    single-process run checks it itself), that ``DATASETS.TRAIN`` / ``TEST`` name registered datasets
+    and, for ``--eval-only``, that the weights are a readable file. Raises the user errors that
+    :func:`user_error_message` names."""
+    from deepacc.tools.checks import check_datasets, check_weights_file, check_writable_dir
     from deepacc.config import check_config, load_config
 
     cfg = load_config(args.config_file or None, args.opts, engine_config(engine))
     check_config(cfg, args.config_file or "config")
+    extra = ()
+    if engine == "detectron2":  # names registered in Detectron2's own catalog count too
+        from detectron2.data import DatasetCatalog
+
+        extra = DatasetCatalog.list()
+    check_datasets(cfg, train=not args.eval_only, test=True, extra_known=extra, source=args.config_file or "config")
     out = str(cfg.OUTPUT_DIR)
-    try:
-        os.makedirs(out, exist_ok=True)
-        probe = os.path.join(out, f".write-test-{os.getpid()}")
-        with open(probe, "wb"):
-            pass
-        os.remove(probe)
-    except OSError as e:
-        raise OutputDirError(f"OUTPUT_DIR {out!r} is not writable ({e.strerror or e}); give another folder, e.g. "
-                             f"OUTPUT_DIR ./output/run1") from None
+    check_writable_dir(out, "OUTPUT_DIR", "OUTPUT_DIR ./output/run1")
+    if not args.eval_only:  # training appends to metrics.json: a link there is refused before any process starts
+        from deepacc.fileio import refuse_link
+
+        refuse_link(os.path.join(out, "metrics.json"), "metrics file")
+    if args.eval_only:
+        from deepacc.checkpoint_io import resolve_last_checkpoint
+
+        if not (args.resume and resolve_last_checkpoint(out)):  # --resume evaluates the last checkpoint
+            check_weights_file(str(cfg.MODEL.WEIGHTS), getattr(args, "allow_untrained", False),
+                               "; --eval-only evaluates these weights")
     if not args.eval_only and args.num_gpus * args.num_machines > 1 and engine == "torchvision":
         from deepacc.data.preflight import check_training_datasets
 
@@ -73,21 +84,30 @@ def preflight(args, engine: str):
     return cfg
 
 
-class OutputDirError(OSError):
-    """``OUTPUT_DIR`` cannot be created or written."""
+#: ``OUTPUT_DIR`` cannot be created or written (kept here for importers; :mod:`deepacc.tools.checks` raises it).
+from deepacc.tools.checks import OutputDirError  # noqa: E402
 
 
 def user_error_message(exc: BaseException, engine: str) -> Optional[str]:
     """One line (or a short list) for a mistake the user can fix, ``None`` for a bug (traceback)."""
     from deepacc.checkpoint_io import CheckpointError, UntrainedModelError
     from deepacc.config import ConfigError, unknown_key_message
+    from deepacc.data.catalog import UnknownDatasetError
     from deepacc.data.coco import DatasetError
+    from deepacc.fileio import UnsafeOutputError
 
+    if isinstance(exc, UnsafeOutputError):  # an output path that is a symbolic link: refused
+        return str(exc)
+    if isinstance(exc, UnknownDatasetError):  # a name that reached the engine unchecked (e.g. a launcher)
+        return str(exc)
     if isinstance(exc, FileNotFoundError) and exc.filename:
         return f"{exc.filename}: {exc.strerror or 'no such file'}"
     if isinstance(exc, (ConfigError, CheckpointError, UntrainedModelError, DatasetError, OutputDirError,
                         FileNotFoundError)):
-        return str(exc).strip("'\"")
+        msg = str(exc)
+        if len(msg) > 1 and msg[0] in "'\"" and msg[-1] == msg[0]:  # a KeyError-style quoted message
+            msg = msg[1:-1]
+        return msg
     if isinstance(exc, (KeyError, AssertionError, ValueError)):  # yacs: unknown key, value of the wrong type
         try:
             return unknown_key_message(exc, engine_config(engine))
