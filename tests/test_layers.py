@@ -15,7 +15,7 @@ ROOT = os.path.dirname(deepacc.__file__)
 
 #: Lowest first. A part may import the parts of the layers below its own, and nothing else.
 LAYERS = [
-    ("utilities", {"fileio", "precision", "solver"}),
+    ("utilities", {"fileio", "jsonstream", "precision", "solver"}),
     ("config and checkpoints", {"config", "checkpoint_io"}),
     ("karyotype facts", {"karyotype"}),
     ("core", {"data", "modeling"}),
@@ -88,3 +88,100 @@ def test_the_check_sees_a_wrong_import(tmp_path, src, dst):
     (pkg / "m.py").write_text(f"def f():\n    from ..{dst} import x\n")
     assert list(_imported_parts(str(pkg / "m.py"), [src])) == [(dst, 2)]
     assert LAYER_OF[dst] >= LAYER_OF[src]
+
+
+# ------------------------------------------------------------------------------ no import cycle
+
+
+def _import_graph(root: str, top: str = "deepacc"):
+    """Module-level import graph of the package at ``root`` (named ``top``): ``{module: {imported
+    module: "file:line"}}``, modules as dotted names (``deepacc.data.slide``; a package is its
+    ``__init__``). Every import counts, those inside functions too. ``from X import n`` is an edge
+    to the module ``X.n`` when there is one, else to ``X``. The parent packages that Python imports
+    on the way to a module are not edges (a package's ``__init__`` importing its own modules, which
+    import each other, is not a cycle)."""
+    mods = {}
+    for d, _, files in os.walk(root):
+        for f in files:
+            if f.endswith(".py"):
+                rel = os.path.relpath(os.path.join(d, f), root)[:-3].split(os.sep)
+                mods[tuple(rel[:-1] if rel[-1] == "__init__" else rel)] = os.path.join(d, f)
+    name = lambda m: ".".join((top,) + m)  # noqa: E731
+    graph = {name(m): {} for m in mods}
+    for m, path in sorted(mods.items()):
+        package = list(m) if path.endswith("__init__.py") else list(m[:-1])
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), path)
+        for node in ast.walk(tree):
+            targets = []
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package[: len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+                elif node.module and node.module.split(".")[0] == top:
+                    base = node.module.split(".")[1:]
+                else:
+                    continue
+                for a in node.names:
+                    targets.append(tuple(base + [a.name]) if tuple(base + [a.name]) in mods else tuple(base))
+            elif isinstance(node, ast.Import):
+                targets.extend(tuple(a.name.split(".")[1:]) for a in node.names if a.name.split(".")[0] == top)
+            for t in targets:
+                if t in mods and t != m:
+                    graph[name(m)].setdefault(name(t), f"{os.path.relpath(path, root)}:{node.lineno}")
+    return graph
+
+
+def _find_cycle(graph):
+    """One import cycle of ``graph`` as ``[a, b, ..., a]``, or ``None``."""
+    state, stack = {}, []
+
+    def visit(v):
+        state[v] = "open"
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if state.get(w) == "open":
+                return stack[stack.index(w):] + [w]
+            if w not in state:
+                found = visit(w)
+                if found:
+                    return found
+        state[v] = "done"
+        stack.pop()
+        return None
+
+    for v in sorted(graph):
+        if v not in state:
+            found = visit(v)
+            if found:
+                return found
+    return None
+
+
+def _cycle_text(graph, cycle):
+    return " -> ".join(cycle) + "\n" + "\n".join(f"  {a} imports {b} at {graph[a][b]}" for a, b in zip(cycle, cycle[1:]))
+
+
+def test_no_import_cycle():
+    graph = _import_graph(ROOT)
+    assert "deepacc.data.slide" in graph and graph["deepacc.data.synthetic"]  # the walk sees the package
+    cycle = _find_cycle(graph)
+    assert cycle is None, "import cycle in deepacc:\n" + _cycle_text(graph, cycle)
+
+
+def test_the_cycle_check_sees_a_cycle(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from .sub import b\n")
+    (pkg / "a.py").write_text("import os\n\nfrom . import sub\n")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "b.py").write_text("import numpy\n\n\ndef f():\n    from ..sub.c import x\n")
+    (pkg / "sub" / "c.py").write_text("x = 1\n")
+    graph = _import_graph(str(pkg), "pkg")
+    assert graph["pkg"] == {"pkg.sub.b": "__init__.py:1"} and graph["pkg.a"] == {"pkg.sub": "a.py:3"}
+    assert graph["pkg.sub.b"] == {"pkg.sub.c": os.path.join("sub", "b.py") + ":5"}
+    assert _find_cycle(graph) is None
+    (pkg / "sub" / "c.py").write_text("def g():\n    import pkg.sub.b\n")  # inside a function, absolute
+    graph = _import_graph(str(pkg), "pkg")
+    cycle = _find_cycle(graph)
+    assert cycle == ["pkg.sub.b", "pkg.sub.c", "pkg.sub.b"]
+    assert "pkg.sub.c imports pkg.sub.b at " + os.path.join("sub", "c.py") + ":2" in _cycle_text(graph, cycle)

@@ -184,6 +184,30 @@ def test_measure_slide_sees_background_noise_and_nuclei():
     assert abs(chromosome_width(mask) - info["chromosome_width"]) < 0.01
 
 
+def test_measure_command_line_reads_mfish_pairs(tmp_path, capsys):
+    """``python -m deepacc.tools.slide measure`` on a tiny M-FISH-like folder: pairs found (one
+    without its label image left out), the DAPI inverted, one table row per measure."""
+    from deepacc.data.mfish import mfish_pairs, read_mfish
+    from deepacc.tools.slide import main as slide_main
+
+    folder = tmp_path / "A01__XY"
+    folder.mkdir()
+    dapi = np.full((60, 80), 10, np.uint8)
+    labels = np.zeros((60, 80), np.uint8)
+    dapi[10:40, 20:28], labels[10:40, 20:28] = 200, 1
+    for stem in ("A0101XY", "A0102XY"):
+        Image.fromarray(dapi).save(folder / f"{stem}D.tif")
+        Image.fromarray(labels).save(folder / f"{stem}K.tif")
+    Image.fromarray(dapi).save(folder / "A0103XYD.tif")  # no label image
+    pairs = list(mfish_pairs(str(tmp_path)))
+    assert [p[0] for p in pairs] == [str(folder / "A0101XYD.tif"), str(folder / "A0102XYD.tif")]
+    img, mask = read_mfish(*pairs[0])
+    assert img[0, 0] == 245 and img[20, 24] == 55 and mask.sum() == 30 * 8
+    assert slide_main(["measure", "--mfish", str(tmp_path)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0] == "| measure | real ADIR |" and len(table) == 2 + 14 + 1 and table[2].startswith("| `bg` | 245.00")
+
+
 # ---------------------------------------------------------------- defaults unchanged
 
 

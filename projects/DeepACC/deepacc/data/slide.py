@@ -12,10 +12,11 @@ takes a finished spread (gray, dark chromosomes on light) with its boxes and add
 * **halo**: a faint darkening around the chromosomes and nuclei (out-of-focus glow, cytoplasm haze
   around a spread), the objects' darkness widely blurred;
 * **interphase nuclei**: large round/oval, textured dark blobs (``nucleus_size`` x the chromosome
-  width across, darker spots for chromocentres, soft rims), placed near the spread. A nucleus never
-  touches the chromosome mask and never covers more than ``max_box_cover`` of any annotated box's
-  area; one that cannot be placed that way after 40 tries is left out (counted in the info). Nuclei
-  are **not annotated**: for the detector they are background;
+  width across, darker spots for chromocentres, soft rims; drawn by
+  :func:`deepacc.data.render.nucleus`, as the generator's own nuclei), placed near the spread. A
+  nucleus never touches the chromosome mask and never covers more than ``max_box_cover`` of any
+  annotated box's area; one that cannot be placed that way after 40 tries is left out (counted in
+  the info). Nuclei are **not annotated**: for the detector they are background;
 * **debris**: small dark specks anywhere off the chromosomes;
 * **pixel noise** (Gaussian);
 * optional **RGB** output with a brownish/grayish G-band colour cast whose BT.601 luma is the gray
@@ -76,9 +77,14 @@ The chromosome width (for sizes) is twice the median over the mask's connected c
 largest distance to the mask's edge.
 
 :func:`measure_slide` computes the appearance statistics of docs/data.md (background level, noise,
-gradient, dark non-chromosome blobs, ...) for an image and its chromosome mask;
-``python -m deepacc.data.slide measure ...`` prints them for real, composed and synthetic spreads and
-``python -m deepacc.data.slide figure ...`` draws the before/after figure of the docs.
+gradient, dark non-chromosome blobs, ...) for an image and its chromosome mask, :func:`summarize`
+sums them up over images. Their command line is :mod:`deepacc.tools.slide`:
+``python -m deepacc.tools.slide measure ...`` prints them for real, composed and synthetic spreads and
+``python -m deepacc.tools.slide figure ...`` draws the before/after figure of the docs.
+:func:`add_realism_arguments` and :func:`realism_from_args` give the dataset scripts their
+``--realistic`` flags.
+
+This module imports only :mod:`deepacc.data.render` of the package (the generator imports this one).
 """
 from __future__ import annotations
 
@@ -87,6 +93,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+
+from .render import grain_field, nucleus
 
 __all__ = [
     "REALISM_PRESETS",
@@ -97,7 +105,8 @@ __all__ = [
     "MEASURES",
     "measure_slide",
     "summarize",
-    "make_figure",
+    "add_realism_arguments",
+    "realism_from_args",
 ]
 
 #: Named realism specs (see the module docstring for the parameters).
@@ -223,21 +232,6 @@ def _uniform(rng: np.random.Generator, rng_or_value) -> float:
     return float(rng_or_value)
 
 
-def _field(rng: np.random.Generator, h: int, w: int, cell: float) -> np.ndarray:
-    """Smooth random field of grain ``cell`` px, zero mean and unit std (float32, (h, w))."""
-    cell = max(2.0, float(cell))
-    gh, gw = int(math.ceil(h / cell)) + 2, int(math.ceil(w / cell)) + 2
-    g = rng.standard_normal((gh, gw)).astype(np.float32)
-    f = cv2.resize(g, (int(round(gw * cell)), int(round(gh * cell))), interpolation=cv2.INTER_CUBIC)
-    oy, ox = int(rng.integers(0, max(1, f.shape[0] - h + 1))), int(rng.integers(0, max(1, f.shape[1] - w + 1)))
-    f = f[oy:oy + h, ox:ox + w]
-    s = float(f.std())
-    f -= np.float32(f.mean())
-    if s > 1e-6:
-        f /= np.float32(s)
-    return np.ascontiguousarray(f)
-
-
 def chromosome_width(mask: np.ndarray) -> float:
     """Typical chromosome width (px) of a boolean mask: twice the median over its connected
     components of their largest distance to the edge (``nan`` for an empty mask)."""
@@ -269,33 +263,6 @@ def _box_cover(foot: np.ndarray, x0: int, y0: int, boxes: np.ndarray) -> float:
         area = max((bx1 - bx0) * (by1 - by0), 1.0)
         worst = max(worst, float(np.count_nonzero(foot[ya - y0:yb - y0, xa - x0:xb - x0])) / area)
     return worst
-
-
-def _nucleus(rng: np.random.Generator, diameter: float, tone: float, width: float) -> np.ndarray:
-    """Darkness patch (float32, 0..1) of one interphase nucleus."""
-    r = diameter / 2.0
-    rx, ry = r * (0.85 + 0.3 * rng.random()), r * (0.85 + 0.3 * rng.random())
-    R = int(math.ceil(max(rx, ry) + 3))
-    yy, xx = np.mgrid[-R:R + 1, -R:R + 1].astype(np.float32)
-    th = rng.random() * np.pi
-    c, s = math.cos(th), math.sin(th)
-    u, v = (xx * c + yy * s) / rx, (-xx * s + yy * c) / ry
-    rr = np.sqrt(u * u + v * v)
-    soft = max(1.0, 0.15 * width)  # rim width in px
-    edge = np.clip((1.0 - rr) * min(rx, ry) / soft + 0.5, 0.0, 1.0)
-    edge = edge * edge * (3.0 - 2.0 * edge)
-    n = 2 * R + 1
-    tex = 0.10 * _field(rng, n, n, max(2.0, 0.5 * width)) + 0.08 * _field(rng, n, n, max(3.0, 2.0 * width))
-    spots = np.zeros((n, n), np.float32)
-    for _ in range(int(rng.integers(0, 9))):
-        a, d = rng.random() * 2 * np.pi, 0.75 * math.sqrt(rng.random())
-        sx, sy = d * math.cos(a), d * math.sin(a)
-        px, py = (sx * rx * c - sy * ry * s), (sx * rx * s + sy * ry * c)
-        sig = max(1.0, (0.2 + 0.3 * rng.random()) * width)
-        spots += np.float32(0.25 + 0.35 * rng.random()) * np.exp(-((xx - px) ** 2 + (yy - py) ** 2) / (2 * sig * sig))
-    shade = 0.8 + 0.2 * np.sqrt(np.clip(1.0 - rr * rr, 0.0, 1.0))
-    dark = np.clip(tone * shade * (1.0 + tex + spots), 0.0, 0.97)
-    return (edge * dark).astype(np.float32)
 
 
 def _place_nucleus_touching(rng: np.random.Generator, foot: np.ndarray, diam: float, mask: np.ndarray,
@@ -421,7 +388,7 @@ def apply_slide(image: np.ndarray, boxes, rng: np.random.Generator, realism="def
         far_dark = nuc_occ & ~(cv2.dilate(mask.astype(np.uint8), _disk(max(2.0, 0.5 * width))) > 0)
     for _ in range(int(p["nuclei"])):
         diam = _uniform(rng, p["nucleus_size"]) * width
-        patch = _nucleus(rng, diam, min(0.97, _uniform(rng, p["nucleus_tone"]) * chrom_dark), width)
+        patch = nucleus(rng, diam / 2.0, width, min(0.97, _uniform(rng, p["nucleus_tone"]) * chrom_dark))
         foot = patch > 0.02
         ph, pw = patch.shape
         placed = None
@@ -502,7 +469,7 @@ def apply_slide(image: np.ndarray, boxes, rng: np.random.Generator, realism="def
     F /= np.float32(F.max())
     level = float(white if p["background"] is None else p["background"])
     tscale = float(p["texture_scale"]) * width
-    tex = 0.85 * _field(rng, H, W, tscale) + 0.5 * _field(rng, H, W, 4.0 * tscale)
+    tex = 0.85 * grain_field(rng, H, W, tscale) + 0.5 * grain_field(rng, H, W, 4.0 * tscale)
     F *= 1.0 + np.float32(p["texture"] / level) * tex
     if p["halo"] > 0:  # out-of-focus glow / cytoplasm haze: the objects' darkness, widely blurred
         small = (max(1, W // 4), max(1, H // 4))
@@ -654,154 +621,9 @@ def summarize(rows: Sequence[Dict[str, float]]) -> Dict[str, Tuple[float, float,
 
 
 # ----------------------------------------------------------------------------------------------
-# command line: measurements and the docs figure
+# command-line flags of the dataset scripts
 
 
-def _mfish_pairs(src: str):
-    import glob
-    import os
-
-    for d in sorted(glob.glob(os.path.join(src, "*D.tif")) + glob.glob(os.path.join(src, "*", "*D.tif"))):
-        k = d[:-5] + "K.tif"
-        if os.path.isfile(k):
-            yield d, k
-
-
-def _rows_mfish(src: str, limit: int):
-    from .images import read_image
-
-    rows = []
-    for d, k in _mfish_pairs(src):
-        rows.append(measure_slide(255 - read_image(d), read_image(k) > 0))
-        if limit and len(rows) >= limit:
-            break
-    return rows
-
-
-def _rows_images(pattern: str, masks_from: str, limit: int, mask_darkness: int = 25):
-    """Images matching ``pattern``; chromosome mask = pixels of the same-named image in
-    ``masks_from`` (a composed spread without realism) darker than ``255 - mask_darkness``."""
-    import glob
-    import os
-
-    from .images import read_image
-
-    rows = []
-    for f in sorted(glob.glob(pattern)):
-        ref = os.path.join(masks_from, os.path.basename(f)) if masks_from else f
-        if not os.path.isfile(ref):
-            continue
-        rows.append(measure_slide(read_image(f), read_image(ref) < 255 - mask_darkness))
-        if limit and len(rows) >= limit:
-            break
-    return rows
-
-
-def _rows_synthetic(n: int, size: Tuple[int, int], realism, seed: int = 100):
-    from .synthetic import generate_spread
-
-    rows = []
-    for i in range(n):
-        img, _, info = generate_spread(np.random.default_rng(seed + i), size[0], size[1], "46,XY",
-                                       return_masks=True, realism=realism)
-        cm = np.zeros(img.shape[:2], bool)
-        for x, y, m in info["masks"]:
-            cm[y:y + m.shape[0], x:x + m.shape[1]] |= m
-        rows.append(measure_slide(img, cm))
-    return rows
-
-
-def _print_table(results):
-    names = list(results)
-    print("| measure | " + " | ".join(names) + " |")
-    print("|---|" + "---|" * len(names))
-    for k in list(MEASURES) + ["width"]:
-        cells = []
-        for nm in names:
-            m, a, b = results[nm][k]
-            cells.append("n/a" if not np.isfinite(m) else f"{m:.2f} ({a:.2f}–{b:.2f})")
-        print(f"| `{k}` | " + " | ".join(cells) + " |")
-
-
-def _panel(img: np.ndarray, title: str, height: int) -> np.ndarray:
-    vis = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    s = height / vis.shape[0]
-    vis = cv2.resize(vis, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
-    top = np.full((30, vis.shape[1], 3), 255, np.uint8)
-    cv2.putText(top, title, (6, 21), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.vstack([top, vis])
-
-
-def make_figure(before: str, after: str, after_json: str, real: str, out: str, height: int = 420) -> str:
-    """Four panels side by side: composed spread, the same with realism, its ground-truth boxes
-    drawn on it, a real ADIR spread (DAPI inverted)."""
-    import os
-
-    from .coco import load_coco_json
-    from .images import read_image
-    from .overlay import draw_annotations
-
-    a_img = cv2.imread(after, cv2.IMREAD_UNCHANGED)
-    recs = [d for d in load_coco_json(after_json) if os.path.basename(d["file_name"]) == os.path.basename(after)]
-    if not recs:
-        raise KeyError(f"{after}: no entry in {after_json}")
-    panels = [_panel(read_image(before), "composed G-band spread (default)", height),
-              _panel(a_img, "the same with --realistic", height),
-              _panel(draw_annotations(a_img, recs[0]["annotations"], thickness=2), "--realistic + ground-truth boxes",
-                     height),
-              _panel(255 - read_image(real), "real ADIR spread (inverted DAPI)", height)]
-    gap = np.full((panels[0].shape[0], 8, 3), 255, np.uint8)
-    row = [panels[0]]
-    for pnl in panels[1:]:
-        row += [gap, pnl]
-    if not cv2.imwrite(out, np.hstack(row), [cv2.IMWRITE_PNG_COMPRESSION, 9]):
-        raise OSError(f"{out}: could not write the figure")
-    return out
-
-
-def main(argv=None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m deepacc.data.slide",
-                                description="Slide appearance: measure spreads, draw the docs figure.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    m = sub.add_parser("measure", help="appearance statistics (median and 25th-75th percentile over images)")
-    m.add_argument("--mfish", default="", help="ADIR M-FISH folder: <slide>__<code>/<img>D.tif + K.tif (inverted DAPI)")
-    m.add_argument("--images", action="append", default=[], metavar="NAME=GLOB",
-                   help="composed spreads, e.g. before='datasets/gband_cells/val/*.png' (repeatable)")
-    m.add_argument("--masks-from", default="", help="folder of the same spreads without realism (chromosome masks)")
-    m.add_argument("--synthetic", type=int, default=0,
-                   help="also N synthetic 1600x1200 spreads (46,XY, seeds 100..), without and with realism")
-    m.add_argument("--limit", type=int, default=0, help="at most N images per source")
-    f = sub.add_parser("figure", help="draw docs/images/realistic_slide.png")
-    f.add_argument("--before", required=True)
-    f.add_argument("--after", required=True)
-    f.add_argument("--after-json", required=True)
-    f.add_argument("--real", required=True, help="an ADIR <img>D.tif")
-    f.add_argument("--out", required=True)
-    f.add_argument("--height", type=int, default=420)
-    a = p.parse_args(argv)
-    if a.cmd == "figure":
-        print(make_figure(a.before, a.after, a.after_json, a.real, a.out, a.height))
-        return 0
-    results = {}
-    if a.mfish:
-        results["real ADIR"] = summarize(_rows_mfish(a.mfish, a.limit))
-    for spec in a.images:
-        name, _, pattern = spec.partition("=")
-        results[name] = summarize(_rows_images(pattern, a.masks_from, a.limit))
-    if a.synthetic:
-        results["synthetic"] = summarize(_rows_synthetic(a.synthetic, (1600, 1200), None))
-        results["synthetic + realism"] = summarize(_rows_synthetic(a.synthetic, (1600, 1200), True))
-    _print_table(results)
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
-
-
-# ------------------------------------------------------------------------------ command-line flags
 def _range_arg(text: str, name: str, integer: bool = False):
     import argparse
 
@@ -848,3 +670,7 @@ def realism_from_args(args, parser, preset: str = "default") -> Optional[Dict[st
         return resolve_realism({k: v for k, v in fine.items() if v is not None}, preset=preset)
     except ValueError as e:
         parser.error(str(e))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit("the slide command line moved: python -m deepacc.tools.slide {measure,figure} ...")
