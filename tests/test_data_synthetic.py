@@ -79,6 +79,24 @@ def test_chromosome_size_scales_with_image():
     assert small1 == pytest.approx(big1 * 0.4, rel=0.2)
 
 
+def test_chromosome_scale_set_apart_from_image_size():
+    """``scale`` fixes the chromosomes' pixel size whatever the image size (a magnified part of a
+    slide: the quick spreads); the default follows the image; out-of-range scales are refused."""
+    def c1_long_side(w, h, scale):
+        _, anns, _ = generate_spread(np.random.default_rng(3), w, h, "46,XX", scale=scale)
+        return np.mean([max(a["bbox"][2] - a["bbox"][0], a["bbox"][3] - a["bbox"][1])
+                        for a in anns if a["category_id"] == 0]), len(anns)
+
+    ref, _ = c1_long_side(1600, 1200, None)
+    same, _ = c1_long_side(1600, 1200, 1.0)
+    assert same == pytest.approx(ref, rel=1e-6)
+    magnified, n = c1_long_side(640, 480, 0.7)
+    assert magnified == pytest.approx(ref * 0.7, rel=0.2)
+    assert n == 46  # all chromosomes still fit on the small image
+    with pytest.raises(ValueError, match="scale"):
+        generate_spread(np.random.default_rng(0), 640, 480, "46,XX", scale=0.0)
+
+
 def test_batch_distributions_differ():
     rng = np.random.default_rng(0)
     d = [sample_batch_params(rng, "default") for _ in range(50)]

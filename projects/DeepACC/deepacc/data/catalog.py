@@ -40,6 +40,9 @@ __all__ = [
     "list_datasets",
     "ensure_synth_quick",
     "DatasetNotPreparedError",
+    "UnknownDatasetError",
+    "unknown_dataset_message",
+    "check_dataset_names",
     "QUICK_SPEC",
 ]
 
@@ -102,9 +105,50 @@ def list_datasets() -> List[str]:
     return sorted(_FUNCS)
 
 
+class UnknownDatasetError(KeyError):
+    """A dataset name that is not registered; ``str()`` is the message (the closest registered names,
+    then all of them), without the quotes ``KeyError`` adds."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown dataset"
+
+
+def unknown_dataset_message(name: Any, known: Optional[List[str]] = None) -> str:
+    """``'<name>' is not registered (did you mean 'x'?); registered datasets: a, b, ...``."""
+    import difflib
+
+    known = sorted(known if known is not None else list_datasets())
+    close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    return f"{name!r} is not registered{hint}; registered datasets: {', '.join(known) or 'none'}"
+
+
+def check_dataset_names(cfg, train: bool = True, test: bool = True, extra_known=()) -> List[str]:
+    """Problems with ``DATASETS.TRAIN`` (when ``train``: empty, or a name that is not registered) and
+    ``DATASETS.TEST`` (when ``test``: names that are not registered; it may be empty), one line each.
+    ``extra_known``: names registered elsewhere (e.g. in Detectron2's ``DatasetCatalog``)."""
+    known = sorted(set(list_datasets()) | set(extra_known))
+    problems = []
+    for key, wanted in (("TRAIN", train), ("TEST", test)):
+        if not wanted:
+            continue
+        names = cfg.DATASETS[key]
+        if isinstance(names, str):
+            names = [names]
+        if key == "TRAIN" and not names:
+            suggestion = ("deepacc_synth_quick_train" if "deepacc_synth_quick_train" in known
+                          else next((n for n in known if n.endswith("_train")), "<name>_train"))
+            problems.append(f"DATASETS.TRAIN is empty: training needs at least one registered dataset, e.g. "
+                            f"DATASETS.TRAIN '(\"{suggestion}\",)'; registered datasets: {', '.join(known)}")
+        for name in names:
+            if name not in known:
+                problems.append(f"DATASETS.{key}: dataset {unknown_dataset_message(name, known)}")
+    return problems
+
+
 def _require(name: str) -> None:
     if name not in _FUNCS:
-        raise KeyError(f"dataset {name!r} is not registered; registered datasets: {', '.join(list_datasets())}")
+        raise UnknownDatasetError(f"dataset {unknown_dataset_message(name)}")
 
 
 def get_dataset_dicts(name: str) -> List[Dict[str, Any]]:
@@ -131,13 +175,17 @@ def get_metadata(name: str) -> Dict[str, Any]:
 #: The quick synthetic splits: split -> (num_images, seed); all 640x480, default batch distribution.
 QUICK_SPEC = {"train": (200, 1000), "val": (20, 1001)}
 QUICK_SIZE = (640, 480)
+#: Chromosome pixel size of the quick spreads relative to a 1600x1200 spread (chromosome 1 is 42-84 px
+#: long): a magnified part of a slide, so that the bands are resolvable on a small, fast image.
+QUICK_SCALE = 0.7
 QUICK_DIR = "deepacc_synth_quick"
 #: Bumped when the generator's output changes; an older quick set is kept but reported.
-QUICK_VERSION = 3
+QUICK_VERSION = 4
 _warned_stale = False
 
 
 def _generate_quick(target: str) -> None:
+    from ..fileio import atomic_write
     from .synthetic import generate_dataset
 
     parent = os.path.dirname(target) or "."
@@ -145,9 +193,11 @@ def _generate_quick(target: str) -> None:
     try:
         os.chmod(tmp, 0o755)  # mkdtemp creates 0700; the data is meant to be shared
         for split, (n, seed) in QUICK_SPEC.items():
-            generate_dataset(tmp, n, seed=seed, width=QUICK_SIZE[0], height=QUICK_SIZE[1], split=split, progress=False)
-        with open(os.path.join(tmp, "GENERATOR.json"), "w") as f:
-            json.dump({"quick_version": QUICK_VERSION, "spec": QUICK_SPEC, "size": QUICK_SIZE}, f)
+            generate_dataset(tmp, n, seed=seed, width=QUICK_SIZE[0], height=QUICK_SIZE[1], split=split,
+                             progress=False, scale=QUICK_SCALE)
+        atomic_write(os.path.join(tmp, "GENERATOR.json"),
+                     json.dumps({"quick_version": QUICK_VERSION, "spec": QUICK_SPEC, "size": QUICK_SIZE,
+                                 "scale": QUICK_SCALE}).encode())
         try:
             os.rename(tmp, target)  # atomic; fails if another process finished first
         except OSError:
@@ -194,7 +244,11 @@ def ensure_synth_quick(root: Optional[str] = None) -> str:
         import fcntl
     except ImportError:  # pragma: no cover - non-POSIX: rely on the rename race handling alone
         fcntl = None
-    with open(lock_path, "a") as lock:
+    from ..fileio import refuse_link
+
+    refuse_link(lock_path, "lock file")  # and O_NOFOLLOW: the lock never creates a file through a link
+    lock_fd = os.open(lock_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    with os.fdopen(lock_fd, "ab") as lock:  # opened only to be locked, never written
         if fcntl is not None:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         try:

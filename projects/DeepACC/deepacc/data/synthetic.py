@@ -48,14 +48,16 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
 
+from ..fileio import write_image
 from ..karyotype import ACROCENTRIC, CLASS_NAMES, parse_karyotype
 from .bands import load_ideograms
 from .compose import crop_to_mask, place_patch, rotate_patch, spread_ellipse
+from .render import low_freq_field, nucleus
 
 __all__ = [
     "BATCH_DISTRIBUTIONS",
@@ -207,7 +209,7 @@ def _render_chromosome(rng: np.random.Generator, name: str, length: float, width
         mass = np.sqrt(np.clip(1.0 - (d / np.maximum(r, 1e-3)) ** 2, 0.0, 1.0))
         np.maximum(out, cover * tone * (0.75 + 0.25 * mass), out=out)
     # chromatin texture: a smooth random modulation of about +-12 %
-    tex = _low_freq_field(rng, H, Wt, (max(2, int(Wt / 5)), max(3, int(H / 5))))
+    tex = low_freq_field(rng, H, Wt, (max(2, int(Wt / 5)), max(3, int(H / 5))))
     out *= 1.0 + 0.12 * tex
     np.clip(out, 0.0, 1.0, out=out)
     return out
@@ -215,33 +217,6 @@ def _render_chromosome(rng: np.random.Generator, name: str, length: float, width
 
 def _crop_to_mask(patch: np.ndarray):
     return crop_to_mask(patch, patch > MASK_THRESHOLD)
-
-
-# ----------------------------------------------------------------------------------------------
-# clutter
-
-
-def _low_freq_field(rng, h, w, cells=(4, 3)) -> np.ndarray:
-    """Smooth random field in about [-1, 1] (normalised on the coarse grid, then upsampled)."""
-    g = rng.standard_normal((cells[1], cells[0])).astype(np.float32)
-    m = np.abs(g).max()
-    if m > 0:
-        g /= m
-    return cv2.resize(g, (w, h), interpolation=cv2.INTER_CUBIC)
-
-
-def _nucleus(rng, radius: float) -> np.ndarray:
-    rx, ry = radius * (0.85 + 0.3 * rng.random()), radius * (0.85 + 0.3 * rng.random())
-    R = int(math.ceil(max(rx, ry))) + 3
-    yy, xx = np.mgrid[-R:R + 1, -R:R + 1].astype(np.float32)
-    th = rng.random() * np.pi
-    c, s = math.cos(th), math.sin(th)
-    u, v = (xx * c + yy * s) / rx, (-xx * s + yy * c) / ry
-    rr = np.sqrt(u * u + v * v)
-    edge = np.clip((1.0 - rr) * min(rx, ry) / 1.5 + 0.5, 0, 1)
-    tex = _low_freq_field(rng, 2 * R + 1, 2 * R + 1, (6, 6))
-    dark = (0.45 + 0.25 * rng.random()) * (0.85 + 0.15 * tex) * (0.8 + 0.2 * np.sqrt(np.clip(1 - rr * rr, 0, 1)))
-    return (edge * dark).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -254,7 +229,8 @@ def _karyotype_list(karyotype: str) -> List[str]:
 
 
 def generate_spread(rng: np.random.Generator, width: int = 1600, height: int = 1200, karyotype: str = "46,XY",
-                    batch: str = "default", return_masks: bool = False, realism=None):
+                    batch: str = "default", return_masks: bool = False, realism=None,
+                    scale: Optional[float] = None):
     """Render one synthetic metaphase spread.
 
     Returns ``(image, annotations, info)``: ``image`` (H, W) uint8, dark chromosomes on light
@@ -266,16 +242,23 @@ def generate_spread(rng: np.random.Generator, width: int = 1600, height: int = 1
     ``realism``: ``None`` (default, today's images), ``True``, a preset name or a dict of
     :mod:`deepacc.data.slide` parameters: adds the slide appearance (``info["realism_params"]``
     holds its drawn parameters); with ``rgb`` the image is ``(H, W, 3)`` uint8 in BGR order.
+
+    ``scale``: the chromosomes' pixel size relative to a 1600x1200 spread (1.0: chromosome 1 is
+    60-120 px long). ``None`` (default) scales them with the image, ``sqrt(width * height / 1600 /
+    1200)``, so a smaller image shows the same spread at a lower resolution; a larger value shows a
+    magnified part of a slide (chromosomes keep their resolution on a small image).
     """
     if width < 64 or height < 48:
         raise ValueError(f"spread size {width}x{height} too small (min 64x48)")
+    if scale is not None and not (0.05 <= float(scale) <= 4.0):
+        raise ValueError(f"chromosome scale {scale} out of range [0.05, 4]")
     spec = None
     if realism is not None:
         from .slide import resolve_realism
 
         spec = resolve_realism(realism, preset="synthetic")
     p = sample_batch_params(rng, batch)
-    scale = math.sqrt(width * height / _REF_AREA)
+    scale = math.sqrt(width * height / _REF_AREA) if scale is None else float(scale)
     names = _karyotype_list(karyotype)
     c = p["condensation"]
     len1 = (120.0 - 60.0 * c) * scale
@@ -305,7 +288,7 @@ def generate_spread(rng: np.random.Generator, width: int = 1600, height: int = 1
 
     # interphase nuclei, mostly outside the spread
     for _ in range(int(p["nuclei"])):
-        nuc = _nucleus(rng, len1 * (0.55 + 0.4 * rng.random()))
+        nuc = nucleus(rng, len1 * (0.55 + 0.4 * rng.random()))
         for _try in range(10):
             ang = rng.random() * 2 * np.pi
             d = 1.05 + 0.8 * rng.random()
@@ -349,7 +332,7 @@ def generate_spread(rng: np.random.Generator, width: int = 1600, height: int = 1
                     lineType=cv2.LINE_AA, shift=4)
 
     # image formation and batch effects
-    illum = _low_freq_field(rng, height, width, (4, 3))
+    illum = low_freq_field(rng, height, width, (4, 3))
     illum *= np.float32(p["illumination"] * p["background"])
     illum += np.float32(p["background"])
     dark *= np.float32(-p["stain"])
@@ -406,17 +389,18 @@ def _pick_karyotypes(rng: np.random.Generator, n: int, karyotypes) -> List[str]:
 def _work(args):
     seed_seq, idx, width, height, karyotype, batch, img_path = args[:7]
     realism = args[7] if len(args) > 7 else None
+    scale = args[8] if len(args) > 8 else None
     rng = np.random.default_rng(seed_seq)
-    image, anns, info = generate_spread(rng, width, height, karyotype, batch, realism=realism)
-    os.makedirs(os.path.dirname(img_path), exist_ok=True)
-    if not cv2.imwrite(img_path, image, [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]):
-        raise OSError(f"{img_path}: could not write image")
+    image, anns, info = generate_spread(rng, width, height, karyotype, batch, realism=realism, scale=scale)
+    write_image(img_path, image, [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY,
+                                  cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY])
     return idx, anns, info
 
 
 def generate_dataset(out_dir: str, num_images: int, seed: int = 0, width: int = 1600, height: int = 1200,
                      batch: str = "default", karyotypes=None, workers: int = 1, progress: bool = True,
-                     split: str = "train", first_image_id: int = 1, realism=None) -> str:
+                     split: str = "train", first_image_id: int = 1, realism=None,
+                     scale: Optional[float] = None) -> str:
     """Generate ``num_images`` spreads as PNG + COCO json; returns the json path.
 
     Layout: ``<out_dir>/<split>/<NNNNNN>.png`` and ``<out_dir>/annotations/<split>.json`` with
@@ -426,6 +410,7 @@ def generate_dataset(out_dir: str, num_images: int, seed: int = 0, width: int = 
     Deterministic: the same arguments give byte-identical files (independent of ``workers``).
     ``realism`` (see :func:`generate_spread`; ``None`` = unchanged output) is stored, resolved, in the
     json's ``info`` with each image's drawn parameters (``realism``, ``realism_params``).
+    ``scale``: the chromosomes' pixel size (see :func:`generate_spread`; ``None``: with the image).
     """
     from .coco import write_coco_json
 
@@ -444,7 +429,8 @@ def generate_dataset(out_dir: str, num_images: int, seed: int = 0, width: int = 
     kts = _pick_karyotypes(kary_rng, num_images, karyotypes)
     children = np.random.SeedSequence([int(seed), 0x1AA6E]).spawn(num_images)
     jobs = [(children[i], i, width, height, kts[i], batch, os.path.join(out_dir, split, f"{i + first_image_id:06d}.png"))
-            + ((spec,) if spec is not None else ()) for i in range(num_images)]
+            + ((spec,) if spec is not None or scale is not None else ()) + ((scale,) if scale is not None else ())
+            for i in range(num_images)]
     results: List[Any] = [None] * num_images
     bar = None
     if progress:
@@ -477,6 +463,8 @@ def generate_dataset(out_dir: str, num_images: int, seed: int = 0, width: int = 
     meta = {"description": "DeepACC synthetic G-band metaphase spreads (ideogram-based, hg38 bands)",
             "seed": int(seed), "batch": batch, "width": width, "height": height, "split": split,
             "batch_params": [r[1]["batch_params"] for r in results]}
+    if scale is not None:
+        meta["scale"] = float(scale)
     if spec is not None:
         meta.update(realism=spec, realism_params=[r[1]["realism_params"] for r in results])
     return write_coco_json(dicts, os.path.join(out_dir, "annotations", f"{split}.json"), out_dir, info=meta)
