@@ -101,3 +101,25 @@ def test_unknown_key_is_named_with_the_closest_key(tmp_path):
         load_config(str(y))
     assert unknown_key_message(e.value, get_cfg()) == "unknown config key 'SOLVER.BASE_LRR' (did you mean 'SOLVER.BASE_LR'?)"
     assert unknown_key_message(ValueError("other"), get_cfg()) is None
+
+
+def test_importing_the_config_builds_no_config():
+    """``import deepacc.config`` builds no config: ``CALLS`` (the default thresholds) is read from the
+    default config when first asked for; every name of the former one-file module is still there."""
+    import subprocess
+    import sys
+
+    code = (
+        "import deepacc.config as c\n"
+        "assert c.default_calls.cache_info().currsize == 0, 'a config was built at import'\n"
+        "from deepacc.config import (CALLS, DEVICES, _CHOICES, _RANGES, CallThresholds, CfgNode, ConfigError,\n"
+        "    ConfigFileError, add_deepacc_config, call_thresholds, check_config, check_config_file, default_calls,\n"
+        "    dump_config, get_cfg, head_options, load_config, resolve_epoch_schedule, unknown_key_message,\n"
+        "    validate_config)\n"
+        "assert CALLS is default_calls() and CALLS == call_thresholds(get_cfg())\n"
+        "assert 'CALLS' in dir(c) and isinstance(get_cfg(), CfgNode)\n"
+        "print(tuple(CALLS))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(0.5, 0.7, 0.5, 0.7, 0.2)"

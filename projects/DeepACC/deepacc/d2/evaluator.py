@@ -18,7 +18,7 @@ from detectron2.structures import Instances
 
 from ..evaluation.evaluator import MetaphaseEvaluator, flatten_scalars
 from ..modeling.prediction import Detections
-from ..config import CALLS
+from ..config import default_calls
 from ..karyotype.classes import CLASS_NAMES
 
 __all__ = ["DeepACCEvaluator", "instances_to_dict", "outputs_to_predictions"]
@@ -57,7 +57,8 @@ class DeepACCEvaluator(DatasetEvaluator):
             names, in contiguous order).
         output_dir: where the core evaluator writes ``metrics_deepacc.json`` and the confusion
             matrix (nothing written when None).
-        score_thresh, nms_thresh, iou_thresh: Acc/AER thresholds (``TEST.DEEPACC.*``).
+        score_thresh, nms_thresh, iou_thresh: Acc/AER thresholds (``TEST.DEEPACC.*``); None: the
+            defaults (:func:`deepacc.config.default_calls`).
         extra_copy_cost: karyotype assignment of the calls (``TEST.DEEPACC.ASSIGNMENT``; None: off).
         distributed: gather predictions from every rank; metrics on rank 0.
 
@@ -71,9 +72,13 @@ class DeepACCEvaluator(DatasetEvaluator):
     """
 
     def __init__(self, dataset_name: str, output_dir: Optional[str] = None, *,
-                 score_thresh: float = CALLS.score_thresh, nms_thresh: float = CALLS.nms_thresh,
-                 iou_thresh: float = CALLS.iou_thresh, distributed: bool = True,
+                 score_thresh: Optional[float] = None, nms_thresh: Optional[float] = None,
+                 iou_thresh: Optional[float] = None, distributed: bool = True,
                  extra_copy_cost: Optional[float] = None):
+        calls = default_calls()  # the defaults, read when an evaluator is made (not at import)
+        score_thresh = calls.score_thresh if score_thresh is None else score_thresh
+        nms_thresh = calls.nms_thresh if nms_thresh is None else nms_thresh
+        iou_thresh = calls.iou_thresh if iou_thresh is None else iou_thresh
         self.dataset_name = dataset_name
         meta = MetadataCatalog.get(dataset_name)
         class_names = list(getattr(meta, "thing_classes", CLASS_NAMES))
