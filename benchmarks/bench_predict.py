@@ -9,9 +9,10 @@ spread, best of ``--repeat`` passes:
 * ``calls+summary``: threshold + class-agnostic NMS + numerical summary with flags;
 * ``karyogram``: cut-outs, masks, rotation, layout;
 * ``overlay``: the boxes drawn on the spread;
-* ``postprocess (all three)``: the above together, in memory;
+* ``postprocess (all three)``: the above together, in memory (:func:`deepacc.clinical.pipeline.postprocess`);
 * ``per-image outputs``: the whole per-image step of the CLI with the fake model: read the PNG,
-  post-process, encode the two PNGs, write them and the JSON atomically (``process_image``).
+  post-process, encode the two PNGs, write them and the JSON atomically
+  (:func:`deepacc.clinical.pipeline.process_image`).
 
 Full pipeline, when a trained model is given (``--config-file`` and ``MODEL.WEIGHTS ...``):
 ``model only`` (the predictor call) and ``full pipeline`` (read + model + outputs) on the same
@@ -84,6 +85,7 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
+    from deepacc.clinical import pipeline
     from deepacc.clinical.karyogram import render_karyogram
     from deepacc.clinical.overlay import draw_overlay
     from deepacc.clinical.summary import select_calls, summarize
@@ -95,8 +97,8 @@ def main(argv=None):
           f"torch threads {torch.get_num_threads()}", file=sys.stderr)
     rng = np.random.default_rng(1)
     preds = [gt_prediction(b, c, rng) for _, b, c in spreads]
-    settings = P.PredictSettings()
-    P.postprocess(spreads[0][0], preds[0], settings)  # warm-up (imports)
+    settings = pipeline.PredictSettings()
+    pipeline.postprocess(spreads[0][0], preds[0], settings)  # warm-up (imports)
 
     stage_calls = [None] * len(spreads)
     stage_sum = [None] * len(spreads)
@@ -116,7 +118,7 @@ def main(argv=None):
 
     def run_post():
         for (img, _, _), p in zip(spreads, preds):
-            P.postprocess(img, p, settings)
+            pipeline.postprocess(img, p, settings)
 
     rows = []
     n = len(spreads)
@@ -143,7 +145,7 @@ def main(argv=None):
 
         def run_files(get_predictor=fake):
             for path in paths:
-                P.process_image(path, get_predictor, out, stems[path], settings, read_image, overwrite=True)
+                pipeline.process_image(path, get_predictor, out, stems[path], settings, read_image, overwrite=True)
 
         rows.append(("per-image outputs (read+post+write)", best_of(run_files, args.repeat) / n))
 

@@ -487,3 +487,16 @@ def test_module_entry_point_exit_status(tmp_path):
     assert r.returncode == 2
     assert "results[0]: image_id 3 is not an image of the ground truth" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_readers_are_the_library_s(tmp_path, capsys):
+    """deepacc-eval reads with deepacc.evaluation.readers (its names stay importable from the tool) and
+    prints the evaluator's tables itself, once."""
+    from deepacc.evaluation import readers
+
+    for name in ("read_coco_results", "read_predict_dir", "EvalInputError", "format_problems",
+                 "MAX_DETECTIONS_PER_IMAGE", "MAX_PREDICT_FILE_BYTES", "MAX_PROBLEM_LINES"):
+        assert getattr(E, name) is getattr(readers, name), name
+    gt, res = write_hand(tmp_path)
+    rc, out, _ = run(["--gt", gt, "--results", res], capsys)
+    assert rc == 0 and out.count("| Method ") == 1 and "DeepACC evaluation on 2 images:" not in out

@@ -307,6 +307,18 @@ def test_class_agnostic_mode_ignores_every_class():
     assert "classes ignored (class-agnostic scoring)" in res["_printed"]
 
 
+def test_print_table_false_shows_nothing_and_returns_the_same_results(capsys):
+    """The caller prints the tables (deepacc-eval): evaluate(print_table=False) neither prints nor logs them."""
+    dicts, preds = class_spreads(3, seed=4)
+    loud = evaluate(dicts, preds)
+    assert loud["_printed"].startswith("DeepACC evaluation on 3 images:\n| Method")
+    ev = MetaphaseEvaluator(dicts, distributed=False, save_plot=False)
+    ev.process(preds)
+    quiet = ev.evaluate(print_table=False)
+    assert capsys.readouterr().out == ""
+    assert same(flatten_scalars(quiet), flatten_scalars(loud))
+
+
 def test_category_ids_accepted():
     MetaphaseEvaluator([spread(1, [AGNOSTIC, 23, 0, 5])])  # mixed spread: fine
     with pytest.raises(ValueError, match=r"category_id 24, expected 0..23 \(or 25: a chromosome without class\)"):

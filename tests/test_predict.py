@@ -145,8 +145,10 @@ def test_rerun_skips_done_images_and_overwrite_redoes_them(spreads, tmp_path, ca
 def test_interrupted_write_leaves_no_partial_file(spreads, tmp_path, monkeypatch):
     folder, truth = spreads
     out = tmp_path / "out"
+    from deepacc.clinical import pipeline  # the PNG encoder of the per-image outputs
+
     reader = lambda p: cv2.imread(p, cv2.IMREAD_GRAYSCALE)  # noqa: E731
-    real = P._png_bytes
+    real = pipeline._png_bytes
     n = {"calls": 0}
 
     def dying_png(rgb):  # dies while encoding the karyogram of the 2nd image
@@ -155,13 +157,13 @@ def test_interrupted_write_leaves_no_partial_file(spreads, tmp_path, monkeypatch
             raise KeyboardInterrupt
         return real(rgb)
 
-    monkeypatch.setattr(P, "_png_bytes", dying_png)
+    monkeypatch.setattr(pipeline, "_png_bytes", dying_png)
     assert P.main(["--input", str(folder), "--output", str(out), "--no-progress"],
                   predictor_factory=factory_for(truth), reader=reader) == 130
     names = sorted(p.name for p in out.iterdir())
     assert names == [".deepacc-predict.lock", "karyotypes.csv", "spread_0.json", "spread_0.karyogram.png",
                      "spread_0.overlay.png", "spread_1.overlay.png"]  # the lock: shared folders (clinical.outputs)
-    monkeypatch.setattr(P, "_png_bytes", real)
+    monkeypatch.setattr(pipeline, "_png_bytes", real)
     assert P.main(["--input", str(folder), "--output", str(out), "--no-progress"],
                   predictor_factory=factory_for(truth), reader=reader) == 0
     assert len(list(out.glob("*.json"))) == 4
@@ -511,3 +513,24 @@ def test_thresholds_come_from_the_config_and_flags_override_them(spreads, tmp_pa
                   predictor_factory=factory_for(truth)) == 0
     s = json.loads((tmp_path / "c" / "spread_0.json").read_text())["settings"]
     assert (s["confidence_threshold"], s["nms_threshold"], s["review_score"], s["review_margin"]) == (0.5, 0.7, 0.7, 0.2)
+
+
+def test_the_pipeline_is_the_library_s(tmp_path):
+    """deepacc-predict runs deepacc.clinical.pipeline (its names stay importable from the tool); one image
+    in memory gives a named SpreadResult, one image file its three outputs."""
+    from deepacc.clinical import pipeline
+
+    for name in ("PredictSettings", "postprocess", "process_image", "write_folder_summary", "OutputWriteError"):
+        assert getattr(P, name) is getattr(pipeline, name), name
+    img, boxes, classes = make_spread("47,XY,+21", seed=12)  # the spreads fixture's third
+    res = pipeline.postprocess(img, fake_prediction(boxes, classes), pipeline.PredictSettings(assignment=False))
+    assert isinstance(res, pipeline.SpreadResult) and res.summary.karyotype == "47,XY,+21"
+    assert len(res.detections) == len(res.calls["scores"]) == len(classes) and res.overlay.shape[2] == 3
+    cv2.imwrite(str(tmp_path / "s.png"), img)
+    rec, skipped = pipeline.process_image(str(tmp_path / "s.png"), lambda: lambda g: fake_prediction(boxes, classes),
+                                          str(tmp_path / "out"), "s", pipeline.PredictSettings(assignment=False))
+    assert not skipped and rec["summary"]["karyotype"] == "47,XY,+21" and rec["detections"] == res.detections
+    assert sorted(os.listdir(tmp_path / "out")) == [".deepacc-predict.lock", "s.json", "s.karyogram.png",
+                                                    "s.overlay.png"]
+    pipeline.write_folder_summary(str(tmp_path / "out"))
+    assert "47,XY,+21" in (tmp_path / "out" / "karyotypes.csv").read_text()

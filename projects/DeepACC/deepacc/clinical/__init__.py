@@ -1,6 +1,7 @@
 """Clinical outputs of the calls of one spread, built on the karyotype facts (:mod:`deepacc.karyotype`):
 the numerical summary with review flags (:mod:`.summary`), the karyogram (:mod:`.karyogram`), the
-overlay of the calls on the image (:mod:`.overlay`) and the HTML report (:mod:`.report`).
+overlay of the calls on the image (:mod:`.overlay`) and the HTML report (:mod:`.report`); the pipeline
+that makes them from a model's prediction, as ``deepacc-predict`` does (:mod:`.pipeline`).
 
 The names below load their modules, with OpenCV, on first use.
 """
@@ -14,6 +15,8 @@ _LAZY = {
     "karyogram_title": "karyogram",
     "draw_overlay": "overlay",
     "write_report": "report",
+    "PredictSettings": "pipeline", "SpreadResult": "pipeline", "postprocess": "pipeline", "process_image": "pipeline",
+    "write_folder_summary": "pipeline",
 }
 
 

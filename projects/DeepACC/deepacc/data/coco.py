@@ -59,6 +59,9 @@ __all__ = [
     "AGNOSTIC_CATEGORY_ID",
     "category_index",
     "valid_class",
+    "is_int",
+    "is_finite_number",
+    "short_repr",
 ]
 
 #: A box may exceed the image border by at most this many pixels (floating point slack).
@@ -84,7 +87,7 @@ def category_index(name) -> int:
 
 def valid_class(c) -> bool:
     """A core class of a ground-truth annotation: 0..23 or :data:`AGNOSTIC`."""
-    return _is_int(c) and (0 <= c < len(CLASS_NAMES) or c == AGNOSTIC)
+    return is_int(c) and (0 <= c < len(CLASS_NAMES) or c == AGNOSTIC)
 
 
 @dataclass(frozen=True)
@@ -137,11 +140,14 @@ def default_image_root(json_file: str) -> str:
     return d
 
 
-def _is_int(v) -> bool:
+def is_int(v) -> bool:
+    """An integer, not a bool (``True`` is an ``int`` to Python, never an id or a count here)."""
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
-def _num(v) -> bool:
+def is_finite_number(v) -> bool:
+    """A real number (not a bool) that is finite as a float: ``nan``, ``inf`` and integers beyond the
+    float range are not."""
     if not isinstance(v, numbers.Real) or isinstance(v, bool):
         return False
     try:
@@ -152,15 +158,16 @@ def _num(v) -> bool:
 
 def _dim(v) -> bool:
     """A usable image height/width."""
-    return _is_int(v) and 0 < v < 2 ** 31
+    return is_int(v) and 0 < v < 2 ** 31
 
 
 def _is_id(v) -> bool:
     """A usable (hashable, unambiguous) COCO id: an integer or a string."""
-    return _is_int(v) or isinstance(v, str)
+    return is_int(v) or isinstance(v, str)
 
 
-def _short(v, n: int = 60) -> str:
+def short_repr(v, n: int = 60) -> str:
+    """``repr(v)``, cut to ``n`` characters (ending in ``...``): a value quoted in a problem message."""
     r = repr(v)
     return r if len(r) <= n else r[: n - 3] + "..."
 
@@ -199,7 +206,7 @@ def _meta_problems(rec: Dict[str, Any]) -> List[str]:
     k = rec.get("karyotype")
     if k is not None:
         if not isinstance(k, str):
-            out.append(f"karyotype {_short(k)} is not a string")
+            out.append(f"karyotype {short_repr(k)} is not a string")
         elif k.strip():
             try:
                 normalize_karyotype(k)
@@ -207,13 +214,13 @@ def _meta_problems(rec: Dict[str, Any]) -> List[str]:
                 out.append(str(e))
     c = rec.get("case_id")
     if c is not None and not _is_id(c):
-        out.append(f"case_id {_short(c)} is not a string or an integer")
+        out.append(f"case_id {short_repr(c)} is not a string or an integer")
     c = rec.get("annotation_complete")
     if c is not None and not isinstance(c, bool):
-        out.append(f"annotation_complete {_short(c)} is not true or false")
+        out.append(f"annotation_complete {short_repr(c)} is not true or false")
     c = rec.get("annotation_kind")
     if c is not None and c not in ANNOTATION_KINDS:
-        out.append(f"annotation_kind {_short(c)} is not one of {', '.join(ANNOTATION_KINDS)}")
+        out.append(f"annotation_kind {short_repr(c)} is not one of {', '.join(ANNOTATION_KINDS)}")
     return out
 
 
@@ -224,15 +231,15 @@ def _area_score_problems(a: Dict[str, Any], rec: Optional[Dict[str, Any]]) -> Li
     out = []
     if "area" in a and a["area"] is not None:
         v = a["area"]
-        if not _num(v):
-            out.append(f"area {_short(v)} is not a finite number")
+        if not is_finite_number(v):
+            out.append(f"area {short_repr(v)} is not a finite number")
         elif float(v) < 0:
-            out.append(f"area {_short(v)} is negative")
+            out.append(f"area {short_repr(v)} is negative")
         elif rec is not None and rec.get("height") is not None and rec.get("width") is not None \
                 and float(v) > rec["height"] * rec["width"] * (1 + BOX_TOLERANCE):
-            out.append(f"area {_short(v)} is larger than the {rec['width']}x{rec['height']} image")
-    if "score" in a and a["score"] is not None and not _num(a["score"]):
-        out.append(f"score {_short(a['score'])} is not a finite number")
+            out.append(f"area {short_repr(v)} is larger than the {rec['width']}x{rec['height']} image")
+    if "score" in a and a["score"] is not None and not is_finite_number(a["score"]):
+        out.append(f"score {short_repr(a['score'])} is not a finite number")
     return out
 
 
@@ -281,7 +288,7 @@ def _check(json_file, image_root: Optional[str], check_images: str,
                 f"{key!r} must be a list, got a {type(v).__name__}")
     marker = data.get("allow_outside_root", False)
     if not isinstance(marker, bool):
-        add(json_file, f"'allow_outside_root' must be true or false, got {_short(marker)}")
+        add(json_file, f"'allow_outside_root' must be true or false, got {short_repr(marker)}")
         marker = False
     allow_outside_root = allow_outside_root or marker
 
@@ -289,10 +296,10 @@ def _check(json_file, image_root: Optional[str], check_images: str,
     cat_map: Dict[Any, int] = {}
     for k, c in enumerate(lists.get("categories", [])):
         if not isinstance(c, dict) or "id" not in c or "name" not in c:
-            add(json_file, f"categories[{k}] must be an object with 'id' and 'name', got {_short(c)}")
+            add(json_file, f"categories[{k}] must be an object with 'id' and 'name', got {short_repr(c)}")
             continue
         if not _is_id(c["id"]):
-            add(json_file, f"categories[{k}]: id {_short(c['id'])} is not an integer or a string")
+            add(json_file, f"categories[{k}]: id {short_repr(c['id'])} is not an integer or a string")
             continue
         if c["id"] in cat_map:
             add(json_file, f"duplicate category id {c['id']!r}")
@@ -300,7 +307,7 @@ def _check(json_file, image_root: Optional[str], check_images: str,
         try:
             cat_map[c["id"]] = category_index(c["name"])
         except KeyError:
-            add(json_file, f"unknown category name {_short(c['name'])} (id {c['id']!r}): expected 1..22, X, Y "
+            add(json_file, f"unknown category name {short_repr(c['name'])} (id {c['id']!r}): expected 1..22, X, Y "
                            f"(aliases chr7, 23/24 for X/Y accepted) or {AGNOSTIC_NAME!r} (class-agnostic)")
 
     # images
@@ -308,31 +315,31 @@ def _check(json_file, image_root: Optional[str], check_images: str,
     where_of: Dict[int, str] = {}  # the file named in problems of an image's annotations
     for i, im in enumerate(lists.get("images", [])):
         if not isinstance(im, dict):
-            add(json_file, f"images[{i}] must be an object with 'id' and 'file_name', got {_short(im)}")
+            add(json_file, f"images[{i}] must be an object with 'id' and 'file_name', got {short_repr(im)}")
             continue
         iid, fn = im.get("id"), im.get("file_name")
-        entry = f"images[{i}]" + (f" (id {iid})" if _is_int(iid) else "")
-        if not _is_int(iid):
+        entry = f"images[{i}]" + (f" (id {iid})" if is_int(iid) else "")
+        if not is_int(iid):
             add(json_file, f"images[{i}]: " + ("missing 'id'" if "id" not in im
-                                                else f"id {_short(iid)} is not an integer"))
+                                                else f"id {short_repr(iid)} is not an integer"))
         path = None
         if not isinstance(fn, str) or not fn.strip():
             add(json_file, f"{entry}: " + ("missing 'file_name'" if "file_name" not in im
-                                            else f"file_name {_short(fn)} is not a non-empty string"))
+                                            else f"file_name {short_repr(fn)} is not a non-empty string"))
         else:
             path = os.path.abspath(os.path.join(root, fn))
         where = path or json_file
         readable = path is not None
         if path is not None and not allow_outside_root and not _inside(path, root):
-            add(json_file, f"{entry}: {_outside_reason(fn, root)}", iid if _is_int(iid) else None)
+            add(json_file, f"{entry}: {_outside_reason(fn, root)}", iid if is_int(iid) else None)
             readable = False  # never touch a file outside the root
-        iid = int(iid) if _is_int(iid) else None
+        iid = int(iid) if is_int(iid) else None
         duplicate = iid is not None and iid in images
         if duplicate:
             add(where, f"duplicate image id {iid} (also used by {where_of[iid]})", iid)
         h, w = im.get("height"), im.get("width")
         if h is not None and not _dim(h) or w is not None and not _dim(w):
-            add(where, f"invalid height/width in json ({_short(h, 30)}, {_short(w, 30)}): "
+            add(where, f"invalid height/width in json ({short_repr(h, 30)}, {short_repr(w, 30)}): "
                        f"must be positive integers", iid)
             h = w = None
         for reason in _meta_problems(im):
@@ -359,25 +366,25 @@ def _check(json_file, image_root: Optional[str], check_images: str,
     referenced = set()  # images with at least one annotation (valid or not)
     for j, a in enumerate(lists.get("annotations", [])):
         if not isinstance(a, dict):
-            add(json_file, f"annotations[{j}] must be an object, got {_short(a)}")
+            add(json_file, f"annotations[{j}] must be an object, got {short_repr(a)}")
             continue
         aid, iid = a.get("id"), a.get("image_id")
         label = f"annotation {aid!r}" if _is_id(aid) else f"annotations[{j}]"
-        rec = images.get(int(iid)) if _is_int(iid) else None
+        rec = images.get(int(iid)) if is_int(iid) else None
         where = where_of[rec["image_id"]] if rec else json_file
         pid = rec["image_id"] if rec else None
         ok = True
         if aid is not None and not _is_id(aid):
-            add(where, f"{label}: id {_short(aid)} is not an integer or a string", pid)
+            add(where, f"{label}: id {short_repr(aid)} is not an integer or a string", pid)
             ok = False
         elif aid is not None:
             if aid in ann_ids:
                 add(where, f"duplicate annotation id {aid!r}", pid)
                 ok = False
             ann_ids.add(aid)
-        if not _is_int(iid):
+        if not is_int(iid):
             add(json_file, f"{label}: " + ("missing 'image_id'" if "image_id" not in a
-                                            else f"image_id {_short(iid)} is not an integer"))
+                                            else f"image_id {short_repr(iid)} is not an integer"))
             ok = False
         elif rec is None:
             if "images" in lists:  # else every annotation would say so
@@ -389,12 +396,12 @@ def _check(json_file, image_root: Optional[str], check_images: str,
         if "categories" not in lists:
             ok = False
         elif not _is_id(cid) or cid not in cat_map:
-            add(where, f"{label}: unknown category id {_short(cid)}", pid)
+            add(where, f"{label}: unknown category id {short_repr(cid)}", pid)
             ok = False
         b = a.get("bbox")
         box = None
-        if not isinstance(b, (list, tuple)) or len(b) != 4 or not all(_num(v) for v in b):
-            add(where, f"{label}: bbox {_short(b)} must be 4 finite numbers [x, y, w, h]", pid)
+        if not isinstance(b, (list, tuple)) or len(b) != 4 or not all(is_finite_number(v) for v in b):
+            add(where, f"{label}: bbox {short_repr(b)} must be 4 finite numbers [x, y, w, h]", pid)
             ok = False
         else:
             x, y, bw, bh = (float(v) for v in b)
@@ -416,7 +423,7 @@ def _check(json_file, image_root: Optional[str], check_images: str,
             ok = False
         crowd = a.get("iscrowd", 0)
         if crowd is not None and not (isinstance(crowd, numbers.Integral) and crowd in (0, 1)):
-            add(where, f"{label}: iscrowd {_short(crowd)} must be 0 or 1", pid)
+            add(where, f"{label}: iscrowd {short_repr(crowd)} must be 0 or 1", pid)
             ok = False
         if ok:
             rec["annotations"].append({
@@ -508,20 +515,21 @@ def check_dataset_dicts(dicts: Sequence[Dict[str, Any]], decode_images: bool = T
             add(source, f"{entry} is a {type(d).__name__}, not a dict")
             continue
         fn, iid = d.get("file_name"), d.get("image_id")
-        pid = int(iid) if _is_int(iid) else None
+        pid = int(iid) if is_int(iid) else None
         path = fn if isinstance(fn, str) and fn.strip() else None
         where = path or source
         if path is None:
-            add(source, f"{entry}: file_name {_short(fn)} is not a non-empty string", pid)
+            add(source, f"{entry}: file_name {short_repr(fn)} is not a non-empty string", pid)
         if pid is None:
-            add(where, f"{entry}: image_id {_short(iid)} is not an integer")
+            add(where, f"{entry}: image_id {short_repr(iid)} is not an integer")
         elif pid in seen:  # a problem of the dataset, not of one image file
             add(source, f"duplicate image_id {pid}: {entry} ({where}) and {seen[pid]}", pid)
         else:
             seen[pid] = f"{entry} ({where})"
         h, w = d.get("height"), d.get("width")
         if (h is not None or w is not None) and not (_dim(h) and _dim(w)):
-            add(where, f"invalid height/width ({_short(h, 30)}, {_short(w, 30)}): must be positive integers", pid)
+            add(where, f"invalid height/width ({short_repr(h, 30)}, {short_repr(w, 30)}): must be positive integers",
+                pid)
             h = w = None
         for reason in _meta_problems(d):
             add(where, reason, pid)
@@ -538,7 +546,7 @@ def check_dataset_dicts(dicts: Sequence[Dict[str, Any]], decode_images: bool = T
                     h, w = size
         anns = d.get("annotations")
         if not isinstance(anns, list):
-            add(where, f"annotations {_short(anns)} must be a list", pid)
+            add(where, f"annotations {short_repr(anns)} must be a list", pid)
             continue
         if not anns:
             add(where, "image with no chromosome annotations (empty spread)", pid)
@@ -548,11 +556,11 @@ def check_dataset_dicts(dicts: Sequence[Dict[str, Any]], decode_images: bool = T
                 add(where, f"{label} is a {type(a).__name__}, not a dict", pid)
                 continue
             mode = a.get("bbox_mode", 0)
-            if not (_is_int(mode) and mode == 0):
-                add(where, f"{label}: bbox_mode {_short(mode)} is not supported (only 0 = XYXY_ABS)", pid)
+            if not (is_int(mode) and mode == 0):
+                add(where, f"{label}: bbox_mode {short_repr(mode)} is not supported (only 0 = XYXY_ABS)", pid)
             b = a.get("bbox")
-            if not isinstance(b, (list, tuple)) or len(b) != 4 or not all(_num(v) for v in b):
-                add(where, f"{label}: bbox {_short(b)} must be 4 finite numbers [x0, y0, x1, y1]", pid)
+            if not isinstance(b, (list, tuple)) or len(b) != 4 or not all(is_finite_number(v) for v in b):
+                add(where, f"{label}: bbox {short_repr(b)} must be 4 finite numbers [x0, y0, x1, y1]", pid)
             else:
                 x0, y0, x1, y1 = (float(v) for v in b)
                 if x1 < x0 or y1 < y0:
@@ -564,11 +572,11 @@ def check_dataset_dicts(dicts: Sequence[Dict[str, Any]], decode_images: bool = T
                     add(where, f"{label}: box outside the image: xyxy {list(b)} vs image {w}x{h}", pid)
             c = a.get("category_id")
             if not valid_class(c):
-                add(where, f"{label}: category_id {_short(c)} must be an integer 0..{K - 1} or {AGNOSTIC} "
+                add(where, f"{label}: category_id {short_repr(c)} must be an integer 0..{K - 1} or {AGNOSTIC} "
                            f"(class-agnostic chromosome)", pid)
             crowd = a.get("iscrowd", 0)
             if crowd is not None and not (isinstance(crowd, numbers.Integral) and crowd in (0, 1)):
-                add(where, f"{label}: iscrowd {_short(crowd)} must be 0 or 1", pid)
+                add(where, f"{label}: iscrowd {short_repr(crowd)} must be 0 or 1", pid)
     return problems
 
 

@@ -373,8 +373,13 @@ class MetaphaseEvaluator:
         return [r for part in gathered for r in part]
 
     # ------------------------------------------------------------------ evaluate
-    def evaluate(self) -> Dict[str, Any]:
-        """Compute every metric (rank 0; ``{}`` on other ranks and when nothing was processed)."""
+    def evaluate(self, print_table: bool = True) -> Dict[str, Any]:
+        """Compute every metric (rank 0; ``{}`` on other ranks and when nothing was processed).
+
+        With ``print_table`` (the default) the tables of the results (:func:`format_tables`) are logged
+        at INFO by this module's logger when logging is set up for it, else printed on stdout; with
+        ``print_table=False`` nothing is shown: the caller formats ``results`` itself
+        (``deepacc-eval``)."""
         records = self._gather()
         if records is None:
             return {}
@@ -393,11 +398,12 @@ class MetaphaseEvaluator:
         results = self._compute(recs)
         if self.output_dir:
             self._write(results)
-        table = format_tables(results)
-        if logger.isEnabledFor(logging.INFO) and logger.hasHandlers():
-            logger.info("DeepACC evaluation on %d images:\n%s", len(recs), table)
-        else:
-            print(f"DeepACC evaluation on {len(recs)} images:\n{table}")
+        if print_table:
+            table = format_tables(results)
+            if logger.isEnabledFor(logging.INFO) and logger.hasHandlers():
+                logger.info("DeepACC evaluation on %d images:\n%s", len(recs), table)
+            else:
+                print(f"DeepACC evaluation on {len(recs)} images:\n{table}")
         return results
 
     def _compute(self, recs: List[Dict[str, Any]]) -> Dict[str, Any]:
