@@ -280,3 +280,42 @@ def test_evaluator_assignment_with_an_image_without_calls():
     ev.process([{"image_id": 1, "instances": empty, "instances_top1": empty}])
     r = ev.evaluate()
     assert r["num_dets"] == 0 and r["FN"] == len(dicts[0]["annotations"]) and r["assignment"]["relabelled"] == 0
+
+
+def test_a_nucleus_takes_no_copy_in_the_assignment():
+    """deepacc-predict's pipeline finds the oversized round calls (nuclei) first: the summary does not
+    count them, so the assignment must not give them a copy either (a nucleus called '5' would
+    otherwise keep the ambiguous 4/5 chromosome a 4)."""
+    from deepacc.clinical.pipeline import PredictSettings, postprocess
+
+    img, _, pred = _pair_swap_case()
+    img = img.copy()
+    h, w = img.shape[:2]
+    free = np.ones((h, w), bool)
+    for b in pred["instances_top1"]["boxes"]:
+        free[max(int(b[1]) - 2, 0):int(b[3]) + 2, max(int(b[0]) - 2, 0):int(b[2]) + 2] = False
+    areas = [(b[2] - b[0]) * (b[3] - b[1]) for b in pred["instances_top1"]["boxes"]]
+    r = int(np.ceil(np.sqrt(6 * np.median(areas)) / 2))  # a round call 6x the median box area
+    spot = next((y, x) for y in range(r, h - r, 5) for x in range(r, w - r, 5) if free[y - r:y + r, x - r:x + r].all())
+    cy, cx = spot
+    cv2.circle(img, (cx, cy), r - 2, 60, -1)
+    inst = {k: np.asarray(v) for k, v in pred["instances_top1"].items()}
+    nuc = np.full((1, K + 1), 0.004)
+    nuc[0, IDX["5"]] = 0.9
+    inst = {"boxes": np.concatenate([inst["boxes"], [[cx - r, cy - r, cx + r, cy + r]]]).astype(np.float32),
+            "scores": np.concatenate([inst["scores"], [0.9]]).astype(np.float32),
+            "classes": np.concatenate([inst["classes"], [IDX["5"]]]),
+            "class_probs": np.concatenate([inst["class_probs"], nuc])}
+    n = len(inst["scores"])
+    # the assignment alone, with and without the mask
+    plain = assign_calls(inst, 3.0)
+    assert not plain["relabelled"].any()  # the nucleus holds the second 5: the ambiguous call stays a 4
+    mask = np.zeros(n, bool)
+    mask[-1] = True
+    masked = assign_calls(inst, 3.0, exclude=mask)
+    assert masked["relabelled"].sum() == 1 and CLASS_NAMES[masked["classes"][-1]] == "5"
+    # the pipeline finds the nucleus itself and gives the karyotype the summary counts
+    res = postprocess(img, {"instances_top1": inst},
+                      PredictSettings(assignment=True, extra_copy_cost=3.0))
+    assert len(res.summary.excluded) == 1 and res.summary.excluded[0]["box"] == [cx - r, cy - r, cx + r, cy + r]
+    assert res.summary.karyotype == "46,XY" and sum(d.get("relabelled", False) for d in res.detections) == 1

@@ -127,8 +127,12 @@ def postprocess(image: np.ndarray, prediction: Mapping, settings: PredictSetting
     assignment = resolve_assignment(settings)
     if assignment.enabled:
         from ..karyotype.assignment import assign_calls
+        from .summary import oversized_calls
 
-        calls = assign_calls(calls, assignment.extra_copy_cost)
+        # nuclei first: a call the summary will not count as a chromosome takes no copy in the assignment
+        boxes = calls.get("boxes")
+        nuclei = oversized_calls(boxes, view)[0] if boxes is not None and len(boxes) else None
+        calls = assign_calls(calls, assignment.extra_copy_cost, exclude=nuclei)
     summary = summarize(calls, review_score=settings.review_score, review_margin=settings.review_margin,
                         score_threshold=settings.confidence_threshold, assignment=assignment.as_dict(), image=view)
     overlay = draw_overlay(image, calls, uncertain=summary.uncertain,

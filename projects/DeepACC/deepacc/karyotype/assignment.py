@@ -98,19 +98,28 @@ def assign_classes(class_probs, extra_copy_cost: float, class_names: Sequence[st
 
 
 def assign_calls(calls: Mapping[str, object], extra_copy_cost: float,
-                 class_names: Sequence[str] = CLASS_NAMES) -> Dict[str, np.ndarray]:
+                 class_names: Sequence[str] = CLASS_NAMES, exclude=None) -> Dict[str, np.ndarray]:
     """The calls of one spread (``select_calls`` output, with ``class_probs``) with assigned classes.
 
     Returns a copy of ``calls`` whose ``classes`` are the assigned ones, plus ``model_classes`` (the
     model's argmax), ``model_class_prob`` and ``assigned_class_prob`` (each call's probability of
     either class) and ``relabelled`` (bool). Boxes and detection scores are unchanged.
+
+    ``exclude``: an optional boolean (N,) mask of calls that are not chromosomes of this spread
+    (e.g. interphase nuclei, :func:`deepacc.clinical.summary.oversized_calls`): they keep the model's
+    class and take no place in the assignment, so they cannot push a chromosome to another class.
     """
     if "class_probs" not in calls or calls["class_probs"] is None:
         raise ValueError("karyotype assignment needs the calls' class_probs (N, K+1)")
     probs = np.asarray(_np(calls["class_probs"]), dtype=np.float64)
     model = np.asarray(_np(calls["classes"])).astype(np.int64).reshape(-1)
     probs = probs.reshape(len(model), -1) if len(model) else np.zeros((0, len(class_names) + 1))
-    labels = assign_classes(probs, extra_copy_cost, class_names)
+    if exclude is not None and np.asarray(exclude, bool).any():
+        keep = ~np.asarray(exclude, bool).reshape(-1)
+        labels = model.copy()
+        labels[keep] = assign_classes(probs[keep], extra_copy_cost, class_names)
+    else:
+        labels = assign_classes(probs, extra_copy_cost, class_names)
     out = {key: _np(v) for key, v in calls.items()}
     rows = np.arange(len(model))
     out["model_classes"] = model
