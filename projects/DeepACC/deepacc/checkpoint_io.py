@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import pickle
 import re
 from typing import Any, Dict, List, Optional
 
+logger = logging.getLogger("deepacc")
+
 __all__ = ["CheckpointerMixin", "CheckpointError", "UntrainedModelError", "load_checkpoint_file", "read_pickled_weights",
-           "resolve_last_checkpoint", "file_sha256", "check_loaded_weights", "LAST_CHECKPOINT", "PRETRAIN_KEY",
+           "resolve_last_checkpoint", "file_sha256", "check_loaded_weights", "load_weights_to_evaluate", "LAST_CHECKPOINT", "PRETRAIN_KEY",
            "to_detectron2_names", "resume_problems", "check_resume_checkpoint", "check_resume_start",
            "check_resume_fit"]
 
@@ -179,6 +182,21 @@ def _sha256(path: str, _size: int, _mtime_ns: int) -> str:
 class UntrainedModelError(ValueError):
     """A model about to predict or be evaluated without trained weights, or with weights that do not
     fit it (the message names what is missing and how to proceed anyway)."""
+
+
+def load_weights_to_evaluate(checkpointer, weights: str, resume: bool, allow_untrained: bool = False):
+    """``--eval-only`` in both engines: load the run's last checkpoint (``resume`` and one exists) or
+    ``weights`` through ``checkpointer`` (an fvcore checkpointer of this package), then refuse random
+    or unfit weights unless ``allow_untrained`` (:func:`check_loaded_weights`, which judges them here
+    rather than the checkpointer's resume check). Returns ``(info, extra)``: the weights record and the
+    checkpoint's other entries (the scale-aware reference)."""
+    checkpointer.refuse_unfit_resume = False
+    resumed = resume and checkpointer.has_checkpoint()
+    loaded = checkpointer.get_checkpoint_file() if resumed else str(weights)
+    extra = checkpointer.resume_or_load(weights, resume=resume) or {}
+    info = check_loaded_weights(loaded, getattr(checkpointer, "incompatible", None), allow_untrained)
+    logger.info("Evaluating weights %s (sha256 %s)", info["weights"] or "(none)", info["sha256"])
+    return info, extra
 
 
 def check_loaded_weights(weights: str, incompatible=None, allow: bool = False) -> Dict[str, Any]:

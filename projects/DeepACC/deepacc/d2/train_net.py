@@ -27,7 +27,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
 
-from ..checkpoint_io import check_loaded_weights, check_resume_start
+from ..checkpoint_io import check_resume_start, load_weights_to_evaluate
 from ..config import check_config, dump_config, load_config, resolve_epoch_schedule
 from ..data.preflight import check_training_datasets
 from ..data.scale import apply_reference, reference_state, training_files, training_reference
@@ -258,13 +258,8 @@ def main(args):
     logger.info("DeepACC engine: detectron2")
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        ckpt = DeepACCCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
-        ckpt.refuse_unfit_resume = False  # judged below, with --allow-untrained
-        resumed = args.resume and ckpt.has_checkpoint()
-        loaded = ckpt.get_checkpoint_file() if resumed else str(cfg.MODEL.WEIGHTS)
-        extra = ckpt.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume) or {}
-        info = check_loaded_weights(loaded, getattr(ckpt, "incompatible", None), getattr(args, "allow_untrained", False))
-        logger.info("Evaluating weights %s (sha256 %s)", info["weights"] or "(none)", info["sha256"])
+        _, extra = load_weights_to_evaluate(DeepACCCheckpointer(model, save_dir=cfg.OUTPUT_DIR), cfg.MODEL.WEIGHTS,
+                                            args.resume, getattr(args, "allow_untrained", False))
         cfg.defrost()  # the scale-aware reference of the checkpoint just loaded (read once)
         apply_reference(cfg, extra, training_files(cfg, DatasetCatalog.get))
         cfg.freeze()

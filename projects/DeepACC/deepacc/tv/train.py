@@ -7,7 +7,7 @@ from typing import Dict
 
 import torch
 
-from ..checkpoint_io import check_loaded_weights, check_resume_start
+from ..checkpoint_io import check_resume_start, load_weights_to_evaluate
 from ..data.scale import apply_reference, training_files
 from ..config import dump_config
 from . import comm
@@ -35,13 +35,8 @@ def main(args) -> Dict:
     if args.eval_only:
         device = resolve_device(cfg)
         model = build_model(cfg).to(device)
-        ckpt = AtomicCheckpointer(model, cfg.OUTPUT_DIR)
-        ckpt.refuse_unfit_resume = False  # judged below, with --allow-untrained
-        resumed = args.resume and ckpt.has_checkpoint()
-        loaded = ckpt.get_checkpoint_file() if resumed else str(cfg.MODEL.WEIGHTS)
-        extra = ckpt.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume) or {}
-        info = check_loaded_weights(loaded, getattr(ckpt, "incompatible", None), getattr(args, "allow_untrained", False))
-        logger.info("Evaluating weights %s (sha256 %s)", info["weights"] or "(none)", info["sha256"])
+        _, extra = load_weights_to_evaluate(AtomicCheckpointer(model, cfg.OUTPUT_DIR), cfg.MODEL.WEIGHTS,
+                                            args.resume, getattr(args, "allow_untrained", False))
         apply_reference(cfg, extra, training_files(cfg))
         return test(cfg, model, device)
     if args.resume:  # a bad last_checkpoint is named now, not after the data check and the model build
