@@ -56,7 +56,7 @@ def evaluate(config: str, weights: str, dataset: str, mode: str, reference: Dict
     import torch
     from tqdm import tqdm
 
-    from deepacc.config import load_config
+    from deepacc.config import load_config, method_of
     from deepacc.evaluation import MetaphaseEvaluator
     from deepacc.modeling.prediction import to_prediction
     from deepacc.precision import amp_dtype, autocast_to
@@ -75,7 +75,7 @@ def evaluate(config: str, weights: str, dataset: str, mode: str, reference: Dict
     dicts = dataset_dicts([dataset])
     ev = MetaphaseEvaluator(dicts, output_dir=None, distributed=False, save_plot=False,
                             extra_copy_cost=float(cfg.TEST.DEEPACC.ASSIGNMENT.EXTRA_COPY_COST)
-                            if cfg.TEST.DEEPACC.ASSIGNMENT.ENABLED else None)
+                            if cfg.TEST.DEEPACC.ASSIGNMENT.ENABLED else None, method=method_of(cfg))
     dtype = amp_dtype(cfg, "cpu")
     factors, sizes = [], []
     t0 = time.perf_counter()

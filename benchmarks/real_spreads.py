@@ -177,7 +177,7 @@ def draw(folder: str, model: str, dataset: str, dicts: Sequence[Mapping], kept: 
 def run_model(name: str, config: str, weights: str, datasets: Mapping[str, List[Dict]], overlays: int,
               overlay_dir: Optional[str], opts: Sequence[str] = ()) -> List[Dict[str, Any]]:
     """Rows of one model on every dataset ``{name: dataset dicts}`` (the model is loaded once)."""
-    from deepacc.config import call_thresholds, load_config
+    from deepacc.config import call_thresholds, load_config, method_of
     from deepacc.evaluation import MetaphaseEvaluator
     from deepacc.karyotype.assignment import assignment_settings
     from deepacc.precision import amp_dtype, resolve_precision
@@ -199,7 +199,7 @@ def run_model(name: str, config: str, weights: str, datasets: Mapping[str, List[
     for ds, dicts in datasets.items():
         ev = MetaphaseEvaluator(dicts, output_dir=None, distributed=False, save_plot=False,
                                 score_thresh=thresholds.score_thresh, nms_thresh=thresholds.nms_thresh,
-                                iou_thresh=thresholds.iou_thresh, extra_copy_cost=cost)
+                                iou_thresh=thresholds.iou_thresh, extra_copy_cost=cost, method=method_of(cfg))
         scoring = _Scoring(ev, [d["image_id"] for d in dicts[:max(overlays, 0)]])
         t = time.perf_counter()
         res = inference_on_dataset(p.model, build_test_loader(cfg, dicts), scoring, p.device,

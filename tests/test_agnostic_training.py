@@ -108,7 +108,7 @@ def test_classifier_losses_with_agnostic_rows_backpropagate_and_skip_gia(kind):
     if kind == "faster_rcnn":
         cfg.merge_from_list(["MODEL.ROI_HEADS.NAME", "StandardROIHeads"])
     opts = head_options(cfg)
-    keep = {k: v for k, v in opts.items() if k not in ("num_classes", "fc_dim", "num_fc", "decoupled",
+    keep = {k: v for k, v in opts.as_dict().items() if k not in ("num_classes", "fc_dim", "num_fc", "decoupled",
                                                           "cls_agnostic_bbox_reg")}
     torch.manual_seed(4)
     clf = DeepACCClassifier(16, K, **keep).train()
@@ -165,4 +165,4 @@ def test_agnostic_loss_weight_is_a_config_key():
     cfg = get_cfg()
     assert cfg.MODEL.DEEPACC.AGNOSTIC_LOSS_WEIGHT == 1.0
     cfg.merge_from_list(["MODEL.DEEPACC.AGNOSTIC_LOSS_WEIGHT", "0.25"])
-    assert head_options(cfg)["agnostic_weight"] == 0.25
+    assert head_options(cfg).agnostic_weight == 0.25

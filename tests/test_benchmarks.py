@@ -24,9 +24,9 @@ def test_cpu_protocol_keeps_the_rows_head_and_replaces_the_rest(row, tmp_path):
     cfg = t1.build_run_config(row, "synth_shift", "cpu", 3, str(tmp_path), max_iter=240)
     paper = load_config(os.path.join(REPO, "configs", t1.ROWS[row][1]), None, get_cfg())
     h = head_options(cfg)
-    assert (h["decoupled"], h["aam_enabled"], h["siamese_enabled"], h["gia_enabled"]) == EXPECTED_HEADS[row]
+    assert (h.decoupled, h.aam_enabled, h.siamese_enabled, h.gia_enabled) == EXPECTED_HEADS[row]
     assert t1.ROWS[row][2:] == EXPECTED_HEADS[row][1:]  # the table's check marks say the same
-    ho, hp = dict(h), head_options(paper)
+    ho, hp = h.as_dict(), head_options(paper).as_dict()
     # the protocol shrinks the FC width for CPU; every other head setting is the row's own
     assert ho.pop("fc_dim") == 256 and hp.pop("fc_dim") == 1024
     assert ho == hp

@@ -25,7 +25,7 @@ def test_every_config_loads(path):
 
 def _row(path):
     o = head_options(load_config(os.path.join(CONFIGS, path)))
-    return (o["decoupled"], o["aam_enabled"], o["siamese_enabled"], o["gia_enabled"])
+    return (o.decoupled, o.aam_enabled, o.siamese_enabled, o.gia_enabled)
 
 
 def test_table1_rows_are_plain_configs():
@@ -40,9 +40,9 @@ def test_table1_rows_are_plain_configs():
 
 def test_paper_hyperparameters_are_the_defaults():
     o = head_options(load_config(os.path.join(CONFIGS, "DeepACC_R101_FPN_2x.yaml")))
-    assert (o["aam_scale"], o["aam_margin"]) == (64.0, 0.25)
-    assert (o["aam_weight"], o["siamese_weight"], o["gia_weight"]) == (0.1, 1.0, 0.1)
-    assert o["siamese_threshold"] == 0.5 and o["fc_dim"] == 1024 and o["num_fc"] == 2
+    assert (o.aam_scale, o.aam_margin) == (64.0, 0.25)
+    assert (o.aam_weight, o.siamese_weight, o.gia_weight) == (0.1, 1.0, 0.1)
+    assert o.siamese_threshold == 0.5 and o.fc_dim == 1024 and o.num_fc == 2
     assert get_cfg().MODEL.DEEPACC.SIAMESE.THRESHOLD == 0.5
 
 
@@ -123,3 +123,86 @@ def test_importing_the_config_builds_no_config():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "(0.5, 0.7, 0.5, 0.7, 0.2)"
+
+
+# ------------------------------------------------------------------ the frozen settings of deepacc.settings
+
+
+def test_default_settings_are_the_default_config():
+    """The defaults that ``modeling/``, ``evaluation/`` and ``clinical/`` use without a config are the
+    default config's values: the two can never drift apart."""
+    import deepacc.config as c
+    from deepacc import settings
+    from deepacc.karyotype.assignment import AssignmentSettings, assignment_settings
+
+    assert settings.DEFAULT_CALLS == c.call_thresholds(get_cfg()) == c.default_calls()
+    assert type(c.call_thresholds(get_cfg())) is settings.CallThresholds is c.CallThresholds
+    assert settings.DEFAULT_ASSIGNMENT == assignment_settings(get_cfg())
+    assert AssignmentSettings is settings.AssignmentSettings
+
+
+def test_head_options_is_a_frozen_settings_object():
+    import dataclasses
+
+    from deepacc.settings import HeadOptions
+
+    o = head_options(get_cfg())
+    assert isinstance(o, HeadOptions) and list(o.as_dict()) == [f.name for f in dataclasses.fields(HeadOptions)]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        o.siamese_threshold = 0.3
+    cfg = get_cfg()
+    cfg.merge_from_list(["MODEL.DEEPACC.SIAMESE.THRESHOLD", "0.3", "MODEL.ROI_HEADS.NAME", "StandardROIHeads"])
+    o = head_options(cfg)
+    assert o.siamese_threshold == 0.3  # delta read once here, carried to the classifier by the head
+    assert (o.decoupled, o.aam_enabled, o.siamese_enabled, o.gia_enabled) == (False, False, False, False)
+
+
+def test_importing_the_core_metrics_and_clinical_outputs_builds_no_config():
+    """``modeling``, ``evaluation`` and ``clinical`` take settings objects: importing them does not
+    import ``deepacc.config`` at all (their defaults are ``deepacc.settings``')."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import deepacc.modeling, deepacc.evaluation, deepacc.evaluation.matching, deepacc.clinical.pipeline\n"
+            "import deepacc.clinical.summary, deepacc.clinical.karyogram\n"
+            "from deepacc.clinical.pipeline import PredictSettings, resolve_assignment\n"
+            "assert resolve_assignment(PredictSettings()).as_dict() == {'enabled': True, 'extra_copy_cost': 3.0}\n"
+            "assert 'deepacc.config' not in sys.modules, 'deepacc.config imported'\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("parts,label", [
+    (("StandardROIHeads", True, True, True, True), "Faster R-CNN"),  # Detectron2's head, whatever DEEPACC says
+    (("DeepACCROIHeads", False, False, False, False), "Faster R-CNN"),
+    (("DeepACCROIHeads", True, False, False, False), "Faster R-CNN (sep)"),
+    (("DeepACCROIHeads", True, True, False, False), "DeepACC (AAM)"),
+    (("DeepACCROIHeads", True, False, True, False), "DeepACC (siamese)"),
+    (("DeepACCROIHeads", True, True, True, False), "DeepACC (AAM+siamese)"),
+    (("DeepACCROIHeads", True, True, True, True), "DeepACC"),
+    (("DeepACCROIHeads", True, False, True, True), "DeepACC (siamese+GIA)"),
+    (("DeepACCROIHeads", False, True, True, True), "DeepACC (AAM+siamese+GIA, shared FC)"),
+    (("DeepACCROIHeads", False, True, False, False), "DeepACC (AAM, shared FC)"),
+])
+def test_method_label(parts, label):
+    from deepacc.settings import method_label
+
+    assert method_label(*parts) == label
+
+
+def test_method_of_every_config():
+    """The paper's rows (a)-(f) are named as ``benchmarks/reproduce_table1.py`` names them (with the
+    parts of the partial DeepACC rows spelt out); every Faster R-CNN config is "Faster R-CNN"."""
+    from deepacc.config import method_of
+
+    rows = {"faster_rcnn_R101_FPN_2x.yaml": "Faster R-CNN", "faster_rcnn_sep_R101_FPN_2x.yaml": "Faster R-CNN (sep)",
+            "ablation/c_aam_R101_FPN_2x.yaml": "DeepACC (AAM)", "ablation/d_siamese_R101_FPN_2x.yaml": "DeepACC (siamese)",
+            "ablation/e_aam_siamese_R101_FPN_2x.yaml": "DeepACC (AAM+siamese)",
+            "ablation/f_full_R101_FPN_2x.yaml": "DeepACC"}
+    for path in ALL:
+        rel = os.path.relpath(path, CONFIGS).replace(os.sep, "/")
+        base = os.path.basename(rel)
+        want = rows.get(rel, "Faster R-CNN" if base.startswith("faster_rcnn") else "DeepACC")
+        assert method_of(load_config(path)) == want, rel
+    assert method_of(get_cfg()) == "DeepACC"

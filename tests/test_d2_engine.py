@@ -39,11 +39,17 @@ from deepacc.d2.train_net import Trainer, main, setup  # noqa: E402
 from deepacc.data import catalog  # noqa: E402
 from deepacc.evaluation.evaluator import MetaphaseEvaluator, flatten_scalars  # noqa: E402
 from deepacc.karyotype.classes import CLASS_NAMES  # noqa: E402
+from deepacc.config import head_options  # noqa: E402
 from deepacc.modeling import DecoupledBoxHead, DeepACCClassifier, DeepACCHead, select_detections  # noqa: E402
 
 torch.set_num_threads(1)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 K = len(CLASS_NAMES)
+
+
+def core_head(cfg, in_channels: int) -> DeepACCHead:
+    """The core head of ``cfg``, as the engines build it (the cfg read into HeadOptions once)."""
+    return DeepACCHead.from_options(in_channels, int(cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION), head_options(cfg))
 
 TINY_YAML = """
 MODEL:
@@ -161,7 +167,7 @@ def test_same_yaml_same_head_parameter_count_on_both_engines(variant, tmp_path):
         opts += ["MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", "True"]
     cfg.merge_from_list(opts)
     roi = build_roi_heads(cfg, FPN_SHAPES)
-    core = DeepACCHead.from_config(cfg, 256)
+    core = core_head(cfg, 256)
     d2_count = n_params(roi.box_head, roi.box_predictor)
     assert d2_count == n_params(core)
     expected_fc = 256 * 7 * 7 * 1024 + 1024 + 1024 * 1024 + 1024
@@ -178,7 +184,7 @@ def test_project_configs_build_the_same_head_on_both_engines(name):
     in_channels = int(cfg.MODEL.FPN.OUT_CHANNELS)
     shapes = {f: ShapeSpec(channels=in_channels, stride=2 ** int(f[1])) for f in cfg.MODEL.ROI_HEADS.IN_FEATURES}
     roi = build_roi_heads(cfg, shapes)
-    core = DeepACCHead.from_config(cfg, in_channels)
+    core = core_head(cfg, in_channels)
     assert n_params(roi.box_head, roi.box_predictor) == n_params(core)
 
 
@@ -334,7 +340,7 @@ def test_detections_identical_to_core_pipeline_of_the_torchvision_engine(tiny_ya
                                     "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", str(agnostic)])
     roi.eval()
     cfg = tiny_cfg(tiny_yaml, ["MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", str(agnostic)])
-    core = DeepACCHead.from_config(cfg, 32).eval()
+    core = core_head(cfg, 32).eval()
     core.box_head.load_state_dict(roi.box_head.state_dict())
     core.classifier.load_state_dict(roi.box_predictor.classifier.state_dict())
     core.bbox_pred.load_state_dict(roi.box_predictor.bbox_pred.state_dict())
@@ -462,6 +468,20 @@ def test_evaluator_from_config_reads_the_assignment_switch(temp_d2_dataset):
     cfg.TEST.DEEPACC.ASSIGNMENT.ENABLED = True
     cfg.TEST.DEEPACC.ASSIGNMENT.EXTRA_COPY_COST = 1.5
     assert DeepACCEvaluator.from_config(cfg, name)._core.extra_copy_cost == 1.5
+
+
+def test_evaluator_from_config_names_the_configs_method(temp_d2_dataset):
+    """The table of ``--eval-only`` names the model of the config: "Faster R-CNN" for Detectron2's
+    StandardROIHeads, "DeepACC" for the full head; "DeepACC" when no config is known."""
+    name, _ = temp_d2_dataset
+    cfg = get_cfg()
+    assert DeepACCEvaluator.from_config(cfg, name)._core.method == "DeepACC"
+    cfg.MODEL.ROI_HEADS.NAME = "StandardROIHeads"
+    assert DeepACCEvaluator.from_config(cfg, name)._core.method == "Faster R-CNN"
+    cfg.MODEL.ROI_HEADS.NAME = "DeepACCROIHeads"
+    cfg.MODEL.DEEPACC.GIA.ENABLED = False
+    assert DeepACCEvaluator.from_config(cfg, name)._core.method == "DeepACC (AAM+siamese)"
+    assert DeepACCEvaluator(name, distributed=False)._core.method == "DeepACC"
 
 
 def test_evaluator_requires_top1_set(temp_d2_dataset):

@@ -439,6 +439,19 @@ def test_format_table():
     assert len(single) == 3 and single[2].startswith("| test")
 
 
+@pytest.mark.parametrize("method", [None, "Faster R-CNN", "DeepACC (AAM+siamese)"])
+def test_printed_table_names_the_method(method):
+    """The evaluator's printed table names the evaluated model (``method``, the engines pass the
+    config's); "DeepACC" when it is not given."""
+    dicts, preds = make_dataset(n_images=3)
+    ev = MetaphaseEvaluator(dicts, distributed=False, save_plot=False, **({} if method is None else {"method": method}))
+    ev.process(preds)
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        ev.evaluate()
+    rows = [r for r in out.getvalue().splitlines() if r.startswith("| ")]
+    assert rows[0].startswith("| Method ") and rows[1].startswith(f"| {method or 'DeepACC'} ")
+
+
 def test_bad_input_errors():
     dicts, preds = make_dataset(n_images=2)
     bad = [dict(dicts[0], annotations=[{"bbox": [0, 0, 5, 5], "bbox_mode": 0, "category_id": 30}])]

@@ -15,7 +15,7 @@ ROOT = os.path.dirname(deepacc.__file__)
 
 #: Lowest first. A part may import the parts of the layers below its own, and nothing else.
 LAYERS = [
-    ("utilities", {"fileio", "jsonstream", "precision", "solver"}),
+    ("utilities", {"fileio", "jsonstream", "precision", "solver", "settings"}),
     ("config and checkpoints", {"config", "checkpoint_io"}),
     ("karyotype facts", {"karyotype"}),
     ("core", {"data", "modeling"}),
@@ -88,6 +88,46 @@ def test_the_check_sees_a_wrong_import(tmp_path, src, dst):
     (pkg / "m.py").write_text(f"def f():\n    from ..{dst} import x\n")
     assert list(_imported_parts(str(pkg / "m.py"), [src])) == [(dst, 2)]
     assert LAYER_OF[dst] >= LAYER_OF[src]
+
+
+# ------------------------------------------------------------------- settings objects, not a config
+
+#: The parts that take the frozen settings of ``deepacc.settings`` (or plain values) from their
+#: callers and never read a config: the entry points (engines, tools, benchmarks) read it once.
+CONFIG_FREE = ("modeling", "evaluation", "clinical")
+
+
+def _config_imports(root: str, parts=CONFIG_FREE):
+    """``file:line`` of every import of ``deepacc.config`` (any form, inside functions too) in the
+    modules of ``parts`` of the package at ``root``."""
+    for part in parts:
+        for d, _, files in os.walk(os.path.join(root, part)):
+            package = os.path.relpath(d, root).split(os.sep)
+            for f in sorted(files):
+                if f.endswith(".py"):
+                    path = os.path.join(d, f)
+                    for dst, line in _imported_parts(path, package):
+                        if dst == "config":
+                            yield f"{os.path.relpath(path, root)}:{line}"
+
+
+def test_core_metrics_and_clinical_do_not_import_the_config():
+    wrong = list(_config_imports(ROOT))
+    assert not wrong, ("modules of " + ", ".join(CONFIG_FREE) + " importing deepacc.config (take the "
+                       "deepacc.settings objects from the caller instead):\n" + "\n".join(wrong))
+
+
+def test_the_config_check_sees_every_form(tmp_path):
+    pkg = tmp_path / "evaluation"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "a.py").write_text("from ..config import CALLS\n")
+    (pkg / "sub" / "b.py").write_text("import os\n\n\ndef f():\n    from deepacc import config\n")
+    (pkg / "sub" / "c.py").write_text("def g():\n    import deepacc.config.defaults\n")
+    (pkg / "sub" / "d.py").write_text("from ... import config\nfrom ...settings import DEFAULT_CALLS\n")
+    (pkg / "e.py").write_text("from ..settings import DEFAULT_CALLS\nfrom .. import fileio\n")
+    found = sorted(_config_imports(str(tmp_path), ("evaluation",)))
+    assert found == sorted([os.path.join("evaluation", "a.py") + ":1", os.path.join("evaluation", "sub", "b.py") + ":5",
+                            os.path.join("evaluation", "sub", "c.py") + ":2", os.path.join("evaluation", "sub", "d.py") + ":1"])
 
 
 # ------------------------------------------------------------------------------ no import cycle

@@ -422,6 +422,34 @@ def test_setup_cfg_threshold_and_device(tmp_path, capsys):
         assert cfg.MODEL.DEVICE == "cpu" and "CUDA is not available" in capsys.readouterr().err
 
 
+def test_setup_cfg_says_when_it_lowers_the_model_threshold(tmp_path, capsys):
+    """The model's SCORE_THRESH_TEST is lowered to the call threshold when higher (outputs unchanged),
+    with one line on stderr saying from what to what and why; nothing when it is left as it is."""
+    pytest.importorskip("deepacc.config")
+    import argparse
+
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text("MODEL:\n  ROI_HEADS:\n    SCORE_THRESH_TEST: 0.6\n")
+
+    def setup(config_file, conf):
+        args = argparse.Namespace(config_file=config_file, opts=["MODEL.DEVICE", "cpu"], confidence_threshold=conf)
+        cfg = P.setup_cfg(args)
+        return cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, capsys.readouterr().err
+
+    thresh, err = setup(str(yaml), None)  # TEST.DEEPACC.SCORE_THRESH 0.5 < 0.6
+    assert thresh == pytest.approx(0.5)
+    assert err.splitlines() == ["deepacc-predict: MODEL.ROI_HEADS.SCORE_THRESH_TEST lowered from 0.6 to 0.5, the call "
+                                "threshold (TEST.DEEPACC.SCORE_THRESH): the model must keep every detection that "
+                                "may become a call"]
+    thresh, err = setup(str(yaml), 0.25)
+    assert thresh == pytest.approx(0.25) and "lowered from 0.6 to 0.25" in err and "(--confidence-threshold)" in err
+    for conf in (0.7, 0.6):  # higher or equal: left as it is, nothing said
+        thresh, err = setup(str(yaml), conf)
+        assert thresh == pytest.approx(0.6) and err == ""
+    thresh, err = setup("", None)  # the default config: 0.05 below the call threshold
+    assert thresh == pytest.approx(0.05) and err == ""
+
+
 def test_image_without_any_call(tmp_path):
     img = np.full((120, 160), 230, np.uint8)
     empty = {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),

@@ -112,6 +112,32 @@ def test_epoch_schedule_from_config():
     assert cfg.SOLVER.BASE_LR == 0.02 and cfg.SOLVER.MOMENTUM == 0.9 and cfg.INPUT.RANDOM_FLIP == "horizontal"
 
 
+@pytest.mark.parametrize("config,method", [("faster_rcnn_R18_synth_cpu.yaml", "Faster R-CNN"),
+                                           ("DeepACC_R18_synth_cpu.yaml", "DeepACC")])
+def test_evaluator_table_names_the_configs_method(config, method, tmp_path):
+    """The printed table of the engine's evaluation names the config's model, not always DeepACC."""
+    import contextlib
+    import io
+
+    from deepacc.tv.evaluation import build_evaluator
+
+    cfg = load_config(os.path.join(os.path.dirname(QUICK_CONFIG), config), ["OUTPUT_DIR", str(tmp_path)])
+    dicts = [{"image_id": 1, "file_name": "a.png", "height": 100, "width": 100,
+              "annotations": [{"bbox": [10.0, 10.0, 30.0, 60.0], "bbox_mode": 0, "category_id": 0}]}]
+    probs = np.zeros((1, 25))
+    probs[0, 0], probs[0, 24] = 0.9, 0.1
+    det = {"boxes": np.array([[10.0, 10.0, 30.0, 60.0]]), "scores": np.array([0.9]), "classes": np.array([0]),
+           "class_probs": probs}
+    ev = build_evaluator(cfg, "toy", dicts)
+    assert ev.method == method
+    ev.process([{"image_id": 1, "instances": det, "instances_top1": det}])
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        res = ev.evaluate()
+    assert res["Acc"] == 100.0
+    rows = [r for r in out.getvalue().splitlines() if r.startswith("| ")]
+    assert rows[0].startswith("| Method ") and rows[1].startswith(f"| {method} ")
+
+
 def test_model_outputs_both_detection_sets_in_image_coordinates():
     torch.manual_seed(0)
     cfg = tiny_cfg("INPUT.MIN_SIZE_TEST", "100", "INPUT.MAX_SIZE_TEST", "400")

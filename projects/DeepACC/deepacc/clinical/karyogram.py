@@ -25,8 +25,8 @@ from typing import Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from ..config import CALLS
 from ..karyotype import CLASS_NAMES, DENVER_GROUPS, GROUP_COLORS, canonical_name, group_of
+from ..settings import DEFAULT_CALLS
 from .summary import top2_margin
 
 __all__ = ["ISCN_ROWS", "Cutout", "extract_chromosome", "scale_cutouts", "karyogram_title", "karyogram_notes",
@@ -322,7 +322,8 @@ def render_karyogram(
     abnormal = {c.name for c in summary.per_class if c.abnormal} if summary is not None else set()
 
     margins = top2_margin(calls["class_probs"], len(class_names)) if "class_probs" in calls and len(names) else None
-    margin_thr = CALLS.review_margin if summary is None else summary.thresholds.get("review_margin", CALLS.review_margin)
+    margin_thr = summary.thresholds.get("review_margin", DEFAULT_CALLS.review_margin) if summary is not None \
+        else DEFAULT_CALLS.review_margin
     # Calls excluded from the count (oversized round objects: nuclei) are not chromosomes: not laid out.
     excluded = {int(e["detection"]) for e in (getattr(summary, "excluded", None) or [])}
     shown = [i for i in range(len(names)) if i not in excluded]

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, NamedTuple, Opt
 
 import numpy as np
 
-from ..config import CALLS
 from ..fileio import UnsafeOutputError
+from ..settings import DEFAULT_CALLS
 
 if TYPE_CHECKING:  # imported on use (OpenCV)
     from .summary import KaryotypeSummary
@@ -55,18 +55,18 @@ Predictor = Callable[[np.ndarray], Mapping]
 @dataclass
 class PredictSettings:
     """The settings of a run, recorded in every JSON (``settings``; an image done with other settings is
-    redone). The defaults are the default config's ``TEST.DEEPACC.*`` (:data:`deepacc.config.CALLS`);
+    redone). The defaults are the default config's ``TEST.DEEPACC.*`` (:data:`deepacc.settings.DEFAULT_CALLS`);
     ``deepacc-predict`` fills them from its config and flags (``confidence_threshold``: the clinical
     call threshold, ``TEST.DEEPACC.SCORE_THRESH`` or ``--confidence-threshold``)."""
 
-    confidence_threshold: float = CALLS.score_thresh
-    nms_threshold: float = CALLS.nms_thresh
-    review_score: float = CALLS.review_score
-    review_margin: float = CALLS.review_margin
+    confidence_threshold: float = DEFAULT_CALLS.score_thresh
+    nms_threshold: float = DEFAULT_CALLS.nms_thresh
+    review_score: float = DEFAULT_CALLS.review_score
+    review_margin: float = DEFAULT_CALLS.review_margin
     engine: str = "auto"
     config_file: str = ""  # recorded with the outputs: which model made them
     opts: List[str] = field(default_factory=list)
-    # karyotype assignment; None = the default config's TEST.DEEPACC.ASSIGNMENT value
+    # karyotype assignment; None = the default config's TEST.DEEPACC.ASSIGNMENT value (DEFAULT_ASSIGNMENT)
     assignment: Optional[bool] = None
     extra_copy_cost: Optional[float] = None
     allow_untrained: bool = False
@@ -163,12 +163,12 @@ def postprocess(image: np.ndarray, prediction: Mapping, settings: PredictSetting
 
 
 def resolve_assignment(settings: PredictSettings):
-    """The assignment settings of a run: the fields of ``settings``, the default config's values for
-    those left ``None``."""
-    from ..config import get_cfg
-    from ..karyotype.assignment import assignment_settings
+    """The assignment settings of a run: the fields of ``settings``, the default config's values
+    (:data:`deepacc.settings.DEFAULT_ASSIGNMENT`) for those left ``None``."""
+    from ..karyotype.assignment import overridden
+    from ..settings import DEFAULT_ASSIGNMENT
 
-    return assignment_settings(get_cfg(), settings.assignment, settings.extra_copy_cost)
+    return overridden(DEFAULT_ASSIGNMENT, settings.assignment, settings.extra_copy_cost)
 
 
 def _outputs(output_dir: str, stem: str) -> Dict[str, str]:

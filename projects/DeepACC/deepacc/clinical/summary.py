@@ -34,9 +34,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..config import CALLS
 from ..karyotype import CLASS_NAMES, NUM_CLASSES, canonical_name
 from ..karyotype.iscn import numerical_karyotype
+from ..settings import DEFAULT_CALLS
 
 __all__ = [
     "REVIEW_NOTE",
@@ -103,8 +103,8 @@ def _as_numpy(x) -> np.ndarray:
 
 
 def select_calls(
-    instances: Mapping[str, object], score_threshold: float = CALLS.score_thresh,
-    nms_threshold: float = CALLS.nms_thresh
+    instances: Mapping[str, object], score_threshold: float = DEFAULT_CALLS.score_thresh,
+    nms_threshold: float = DEFAULT_CALLS.nms_thresh
 ) -> Dict[str, np.ndarray]:
     """Calls of one image: detections with ``score >= score_threshold``, then class-agnostic NMS.
 
@@ -372,8 +372,8 @@ def _centre(box) -> str:
 
 def summarize(
     calls: Mapping[str, object],
-    review_score: float = CALLS.review_score,
-    review_margin: float = CALLS.review_margin,
+    review_score: float = DEFAULT_CALLS.review_score,
+    review_margin: float = DEFAULT_CALLS.review_margin,
     class_names: Sequence[str] = CLASS_NAMES,
     score_threshold: Optional[float] = None,
     assignment: Optional[Mapping[str, object]] = None,

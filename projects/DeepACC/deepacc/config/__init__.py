@@ -10,7 +10,9 @@ By concern (this package only re-exports them):
 
 * :mod:`.defaults`: DeepACC's keys and defaults (the table of the paper's keys), :func:`get_cfg`,
   and the functions that read a config (:func:`head_options`, :func:`call_thresholds`,
-  :func:`default_calls`, :func:`resolve_epoch_schedule`);
+  :func:`default_calls`, :func:`method_of`, :func:`resolve_epoch_schedule`) into the frozen settings
+  of :mod:`deepacc.settings` (:class:`CallThresholds`, :class:`HeadOptions`, re-exported here), which
+  is what ``modeling/``, ``evaluation/`` and ``clinical/`` take (they never import this package);
 * :mod:`.d2_defaults`: the framework-free mirror of Detectron2's ``CfgNode`` and default values;
 * :mod:`.validation`: the valid ranges and choices, :func:`validate_config` / :func:`check_config`,
   :class:`ConfigError`, and the one-line messages for key errors;
@@ -22,14 +24,15 @@ use (:func:`default_calls`).
 """
 from __future__ import annotations
 
+from ..settings import CallThresholds, HeadOptions
 from .d2_defaults import CfgNode
 from .defaults import (
-    CallThresholds,
     add_deepacc_config,
     call_thresholds,
     default_calls,
     get_cfg,
     head_options,
+    method_of,
     resolve_epoch_schedule,
 )
 from .loader import check_config_file, dump_config, load_config
@@ -51,6 +54,7 @@ __all__ = [
     "ConfigError",
     "ConfigFileError",
     "DEVICES",
+    "HeadOptions",
     "add_deepacc_config",
     "call_thresholds",
     "check_config",
@@ -60,6 +64,7 @@ __all__ = [
     "get_cfg",
     "head_options",
     "load_config",
+    "method_of",
     "resolve_epoch_schedule",
     "unknown_key_message",
     "validate_config",

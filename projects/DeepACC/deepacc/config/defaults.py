@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
 
+from ..settings import CallThresholds, HeadOptions
 from .d2_defaults import CfgNode, _detectron2_defaults
 
 
@@ -175,13 +175,14 @@ def resolve_epoch_schedule(cfg, num_train_images: int) -> None:
         cfg.freeze()
 
 
-def head_options(cfg) -> dict:
-    """The DeepACC head's keyword arguments, read from a config (shared by both engines)."""
+def head_options(cfg) -> HeadOptions:
+    """The DeepACC head's arguments, read from a config (shared by both engines):
+    :class:`deepacc.settings.HeadOptions`, frozen."""
     d = cfg.MODEL.DEEPACC
     name = cfg.MODEL.ROI_HEADS.NAME
     # Detectron2's own StandardROIHeads means the plain Faster R-CNN box head, whatever DEEPACC says.
     plain = name == "StandardROIHeads"
-    return dict(
+    return HeadOptions(
         num_classes=int(cfg.MODEL.ROI_HEADS.NUM_CLASSES),
         fc_dim=int(cfg.MODEL.ROI_BOX_HEAD.FC_DIM),
         num_fc=int(cfg.MODEL.ROI_BOX_HEAD.NUM_FC),
@@ -202,19 +203,16 @@ def head_options(cfg) -> dict:
     )
 
 
-class CallThresholds(NamedTuple):
-    """``TEST.DEEPACC``'s thresholds: what a call is (score, class-agnostic NMS), the matching IoU of
-    Acc/AER, and the review flags. The one source of these numbers for every signature."""
-
-    score_thresh: float
-    nms_thresh: float
-    iou_thresh: float
-    review_score: float
-    review_margin: float
+def method_of(cfg) -> str:
+    """The name of the config's model in the metrics tables (:func:`deepacc.settings.method_label`:
+    ``"Faster R-CNN"``, ``"Faster R-CNN (sep)"``, ``"DeepACC"``, ``"DeepACC (AAM)"``, ...)."""
+    return head_options(cfg).method_label(str(cfg.MODEL.ROI_HEADS.NAME))
 
 
 def call_thresholds(cfg=None) -> CallThresholds:
-    """The thresholds of ``cfg`` (default: the project's defaults, :func:`default_calls`)."""
+    """The thresholds of ``cfg`` (default: the project's defaults, :func:`default_calls`), as the frozen
+    :class:`deepacc.settings.CallThresholds` (defined there, with the same numbers as the default
+    config in :data:`deepacc.settings.DEFAULT_CALLS`)."""
     t = (cfg if cfg is not None else get_cfg()).TEST.DEEPACC
     return CallThresholds(float(t.SCORE_THRESH), float(t.NMS_THRESH), float(t.IOU_THRESH),
                           float(t.REVIEW_SCORE), float(t.REVIEW_MARGIN))

@@ -18,8 +18,8 @@ from detectron2.structures import Instances
 
 from ..evaluation.evaluator import MetaphaseEvaluator, flatten_scalars
 from ..modeling.prediction import Detections
-from ..config import default_calls
 from ..karyotype.classes import CLASS_NAMES
+from ..settings import DEFAULT_CALLS
 
 __all__ = ["DeepACCEvaluator", "instances_to_dict", "outputs_to_predictions"]
 
@@ -58,9 +58,11 @@ class DeepACCEvaluator(DatasetEvaluator):
         output_dir: where the core evaluator writes ``metrics_deepacc.json`` and the confusion
             matrix (nothing written when None).
         score_thresh, nms_thresh, iou_thresh: Acc/AER thresholds (``TEST.DEEPACC.*``); None: the
-            defaults (:func:`deepacc.config.default_calls`).
+            defaults (:data:`deepacc.settings.DEFAULT_CALLS`, the default config's).
         extra_copy_cost: karyotype assignment of the calls (``TEST.DEEPACC.ASSIGNMENT``; None: off).
         distributed: gather predictions from every rank; metrics on rank 0.
+        method: the model's name in the printed table (:meth:`from_config`: the config's,
+            :func:`deepacc.config.method_of`).
 
     ``evaluate()`` returns ``{"deepacc": {metric: float}}`` (Detectron2's results format: mAP,
     mAP_max, Acc, AER in %, counts, per-class AP50 as ``AP50-<class>``, and the class-agnostic
@@ -74,8 +76,8 @@ class DeepACCEvaluator(DatasetEvaluator):
     def __init__(self, dataset_name: str, output_dir: Optional[str] = None, *,
                  score_thresh: Optional[float] = None, nms_thresh: Optional[float] = None,
                  iou_thresh: Optional[float] = None, distributed: bool = True,
-                 extra_copy_cost: Optional[float] = None):
-        calls = default_calls()  # the defaults, read when an evaluator is made (not at import)
+                 extra_copy_cost: Optional[float] = None, method: str = "DeepACC"):
+        calls = DEFAULT_CALLS
         score_thresh = calls.score_thresh if score_thresh is None else score_thresh
         nms_thresh = calls.nms_thresh if nms_thresh is None else nms_thresh
         iou_thresh = calls.iou_thresh if iou_thresh is None else iou_thresh
@@ -84,16 +86,20 @@ class DeepACCEvaluator(DatasetEvaluator):
         class_names = list(getattr(meta, "thing_classes", CLASS_NAMES))
         self._core = MetaphaseEvaluator(
             DatasetCatalog.get(dataset_name), class_names, output_dir=output_dir, score_thresh=score_thresh,
-            nms_thresh=nms_thresh, iou_thresh=iou_thresh, distributed=distributed, extra_copy_cost=extra_copy_cost)
+            nms_thresh=nms_thresh, iou_thresh=iou_thresh, distributed=distributed, extra_copy_cost=extra_copy_cost,
+            method=method)
         self.results: Dict[str, Any] = {}
 
     @classmethod
     def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None) -> "DeepACCEvaluator":
+        """The evaluator of ``cfg``: its ``TEST.DEEPACC`` thresholds and assignment, and its method's name
+        in the table (:func:`deepacc.config.method_of`)."""
+        from ..config import call_thresholds, method_of
         from ..karyotype.assignment import assignment_settings
 
-        t = cfg.TEST.DEEPACC
-        return cls(dataset_name, output_dir, score_thresh=t.SCORE_THRESH, nms_thresh=t.NMS_THRESH,
-                   iou_thresh=t.IOU_THRESH, extra_copy_cost=assignment_settings(cfg).cost)
+        t = call_thresholds(cfg)
+        return cls(dataset_name, output_dir, score_thresh=t.score_thresh, nms_thresh=t.nms_thresh,
+                   iou_thresh=t.iou_thresh, extra_copy_cost=assignment_settings(cfg).cost, method=method_of(cfg))
 
     def reset(self) -> None:
         self._core.reset()

@@ -28,6 +28,7 @@ from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers, _log_classification_stats
 from detectron2.structures import Boxes, Instances
 
+from ..config import head_options
 from ..modeling import ClassifierOutput, DeepACCClassifier, DeepACCHead, regression_classes
 from ..modeling.inference import image_prediction, select_detections
 from ..modeling.prediction import Detections
@@ -235,7 +236,7 @@ class DeepACCROIHeads(StandardROIHeads):
             sampling_ratio=cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO,
             pooler_type=cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE,
         )
-        core = DeepACCHead.from_config(cfg, in_channels)
+        core = DeepACCHead.from_options(in_channels, resolution, head_options(cfg))
         predictor = DeepACCOutputLayers(cfg, ShapeSpec(channels=core.box_head.output_dim),
                                         classifier=core.classifier, bbox_pred=core.bbox_pred)
         return {

@@ -97,8 +97,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..config import CALLS
 from ..karyotype import CLASS_NAMES, assign_classes, canonical_name, group_of, normalize_karyotype, numerical_karyotype
+from ..settings import DEFAULT_CALLS
 from .coco_ap import build_coco_dt, build_coco_gt, coco_ap, coco_ap_subsets
 from .matching import filter_top1, match_image, ratios
 
@@ -227,6 +227,9 @@ class MetaphaseEvaluator:
             ``instances_top1``).
         class_agnostic: score every image with its classes ignored: only the ``agnostic`` block is
             computed, the 24-class metrics are ``None`` (``deepacc-eval --class-agnostic``).
+        method: the name of the evaluated model in the printed table's ``Method`` column; the engines
+            pass :func:`deepacc.config.method_of` of their config (``"Faster R-CNN"``, ``"DeepACC"``,
+            ... :func:`deepacc.settings.method_label`).
 
     Ground truth with ``category_id == K + 1`` (:data:`deepacc.karyotype.AGNOSTIC`) is a chromosome
     without class: such images are scored class-agnostically only (module docstring).
@@ -240,16 +243,18 @@ class MetaphaseEvaluator:
         dataset_dicts: Sequence[Mapping],
         class_names: Sequence[str] = CLASS_NAMES,
         output_dir: Optional[str] = None,
-        score_thresh: float = CALLS.score_thresh,
-        nms_thresh: float = CALLS.nms_thresh,
-        iou_thresh: float = CALLS.iou_thresh,
+        score_thresh: float = DEFAULT_CALLS.score_thresh,
+        nms_thresh: float = DEFAULT_CALLS.nms_thresh,
+        iou_thresh: float = DEFAULT_CALLS.iou_thresh,
         distributed: bool = True,
         max_dets: int = 100,
         save_plot: bool = True,
         extra_copy_cost: Optional[float] = None,
         class_agnostic: bool = False,
         agnostic_score: str = "chromosome",
+        method: str = "DeepACC",
     ):
+        self.method = str(method)
         self.class_names = tuple(str(n) for n in class_names)
         self.class_agnostic = bool(class_agnostic)
         if agnostic_score not in ("chromosome", "class"):
@@ -399,7 +404,7 @@ class MetaphaseEvaluator:
         if self.output_dir:
             self._write(results)
         if print_table:
-            table = format_tables(results)
+            table = format_tables(results, name=self.method)
             if logger.isEnabledFor(logging.INFO) and logger.hasHandlers():
                 logger.info("DeepACC evaluation on %d images:\n%s", len(recs), table)
             else:

@@ -32,7 +32,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from ..config import CALLS
+from ..settings import DEFAULT_CALLS
 
 __all__ = ["box_iou", "nms", "filter_top1", "match_image", "acc_aer"]
 
@@ -99,8 +99,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
 
 
 def filter_top1(
-    boxes: np.ndarray, scores: np.ndarray, score_thresh: float = CALLS.score_thresh,
-    nms_thresh: float = CALLS.nms_thresh
+    boxes: np.ndarray, scores: np.ndarray, score_thresh: float = DEFAULT_CALLS.score_thresh,
+    nms_thresh: float = DEFAULT_CALLS.nms_thresh
 ) -> np.ndarray:
     """Indices of the top-1 detections kept for Acc/AER: ``score >= score_thresh`` then
     class-agnostic NMS at ``nms_thresh``; returned in descending score order."""
@@ -146,9 +146,9 @@ def match_image(
     classes: np.ndarray,
     gt_boxes: np.ndarray,
     gt_classes: np.ndarray,
-    score_thresh: float = CALLS.score_thresh,
-    nms_thresh: float = CALLS.nms_thresh,
-    iou_thresh: float = CALLS.iou_thresh,
+    score_thresh: float = DEFAULT_CALLS.score_thresh,
+    nms_thresh: float = DEFAULT_CALLS.nms_thresh,
+    iou_thresh: float = DEFAULT_CALLS.iou_thresh,
 ) -> Dict[str, Union[int, np.ndarray]]:
     """Filter and match the top-1 detections of one image (definitions in the module docstring).
 
@@ -209,9 +209,9 @@ def _as_list(x) -> list:
 def acc_aer(
     detections: Union[Mapping, Sequence[Mapping]],
     ground_truths: Union[Mapping, Sequence[Mapping]],
-    score_thresh: float = CALLS.score_thresh,
-    nms_thresh: float = CALLS.nms_thresh,
-    iou_thresh: float = CALLS.iou_thresh,
+    score_thresh: float = DEFAULT_CALLS.score_thresh,
+    nms_thresh: float = DEFAULT_CALLS.nms_thresh,
+    iou_thresh: float = DEFAULT_CALLS.iou_thresh,
 ) -> Dict[str, float]:
     """Acc and AER of top-1 detections, pooled over images (definitions in the module docstring).
 

@@ -25,14 +25,14 @@ class and both probabilities so a relabelled call stays visible for review.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..settings import AssignmentSettings  # defined with the other frozen settings; importable from here
 from .classes import CLASS_NAMES, canonical_name
 
-__all__ = ["free_copies", "assign_classes", "assign_calls", "AssignmentSettings", "assignment_settings"]
+__all__ = ["free_copies", "assign_classes", "assign_calls", "AssignmentSettings", "assignment_settings", "overridden"]
 
 #: Probabilities are floored here before the logarithm (a class the model rules out costs ~27.6).
 PROB_FLOOR = 1e-12
@@ -136,28 +136,26 @@ def _np(x):
     return np.asarray(x) if not isinstance(x, np.ndarray) else x
 
 
-@dataclass(frozen=True)
-class AssignmentSettings:
-    """``TEST.DEEPACC.ASSIGNMENT``: whether calls are assigned jointly, and the extra-copy cost."""
-
-    enabled: bool
-    extra_copy_cost: float
-
-    @property
-    def cost(self) -> Optional[float]:
-        """The extra-copy cost when enabled, else ``None`` (the evaluator's ``extra_copy_cost``)."""
-        return self.extra_copy_cost if self.enabled else None
-
-    def as_dict(self) -> Dict[str, object]:
-        return {"enabled": self.enabled, "extra_copy_cost": self.extra_copy_cost}
-
-
 def assignment_settings(cfg, enabled: Optional[bool] = None, extra_copy_cost: Optional[float] = None
                         ) -> AssignmentSettings:
-    """The assignment settings of a config (``TEST.DEEPACC.ASSIGNMENT``), optionally overridden."""
+    """The assignment settings of a config (``TEST.DEEPACC.ASSIGNMENT``), optionally overridden
+    (:class:`deepacc.settings.AssignmentSettings`, frozen)."""
     node = cfg.TEST.DEEPACC.ASSIGNMENT
     on = bool(node.ENABLED) if enabled is None else bool(enabled)
     cost = float(node.EXTRA_COPY_COST) if extra_copy_cost is None else float(extra_copy_cost)
+    return _checked(on, cost)
+
+
+def overridden(base: AssignmentSettings, enabled: Optional[bool] = None, extra_copy_cost: Optional[float] = None
+               ) -> AssignmentSettings:
+    """``base`` (e.g. :data:`deepacc.settings.DEFAULT_ASSIGNMENT`) with ``enabled`` /
+    ``extra_copy_cost`` replaced where given, checked as :func:`assignment_settings` checks them."""
+    on = bool(base.enabled) if enabled is None else bool(enabled)
+    cost = float(base.extra_copy_cost) if extra_copy_cost is None else float(extra_copy_cost)
+    return _checked(on, cost)
+
+
+def _checked(on: bool, cost: float) -> AssignmentSettings:
     if not cost >= 0:
         raise ValueError(f"TEST.DEEPACC.ASSIGNMENT.EXTRA_COPY_COST must be >= 0 (got {cost})")
     return AssignmentSettings(on, cost)

@@ -6,8 +6,8 @@ from typing import Sequence, Tuple
 import torch
 from torch import nn
 
-from ..config import head_options
 from ..karyotype import NUM_CLASSES
+from ..settings import HeadOptions
 from .box_head import DecoupledBoxHead
 from .classifier import ClassifierOutput, DeepACCClassifier
 
@@ -32,8 +32,11 @@ class DeepACCHead(nn.Module):
         nn.init.constant_(self.bbox_pred.bias, 0)
 
     @classmethod
-    def from_config(cls, cfg, in_channels: int) -> "DeepACCHead":
-        return cls(in_channels, int(cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION), **head_options(cfg))
+    def from_options(cls, in_channels: int, resolution: int, options: HeadOptions) -> "DeepACCHead":
+        """The head of ``options`` (:class:`deepacc.settings.HeadOptions`, which the engines read from
+        a config with :func:`deepacc.config.head_options`) on ``in_channels`` x ``resolution`` x
+        ``resolution`` pooled features."""
+        return cls(in_channels, int(resolution), **options.as_dict())
 
     def forward(self, pooled: torch.Tensor, num_per_image: Sequence[int]) -> Tuple[ClassifierOutput, torch.Tensor]:
         cls_feat, reg_feat = self.box_head(pooled)

@@ -366,6 +366,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from ..evaluation import (METRICS_FILE, MetaphaseEvaluator, flatten_scalars, format_agnostic_table,
                               format_per_class_table, format_table)
 
+    # The table's row is named after the predictions scored (their file or folder): they may come from
+    # any detector, and --config-file gives the thresholds and the assignment, not the model that made them.
+    label = os.path.basename(os.path.normpath(source_path)) or "DeepACC"
+    if label.lower().endswith(".json"):
+        label = label[:-5]
     ev_logger = logging.getLogger(MetaphaseEvaluator.__module__)
     level = ev_logger.level
     if kind == "predict-dir" and info["missing"]:
@@ -373,7 +378,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         ev = MetaphaseEvaluator(gt_dicts, output_dir=args.output, distributed=False,
                                 extra_copy_cost=cost if enabled else None, class_agnostic=args.class_agnostic,
-                                **thresholds)
+                                method=label, **thresholds)
         ev.process(preds)
         results = ev.evaluate(print_table=False)  # the tables are printed below, where they belong
     except ValueError as e:
@@ -415,9 +420,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except (OSError, ValueError) as e:
             return fail(f"{path}: cannot record the inputs ({e})")
 
-    label = os.path.basename(os.path.normpath(source_path)) or "DeepACC"
-    if label.lower().endswith(".json"):
-        label = label[:-5]
     kinds = results.get("image_kinds", {})
     if results["num_images"]:
         other = f" with classes ({kinds['agnostic']} class-agnostic image(s) in the table below)" \

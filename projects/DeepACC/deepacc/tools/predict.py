@@ -343,15 +343,23 @@ class Interrupted(KeyboardInterrupt):
 # ---------------------------------------------------------------------------------- model set-up
 def setup_cfg(args):
     """Config from ``--config-file`` and trailing ``opts`` (``MODEL.DEVICE`` falls back to cpu when
-    CUDA is not available); ``MODEL.ROI_HEADS.SCORE_THRESH_TEST`` is set to the confidence threshold."""
+    CUDA is not available); ``MODEL.ROI_HEADS.SCORE_THRESH_TEST`` is lowered to the confidence
+    threshold when it is higher (one line on stderr says so: the model must keep every detection that
+    may become a call)."""
     from deepacc.config import load_config
 
     cfg = load_config(args.config_file or None, list(args.opts or []))
     _override_polarity(cfg, args)
     if "ROI_HEADS" in cfg.MODEL and "SCORE_THRESH_TEST" in cfg.MODEL.ROI_HEADS:
         conf = args.confidence_threshold
+        source = "TEST.DEEPACC.SCORE_THRESH" if conf is None else "--confidence-threshold"
         conf = call_thresholds(cfg).score_thresh if conf is None else float(conf)
-        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = min(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, conf)
+        was = cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST
+        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = min(was, conf)
+        if cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST != was:
+            print(f"deepacc-predict: MODEL.ROI_HEADS.SCORE_THRESH_TEST lowered from {was:g} to {conf:g}, the call "
+                  f"threshold ({source}): the model must keep every detection that may become a call",
+                  file=sys.stderr)
     dev = str(cfg.MODEL.get("DEVICE", "cpu"))
     if dev.startswith("cuda"):
         import torch

@@ -46,14 +46,17 @@ def inference_on_dataset(model: nn.Module, loader, evaluator, device, amp_dtype:
 
 def build_evaluator(cfg, dataset_name: str, dicts: List[Dict]):
     """The core :class:`~deepacc.evaluation.MetaphaseEvaluator` with ``TEST.DEEPACC.*``, writing under
-    ``OUTPUT_DIR/inference/<dataset_name>``."""
+    ``OUTPUT_DIR/inference/<dataset_name>``, its table naming the config's method
+    (:func:`deepacc.config.method_of`)."""
+    from ..config import call_thresholds, method_of
     from ..evaluation import MetaphaseEvaluator
     from ..karyotype.assignment import assignment_settings
 
     out = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-    return MetaphaseEvaluator(dicts, output_dir=out, score_thresh=cfg.TEST.DEEPACC.SCORE_THRESH,
-                              nms_thresh=cfg.TEST.DEEPACC.NMS_THRESH, iou_thresh=cfg.TEST.DEEPACC.IOU_THRESH,
-                              distributed=True, extra_copy_cost=assignment_settings(cfg).cost)
+    calls = call_thresholds(cfg)
+    return MetaphaseEvaluator(dicts, output_dir=out, score_thresh=calls.score_thresh, nms_thresh=calls.nms_thresh,
+                              iou_thresh=calls.iou_thresh, distributed=True,
+                              extra_copy_cost=assignment_settings(cfg).cost, method=method_of(cfg))
 
 
 def test(cfg, model: nn.Module, device) -> Dict[str, Dict]:

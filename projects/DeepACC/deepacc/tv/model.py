@@ -20,6 +20,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 
+from ..config import head_options
 from ..modeling import DeepACCHead
 from ..precision import use_channels_last
 from .roi_heads import TorchvisionDeepACCRoIHeads
@@ -273,7 +274,8 @@ def build_model(cfg) -> TorchvisionDeepACCRCNN:
     roi_in = [_P[f] for f in cfg.MODEL.ROI_HEADS.IN_FEATURES]
     pooler = MultiScaleRoIAlign(roi_in, int(cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION),
                                 int(cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO))
-    head = DeepACCHead.from_config(cfg, int(cfg.MODEL.FPN.OUT_CHANNELS))
+    head = DeepACCHead.from_options(int(cfg.MODEL.FPN.OUT_CHANNELS), int(cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION),
+                                    head_options(cfg))
     roi_heads = TorchvisionDeepACCRoIHeads.from_config(cfg, pooler, head)
     roi_heads.box_similarity = pairwise_iou
     device = str(cfg.MODEL.DEVICE)
