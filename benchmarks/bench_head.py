@@ -73,7 +73,7 @@ def main(argv=None):
 
     from deepacc.config import load_config
     from deepacc.data.synthetic import generate_spread
-    from deepacc.tv.data import to_model_input
+    from deepacc.tv.dataloader import to_model_input
     from deepacc.tv.model import build_model
 
     opts = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", args.device, "MODEL.RESNETS.DEPTH", str(args.depth),

@@ -106,7 +106,7 @@ def as_old_path(model, train_batches, test_images):
 def build(config: str, args, device, extra=()):
     from deepacc.config import get_cfg, load_config
     from deepacc.tv.model import build_model
-    from deepacc.tv.solver import build_optimizer
+    from deepacc.tv.optim import build_optimizer
 
     w, h = args.width, args.height
     if args.protocol:  # the protocol sets depth, norm and input size: only the device is ours
@@ -129,7 +129,7 @@ def make_batches(args, cfg):
     """``--batch``-sized training batches and single test images from generated spreads (on disk, like training)."""
     from deepacc.data.coco import load_coco_json
     from deepacc.data.synthetic import generate_dataset
-    from deepacc.tv.data import MetaphaseMapper
+    from deepacc.tv.dataloader import MetaphaseMapper
 
     tmp = tempfile.mkdtemp(prefix="deepacc_speed_")
     n = max(2, args.batch * 2)

@@ -82,7 +82,7 @@ def predict_dataset(cfg, dataset: str) -> List[Dict]:
     """The predictions of ``--eval-only`` on ``dataset``: the torchvision engine's predictor (trained
     weights required, the scale-aware reference stored in the checkpoint) run by its inference loop."""
     from deepacc.precision import amp_dtype
-    from deepacc.tv.data import build_test_loader, dataset_dicts
+    from deepacc.tv.dataloader import build_test_loader, dataset_dicts
     from deepacc.tv.evaluation import inference_on_dataset
     from deepacc.tv.predictor import TorchvisionPredictor
 
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
                     help="output prefix (.md, .json)")
     a = ap.parse_args(argv)
     from deepacc.config import call_thresholds
-    from deepacc.tv.data import dataset_dicts
+    from deepacc.tv.dataloader import dataset_dicts
 
     costs = [float(c) for c in a.costs.split(",") if c.strip()]
     os.makedirs(a.cache, exist_ok=True)

@@ -61,7 +61,7 @@ def evaluate(config: str, weights: str, dataset: str, mode: str, reference: Dict
     from deepacc.modeling.prediction import to_prediction
     from deepacc.precision import amp_dtype, autocast_to
     from deepacc.tv.checkpoint import AtomicCheckpointer
-    from deepacc.tv.data import build_test_loader, dataset_dicts
+    from deepacc.tv.dataloader import build_test_loader, dataset_dicts
     from deepacc.tv.evaluation import scale_of
     from deepacc.tv.model import build_model
 

@@ -181,7 +181,7 @@ def run_model(name: str, config: str, weights: str, datasets: Mapping[str, List[
     from deepacc.evaluation import MetaphaseEvaluator
     from deepacc.karyotype.assignment import assignment_settings
     from deepacc.precision import amp_dtype, resolve_precision
-    from deepacc.tv.data import build_test_loader
+    from deepacc.tv.dataloader import build_test_loader
     from deepacc.tv.evaluation import inference_on_dataset
     from deepacc.tv.predictor import TorchvisionPredictor
 
@@ -266,7 +266,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if not os.path.isfile(path):
                 print(f"real_spreads: --model {m.name}: {what} {path}: no such file", file=sys.stderr)
                 return 2
-    from deepacc.tv.data import dataset_dicts
+    from deepacc.tv.dataloader import dataset_dicts
 
     datasets = {}
     for ds in a.datasets:  # every dataset readable before any model runs

@@ -9,7 +9,7 @@ import os
 import cv2
 import numpy as np
 
-from deepacc.data.overlay import draw_annotations
+from deepacc.data.draw import draw_annotations
 from deepacc.data.synthetic import generate_spread
 from deepacc.fileio import write_image
 

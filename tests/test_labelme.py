@@ -339,8 +339,8 @@ def test_mapper_passes_agnostic_class_and_overlay_draws_it(tmp_path):
     import torch
 
     from deepacc.config import get_cfg
-    from deepacc.data.overlay import AGNOSTIC_COLOR, draw_annotations
-    from deepacc.tv.data import MetaphaseMapper
+    from deepacc.data.draw import AGNOSTIC_COLOR, draw_annotations
+    from deepacc.tv.dataloader import MetaphaseMapper
 
     Image.fromarray(gray_image()).save(tmp_path / "a.png")
     anns = [{"bbox": [10.0, 5.0, 30.0, 25.0], "bbox_mode": 0, "category_id": AGNOSTIC, "iscrowd": 0},

@@ -165,7 +165,7 @@ def _files(tmp_path, seed=3):
 @pytest.mark.parametrize("is_train", [True, False])
 def test_tv_mapper_sees_an_inverted_image_as_its_original(tmp_path, is_train):
     from deepacc.config import get_cfg
-    from deepacc.tv.data import MetaphaseMapper
+    from deepacc.tv.dataloader import MetaphaseMapper
 
     _, dark, bright = _files(tmp_path)
     cfg = get_cfg()

@@ -11,7 +11,7 @@ from deepacc import precision
 from deepacc.precision import (amp_dtype, autocast, cpu_capability, cpu_precision, needs_grad_scaler, precision_name,
                                resolve_precision, use_channels_last)
 from deepacc.tv.model import ConvFrozenBN, FrozenBN, build_model, build_resnet, fold_frozen_bn
-from deepacc.tv.solver import build_optimizer
+from deepacc.tv.optim import build_optimizer
 from deepacc.tv.trainer import train_step
 from tv_tiny import QUICK_CONFIG, TINY_OPTS
 
@@ -175,7 +175,7 @@ def test_pairwise_iou_is_torchvisions_bit_for_bit():
 
 def test_bf16_training_step_on_cpu_learns_and_keeps_the_margin_branch_fp32(tiny_data_root, monkeypatch):
     monkeypatch.setenv("DETECTRON2_DATASETS", tiny_data_root)
-    from deepacc.tv.data import MetaphaseMapper
+    from deepacc.tv.dataloader import MetaphaseMapper
     from deepacc.data.catalog import get_dataset_dicts
 
     cfg = load_config(QUICK_CONFIG, TINY_OPTS + ["SOLVER.AMP.ENABLED", "True", "MODEL.RESNETS.NORM", "FrozenBN",

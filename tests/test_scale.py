@@ -179,8 +179,8 @@ def test_loader_workers_after_opencv_in_the_parent(tiny_data_root, tmp_path):
         for _ in range(3):
             cv2.GaussianBlur(cv2.resize(big, (3000, 3000)), (31, 31), 5)  # starts OpenCV's thread pool
         from deepacc.config import load_config
-        from deepacc.tv.data import build_test_loader
-        from deepacc.tv.data import dataset_dicts
+        from deepacc.tv.dataloader import build_test_loader
+        from deepacc.tv.dataloader import dataset_dicts
         cfg = load_config({QUICK_CONFIG!r}, {TINY_OPTS!r} + ["DATALOADER.NUM_WORKERS", "2", "INPUT.SCALE_AWARE.ENABLED", "True",
                           "INPUT.SCALE_AWARE.REFERENCE_SIZE", "5.0"])
         n = sum(1 for b in build_test_loader(cfg, dataset_dicts(["deepacc_synth_quick_val"]))

@@ -185,10 +185,10 @@ def test_measure_slide_sees_background_noise_and_nuclei():
 
 
 def test_measure_command_line_reads_mfish_pairs(tmp_path, capsys):
-    """``python -m deepacc.tools.slide measure`` on a tiny M-FISH-like folder: pairs found (one
+    """``python -m deepacc.tools.realism measure`` on a tiny M-FISH-like folder: pairs found (one
     without its label image left out), the DAPI inverted, one table row per measure."""
     from deepacc.data.mfish import mfish_pairs, read_mfish
-    from deepacc.tools.slide import main as slide_main
+    from deepacc.tools.realism import main as slide_main
 
     folder = tmp_path / "A01__XY"
     folder.mkdir()

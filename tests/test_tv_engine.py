@@ -13,10 +13,10 @@ import torch
 from deepacc.config import get_cfg, load_config
 from deepacc.tv.checkpoint import AtomicCheckpointer
 from deepacc.data.transforms import normalize_image
-from deepacc.tv.data import MetaphaseMapper
+from deepacc.tv.dataloader import MetaphaseMapper
 from deepacc.tv.model import build_model
 from deepacc.tv.roi_heads import core_to_tv_labels, tv_to_core_labels
-from deepacc.tv.solver import WarmupMultiStep
+from deepacc.tv.optim import WarmupMultiStep
 from tv_tiny import QUICK_CONFIG, TINY_OPTS, train_net
 
 
@@ -86,7 +86,7 @@ def test_warmup_multistep_schedule():
 
 
 def test_training_checkpoint_loads_with_weights_only(tmp_path):
-    from deepacc.tv.solver import build_lr_scheduler, build_optimizer
+    from deepacc.tv.optim import build_lr_scheduler, build_optimizer
 
     cfg = tiny_cfg("SOLVER.MAX_ITER", "100", "SOLVER.STEPS", "(60, 90)")
     model = build_model(cfg)

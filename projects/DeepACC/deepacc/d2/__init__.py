@@ -20,7 +20,7 @@ except ImportError as e:  # pragma: no cover - exercised by tests/test_d2_option
     ) from e
 
 from ..config import add_deepacc_config  # noqa: F401  (the one place of the MODEL.DEEPACC defaults)
-from .data import DeepACCDatasetMapper, register_datasets  # noqa: F401
+from .mapper import DeepACCDatasetMapper, register_datasets  # noqa: F401
 from .evaluator import DeepACCEvaluator, instances_to_dict, outputs_to_predictions  # noqa: F401
 from .checkpoint import DeepACCCheckpointer  # noqa: F401
 from .config import to_detectron2_cfg  # noqa: F401

@@ -19,7 +19,7 @@ from ..data.scale import apply_reference, training_files
 from ..precision import autocast
 from .checkpoint import DeepACCCheckpointer  # Detectron2's, also reads DeepACC pretrained trunks
 from .config import to_detectron2_cfg
-from .data import DeepACCDatasetMapper
+from .mapper import DeepACCDatasetMapper
 from .evaluator import instances_to_dict
 
 __all__ = ["Detectron2Predictor"]

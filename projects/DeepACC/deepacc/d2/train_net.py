@@ -37,7 +37,7 @@ from ..precision import amp_dtype, autocast_to, resolve_precision
 from ..solver import clip_gradients
 from .checkpoint import DeepACCCheckpointer  # Detectron2's, also reads DeepACC pretrained trunks
 from .config import get_cfg, use_deepacc_meta_arch
-from .data import DeepACCDatasetMapper, register_datasets
+from .mapper import DeepACCDatasetMapper, register_datasets
 from .evaluator import DeepACCEvaluator
 
 __all__ = ["Trainer", "setup", "main", "launch_main"]

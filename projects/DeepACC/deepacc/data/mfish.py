@@ -3,7 +3,7 @@
 The set holds, per image, a DAPI plane ``<img>D.tif`` and a label image ``<img>K.tif`` (0 =
 background) in ``<slide>__<code>/`` folders (the set's README-ADIR.md). :func:`mfish_pairs` finds
 the pairs and :func:`read_mfish` reads one the way the slide measurements
-(:mod:`deepacc.tools.slide`) look at it. ``datasets/prepare_mfish.py`` converts the set into a
+(:mod:`deepacc.tools.realism`) look at it. ``datasets/prepare_mfish.py`` converts the set into a
 COCO dataset (boxes from the label classes, karyotypes from the folder codes, splits by slide).
 """
 from __future__ import annotations

@@ -78,9 +78,9 @@ largest distance to the mask's edge.
 
 :func:`measure_slide` computes the appearance statistics of docs/data.md (background level, noise,
 gradient, dark non-chromosome blobs, ...) for an image and its chromosome mask, :func:`summarize`
-sums them up over images. Their command line is :mod:`deepacc.tools.slide`:
-``python -m deepacc.tools.slide measure ...`` prints them for real, composed and synthetic spreads and
-``python -m deepacc.tools.slide figure ...`` draws the before/after figure of the docs.
+sums them up over images. Their command line is :mod:`deepacc.tools.realism`:
+``python -m deepacc.tools.realism measure ...`` prints them for real, composed and synthetic spreads and
+``python -m deepacc.tools.realism figure ...`` draws the before/after figure of the docs.
 :func:`add_realism_arguments` and :func:`realism_from_args` give the dataset scripts their
 ``--realistic`` flags.
 
@@ -673,4 +673,4 @@ def realism_from_args(args, parser, preset: str = "default") -> Optional[Dict[st
 
 
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit("the slide command line moved: python -m deepacc.tools.slide {measure,figure} ...")
+    raise SystemExit("the slide command line moved: python -m deepacc.tools.realism {measure,figure} ...")

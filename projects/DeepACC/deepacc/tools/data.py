@@ -221,7 +221,7 @@ def cmd_synth(a) -> int:
 
 def cmd_overlay(a) -> int:
     from ..data.images import read_image
-    from ..data.overlay import draw_annotations
+    from ..data.draw import draw_annotations
     from ..fileio import write_image
 
     dicts = _load(a.target, a.image_root, a.allow_outside_root)[: a.num]

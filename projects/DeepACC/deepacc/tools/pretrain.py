@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     from ..data.catalog import DatasetNotPreparedError
     from ..data.coco import DatasetError
     from ..pretrain import PretrainConfig, crop_size_for, cut_crops, pretrain
-    from ..tv.data import dataset_dicts
+    from ..tv.dataloader import dataset_dicts
     from ..tv.runtime import setup_logging
 
     try:

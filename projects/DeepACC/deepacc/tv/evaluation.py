@@ -13,7 +13,7 @@ from tqdm import tqdm
 from ..modeling.prediction import to_prediction
 from ..precision import amp_dtype, autocast_to
 from . import comm
-from .data import build_test_loader, dataset_dicts
+from .dataloader import build_test_loader, dataset_dicts
 
 logger = logging.getLogger("deepacc")
 

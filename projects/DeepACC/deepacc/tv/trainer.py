@@ -27,12 +27,12 @@ from ..precision import autocast_to, needs_grad_scaler, resolve_precision
 from ..solver import clip_gradients
 from . import comm
 from .checkpoint import AtomicCheckpointer
-from .data import build_train_loader
+from .dataloader import build_train_loader
 from .evaluation import test
 from .metrics import MetricsWriter, flatten_results
 from .model import build_model, is_imagenet_weights, load_imagenet_backbone
 from .runtime import resolve_device
-from .solver import build_lr_scheduler, build_optimizer
+from .optim import build_lr_scheduler, build_optimizer
 
 logger = logging.getLogger("deepacc")
 

@@ -1,8 +1,8 @@
 """Slide appearance from the command line: measure spreads, draw the docs figure.
 
-    python -m deepacc.tools.slide measure [--mfish DIR] [--images NAME=GLOB ...] [--masks-from DIR]
+    python -m deepacc.tools.realism measure [--mfish DIR] [--images NAME=GLOB ...] [--masks-from DIR]
         [--synthetic N] [--limit N]
-    python -m deepacc.tools.slide figure --before PNG --after PNG --after-json JSON --real TIF --out PNG
+    python -m deepacc.tools.realism figure --before PNG --after PNG --after-json JSON --real TIF --out PNG
         [--height PX]
 
 ``measure`` prints, as a markdown table, the appearance statistics of
@@ -24,7 +24,7 @@ import numpy as np
 from ..data.coco import load_coco_json
 from ..data.images import read_image
 from ..data.mfish import mfish_pairs, read_mfish
-from ..data.overlay import draw_annotations
+from ..data.draw import draw_annotations
 from ..data.slide import MEASURES, measure_slide, summarize
 from ..data.synthetic import generate_spread
 from ..fileio import write_image
@@ -109,7 +109,7 @@ def make_figure(before: str, after: str, after_json: str, real: str, out: str, h
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m deepacc.tools.slide",
+    p = argparse.ArgumentParser(prog="python -m deepacc.tools.realism",
                                 description="Slide appearance: measure spreads, draw the docs figure.")
     sub = p.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("measure", help="appearance statistics (median and 25th-75th percentile over images)")
