@@ -470,18 +470,6 @@ def plot_true_prob(results: Sequence[Mapping], values: Mapping[str, Sequence[flo
     plt.close(fig)
 
 
-def _json(v):
-    if isinstance(v, dict):
-        return {str(k): _json(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json(x) for x in v]
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_argument(ap)
@@ -534,6 +522,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     total = time.perf_counter() - t0
     md = tables(results)
     from deepacc.fileio import atomic_write
+    from deepacc.jsonstream import json_safe
 
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     atomic_write(out + ".md", (
@@ -541,7 +530,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "Definitions: benchmarks/calibration.py (docstring); reading: docs/head_vs_faster_rcnn.md.\n\n"
         f"![reliability]({os.path.basename(out)}_reliability.png)\n![true-class probability]"
         f"({os.path.basename(out)}_trueprob.png)\n\n" + md + "\n").encode())
-    atomic_write(out + ".json", json.dumps(_json({"command": cmd, "dataset": a.dataset, "images": len(dicts),
+    atomic_write(out + ".json", json.dumps(json_safe({"command": cmd, "dataset": a.dataset, "images": len(dicts),
                                                   "total_s": total, "models": results}), indent=1).encode())
     plot_reliability(results, out + "_reliability.png")
     plot_true_prob(results, values, out + "_trueprob.png")

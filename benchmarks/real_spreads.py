@@ -218,18 +218,6 @@ def run_model(name: str, config: str, weights: str, datasets: Mapping[str, List[
     return rows
 
 
-def _json(v):
-    if isinstance(v, dict):
-        return {str(k): _json(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json(x) for x in v]
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_argument(ap)
@@ -293,6 +281,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     md = table(rows)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     from deepacc.fileio import atomic_write
+    from deepacc.jsonstream import json_safe
 
     atomic_write(out + ".md", (
         f"Command: `{cmd}`\n\nCPU capability {cap}, precision {', '.join(precisions)}, "
@@ -302,7 +291,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "with 24-class ground truth.\n\n" + md + "\n").encode())
     record = {"command": cmd, "cpu_capability": cap, "precision": precisions, "machine": platform.machine(),
               "total_s": total, "columns": [c for _, c in COLUMNS], "rows": rows}
-    atomic_write(out + ".json", json.dumps(_json(record), indent=1).encode())
+    atomic_write(out + ".json", json.dumps(json_safe(record), indent=1).encode())
     print("\n" + md)
     print(f"\nreal_spreads: {out}.md and {out}.json written"
           + (f"; overlays in {overlay_dir}" if a.overlays else ""))

@@ -16,6 +16,7 @@ another JSON value (its type name in ``kind``).
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, Iterator
 
@@ -143,3 +144,17 @@ def iter_json_list(f) -> Iterator[Any]:
                 raise r.fail("Expecting value (the file ends inside the list)")
     if r.skip_ws():
         raise r.fail("Extra data")
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` made writable by :func:`json.dumps`: mappings (keys as strings), lists and tuples
+    walked, numpy scalars turned into Python numbers, non-finite floats into ``None``."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

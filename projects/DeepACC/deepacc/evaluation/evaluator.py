@@ -98,6 +98,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from ..karyotype import CLASS_NAMES, assign_classes, canonical_name, group_of, normalize_karyotype, numerical_karyotype
+from ..jsonstream import json_safe
 from ..settings import DEFAULT_CALLS
 from .coco_ap import build_coco_dt, build_coco_gt, coco_ap, coco_ap_subsets
 from .matching import filter_top1, match_image, ratios
@@ -621,7 +622,7 @@ class MetaphaseEvaluator:
         path = os.path.join(self.output_dir, METRICS_FILE)
         from ..fileio import atomic_write
 
-        atomic_write(path, json.dumps(_json_safe(results), indent=1).encode("utf-8"))
+        atomic_write(path, json.dumps(json_safe(results), indent=1).encode("utf-8"))
         if "confusion" not in results:  # no image scored with classes
             return
         conf = np.asarray(results["confusion"]["matrix"])
@@ -658,19 +659,6 @@ def _denver_summary(conf: np.ndarray, groups: Sequence[str]) -> Dict[str, Any]:
         "groups": letters,
         "group_matrix": gm.tolist(),
     }
-
-
-def _json_safe(x):
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        x = float(x)
-        return None if math.isnan(x) or math.isinf(x) else x
-    return x
 
 
 # ---------------------------------------------------------------------- tables
