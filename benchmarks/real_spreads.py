@@ -44,7 +44,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from trained_models import add_model_argument  # noqa: E402
+from trained_models import add_model_argument, missing_model_file  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -249,11 +249,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"real_spreads: dataset(s) not registered: {', '.join(unknown)} (registered: "
               f"{', '.join(list_datasets())})", file=sys.stderr)
         return 2
-    for m in a.model:
-        for path, what in ((m.config, "config"), (m.weights, "weights")):
-            if not os.path.isfile(path):
-                print(f"real_spreads: --model {m.name}: {what} {path}: no such file", file=sys.stderr)
-                return 2
+    missing = missing_model_file(a.model)
+    if missing:
+        print(f"real_spreads: {missing}", file=sys.stderr)
+        return 2
     from deepacc.tv.dataloader import dataset_dicts
 
     datasets = {}

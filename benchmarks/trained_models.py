@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import NamedTuple
+import os
+from typing import NamedTuple, Optional, Sequence
 
 
 class TrainedModel(NamedTuple):
@@ -25,3 +26,13 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
     """``--model NAME=CONFIG:WEIGHTS`` (repeatable, required): a list of :class:`TrainedModel`."""
     parser.add_argument("--model", action="append", required=True, type=parse_model, metavar="NAME=CONFIG:WEIGHTS",
                         help="a trained model (repeat): row name, its config file and checkpoint")
+
+
+def missing_model_file(models: Sequence[TrainedModel]) -> Optional[str]:
+    """The first ``--model`` whose config or weights file does not exist, as a message (``None`` if
+    all exist), so a benchmark names it before any model runs."""
+    for m in models:
+        for path, what in ((m.config, "config"), (m.weights, "weights")):
+            if not os.path.isfile(path):
+                return f"--model {m.name}: {what} {path}: no such file"
+    return None
