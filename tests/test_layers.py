@@ -33,27 +33,35 @@ def _part(rel_path: str) -> str:
     return first[:-3] if first.endswith(".py") else first
 
 
-def _imported_parts(path: str, package: list):
-    """``(part, line)`` of every ``deepacc`` part that the file at ``path`` (in ``package``) imports."""
+def _imports(path: str, package: list, top: str = "deepacc"):
+    """``(base, names, line)`` of every import of ``top``'s modules in the file at ``path`` (in
+    ``package``), those inside functions too: ``base`` the module path inside ``top`` (a list; relative
+    imports resolved), ``names`` what ``from base import ...`` imports (``None`` for ``import``)."""
     with open(path, encoding="utf-8") as f:
         tree = ast.parse(f.read(), path)
     for node in ast.walk(tree):
-        targets = []
         if isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package[: len(package) - (node.level - 1)]
-                if node.module:
-                    targets.append(base + node.module.split("."))
-                else:
-                    targets.extend(base + [a.name] for a in node.names)
-            elif node.module and node.module.split(".")[0] == "deepacc":
-                mod = node.module.split(".")[1:]
-                targets.extend([mod] if mod else [[a.name] for a in node.names])
+                base = package[: len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+            elif node.module and node.module.split(".")[0] == top:
+                base = node.module.split(".")[1:]
+            else:
+                continue
+            yield base, [a.name for a in node.names], node.lineno
         elif isinstance(node, ast.Import):
-            targets.extend(a.name.split(".")[1:] for a in node.names if a.name.split(".")[0] == "deepacc")
-        for t in targets:
-            if t:
-                yield t[0], node.lineno
+            for a in node.names:
+                if a.name.split(".")[0] == top:
+                    yield a.name.split(".")[1:], None, node.lineno
+
+
+def _imported_parts(path: str, package: list):
+    """``(part, line)`` of every ``deepacc`` part that the file at ``path`` (in ``package``) imports."""
+    for base, names, line in _imports(path, package):
+        if base:
+            yield base[0], line
+        else:
+            for n in names or ():
+                yield n, line
 
 
 def _edges():
@@ -150,24 +158,12 @@ def _import_graph(root: str, top: str = "deepacc"):
     graph = {name(m): {} for m in mods}
     for m, path in sorted(mods.items()):
         package = list(m) if path.endswith("__init__.py") else list(m[:-1])
-        with open(path, encoding="utf-8") as f:
-            tree = ast.parse(f.read(), path)
-        for node in ast.walk(tree):
-            targets = []
-            if isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package[: len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
-                elif node.module and node.module.split(".")[0] == top:
-                    base = node.module.split(".")[1:]
-                else:
-                    continue
-                for a in node.names:
-                    targets.append(tuple(base + [a.name]) if tuple(base + [a.name]) in mods else tuple(base))
-            elif isinstance(node, ast.Import):
-                targets.extend(tuple(a.name.split(".")[1:]) for a in node.names if a.name.split(".")[0] == top)
+        for base, names, line in _imports(path, package, top):
+            targets = ([tuple(base)] if names is None else
+                       [tuple(base + [n]) if tuple(base + [n]) in mods else tuple(base) for n in names])
             for t in targets:
                 if t in mods and t != m:
-                    graph[name(m)].setdefault(name(t), f"{os.path.relpath(path, root)}:{node.lineno}")
+                    graph[name(m)].setdefault(name(t), f"{os.path.relpath(path, root)}:{line}")
     return graph
 
 
