@@ -387,9 +387,7 @@ def _pick_karyotypes(rng: np.random.Generator, n: int, karyotypes) -> List[str]:
 
 
 def _work(args):
-    seed_seq, idx, width, height, karyotype, batch, img_path = args[:7]
-    realism = args[7] if len(args) > 7 else None
-    scale = args[8] if len(args) > 8 else None
+    seed_seq, idx, width, height, karyotype, batch, img_path, realism, scale = args
     rng = np.random.default_rng(seed_seq)
     image, anns, info = generate_spread(rng, width, height, karyotype, batch, realism=realism, scale=scale)
     write_image(img_path, image, [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY,
@@ -428,9 +426,8 @@ def generate_dataset(out_dir: str, num_images: int, seed: int = 0, width: int = 
     kary_rng = np.random.default_rng(root_ss.spawn(1)[0])
     kts = _pick_karyotypes(kary_rng, num_images, karyotypes)
     children = np.random.SeedSequence([int(seed), 0x1AA6E]).spawn(num_images)
-    jobs = [(children[i], i, width, height, kts[i], batch, os.path.join(out_dir, split, f"{i + first_image_id:06d}.png"))
-            + ((spec,) if spec is not None or scale is not None else ()) + ((scale,) if scale is not None else ())
-            for i in range(num_images)]
+    jobs = [(children[i], i, width, height, kts[i], batch, os.path.join(out_dir, split, f"{i + first_image_id:06d}.png"),
+             spec, scale) for i in range(num_images)]
     results: List[Any] = [None] * num_images
     bar = None
     if progress:
