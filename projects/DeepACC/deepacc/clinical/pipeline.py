@@ -125,16 +125,20 @@ def postprocess(image: np.ndarray, prediction: Mapping, settings: PredictSetting
     view = image if model_image is None else model_image
     calls = select_calls(prediction["instances_top1"], settings.confidence_threshold, settings.nms_threshold)
     assignment = resolve_assignment(settings)
+    nuclei = None
     if assignment.enabled:
         from ..karyotype.assignment import assign_calls
         from .summary import oversized_calls
 
-        # nuclei first: a call the summary will not count as a chromosome takes no copy in the assignment
+        # nuclei first: a call the summary will not count as a chromosome takes no copy in the
+        # assignment (found once here, handed to the summary)
         boxes = calls.get("boxes")
-        nuclei = oversized_calls(boxes, view)[0] if boxes is not None and len(boxes) else None
-        calls = assign_calls(calls, assignment.extra_copy_cost, exclude=nuclei)
+        if boxes is not None and len(boxes):
+            nuclei = oversized_calls(boxes, view)
+        calls = assign_calls(calls, assignment.extra_copy_cost, exclude=None if nuclei is None else nuclei[0])
     summary = summarize(calls, review_score=settings.review_score, review_margin=settings.review_margin,
-                        score_threshold=settings.confidence_threshold, assignment=assignment.as_dict(), image=view)
+                        score_threshold=settings.confidence_threshold, assignment=assignment.as_dict(), image=view,
+                        oversized=nuclei)
     overlay = draw_overlay(image, calls, uncertain=summary.uncertain,
                            excluded=[x["detection"] for x in summary.excluded],
                            clusters=[c["box"] for c in summary.clusters])

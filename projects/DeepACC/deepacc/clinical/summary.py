@@ -384,6 +384,7 @@ def summarize(
     oversized_aspect: float = OVERSIZED_ASPECT,
     oversized_fill: float = OVERSIZED_FILL,
     count_range: Tuple[int, int] = COUNT_RANGE,
+    oversized: Optional[Tuple[np.ndarray, List[Dict[str, Optional[float]]]]] = None,
 ) -> KaryotypeSummary:
     """Numerical summary of the calls of one spread (see the module docstring).
 
@@ -409,6 +410,9 @@ def summarize(
         oversized_fill: with ``image``, at least this fraction of an oversized call's box is dark (0.5).
         count_range: ``(lo, hi)``; a count outside it gets the karyotype
             :data:`KARYOTYPE_NOT_DETERMINED` and a ``count`` flag saying why (default 40..52).
+        oversized: what :func:`oversized_calls` returned for these calls' boxes and ``image``, when the
+            caller has it already (``deepacc-predict`` finds the nuclei before the assignment); else
+            it is computed here with the ``oversized_*`` settings.
 
     The oversized calls are excluded from the count, the copy numbers, the sex and the karyotype,
     and get no uncertain/relabelled flags; the clusters are found among the counted calls. Rows
@@ -427,7 +431,8 @@ def summarize(
     out_flags: List[ReviewFlag] = []
     is_out = np.zeros(len(classes), bool)
     if boxes is not None and len(boxes) == len(classes):
-        is_out, measures = oversized_calls(boxes, image, oversized_area, oversized_aspect, oversized_fill)
+        is_out, measures = oversized if oversized is not None else oversized_calls(
+            boxes, image, oversized_area, oversized_aspect, oversized_fill)
         for i in np.flatnonzero(is_out).tolist():
             m = measures[i]
             shape = f"box {m['area_ratio']:.1f}x the median call box area, aspect {m['aspect']:.2f}"
