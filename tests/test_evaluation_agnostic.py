@@ -198,6 +198,24 @@ def test_duplicates_are_false_positives():
     assert a["AP50"] == pytest.approx(100 * (51 * 1.0 + 50 * 2 / 3) / 101)
 
 
+def test_ap_ranks_what_the_class_agnostic_nms_keeps():
+    # two proposals on chromosome 0 whose top-1 classes differ (both survive a per-class NMS): the
+    # second, 1 px lower (IoU 190/210 > 0.7), ranks above the hit on chromosome 1. The calls never hold
+    # it (NMS), so neither does the ranking of AP; before that NMS it was a false positive.
+    dup = [on(0, 0.9, cls=0), on(0, 0.85, cls=5, dy=1), on(1, 0.6, cls=1)]
+    res = evaluate([spread(1, AG[:2], BOXES[:2])], [pred(1, dup)])
+    a = res["agnostic"]["all"]
+    assert (a["TP"], a["FP"], a["num_calls"]) == (2, 0, 2)
+    assert a["AP50"] == pytest.approx(100.0) and a["AP"] == pytest.approx(100.0)
+    assert a["AP50_before_nms"] == pytest.approx(100 * (51 * 1.0 + 50 * 2 / 3) / 101)
+    # the NMS is the evaluator's (TEST.DEEPACC.NMS_THRESH): at 0.95 the duplicate stays and costs AP
+    a = evaluate([spread(1, AG[:2], BOXES[:2])], [pred(1, dup)], nms_thresh=0.95)["agnostic"]["all"]
+    assert a["AP50"] == pytest.approx(a["AP50_before_nms"]) == pytest.approx(100 * (51 * 1.0 + 50 * 2 / 3) / 101)
+    # no score threshold in the ranking: a chromosome found only at 0.2 still counts for AP
+    a = evaluate([spread(1, AG[:2], BOXES[:2])], [pred(1, [on(0, 0.9), on(1, 0.2)])])["agnostic"]["all"]
+    assert a["AP50"] == pytest.approx(100.0) and a["recall"] == 50.0
+
+
 def test_calls_use_the_clinical_threshold_but_ap_ranks_every_top1():
     # chromosome 3 detected only at score 0.3: not a call (recall 3/4) but a hit for AP (ranked last)
     res = evaluate([spread(1, AG)], [pred(1, [on(0), on(1), on(2), on(3, 0.3)])])

@@ -65,10 +65,15 @@ Each block (percentages marked (%)):
 * ``AP50`` (%), ``AP`` (%, AP@[.5:.95]): pycocotools' COCO AP (as ``mAP`` / ``AP`` above, area
   "all", ``maxDets`` = ``max_dets`` per image) with the ground truth as ONE category
   ``"chromosome"`` (crowd annotations stay "ignore" regions) and as detections the **top-1 set**
-  ``instances_top1`` ranked by the chromosome score: one box per proposal. Not ``instances``: it
-  holds one detection per (proposal, class), so every extra class of a proposal would be a second
-  box on the same chromosome -- a false positive of a class-agnostic ranking -- and the AP would
-  measure how many classes the model keeps, not how well it finds chromosomes. (Matching by
+  ``instances_top1`` ranked by the chromosome score after the **class-agnostic NMS at
+  ``nms_thresh``** (no score threshold): the ranked list whose head at ``score_thresh`` is the
+  chromosomes found below, i.e. what the pipeline reports. One box per proposal: not ``instances``,
+  which holds one detection per (proposal, class), so every extra class of a proposal would be a
+  second box on the same chromosome -- a false positive of a class-agnostic ranking -- and the AP
+  would measure how many classes the model keeps, not how well it finds chromosomes. The NMS for the
+  same reason: two proposals on one chromosome whose top-1 classes differ both survive the
+  detector's per-class NMS, and the second would be a false positive the reported calls never hold.
+  ``AP50_before_nms`` / ``AP_before_nms``: the same without that NMS (every top-1 detection). (Matching by
   :class:`~deepacc.evaluation.coco_ap.FastMatchingCOCOeval`: pycocotools' results, faster.)
 * ``recall``, ``precision`` (%): the chromosomes **found**: top-1 detections with chromosome score
   ``>= score_thresh`` (the clinical threshold), then class-agnostic NMS at ``nms_thresh``
@@ -436,6 +441,20 @@ class MetaphaseEvaluator:
         chrom = top1.get("chromosome_scores") if self.agnostic_score == "chromosome" else None
         return top1["scores"] if chrom is None else chrom
 
+    def _agnostic_dt(self, recs: List[Dict[str, Any]], nms: bool):
+        """The COCO detections of the class-agnostic AP: each image's top-1 detections ranked by the
+        chromosome score, one category; with ``nms`` only those kept by the class-agnostic NMS at
+        ``nms_thresh`` (no score threshold): the ranked list whose head, at ``score_thresh``, is the
+        chromosomes found."""
+        rows = []
+        for r in recs:
+            top1, scores = r["instances_top1"], self._agnostic_scores(r)
+            keep = (filter_top1(top1["boxes"], scores, -np.inf, self.nms_thresh) if nms
+                    else np.arange(len(scores)))
+            rows.append({"image_id": r["image_id"], "boxes": np.asarray(top1["boxes"]).reshape(-1, 4)[keep],
+                         "scores": np.asarray(scores).reshape(-1)[keep], "classes": np.zeros(len(keep), dtype=np.int64)})
+        return build_coco_dt(self._coco_gt_agnostic, rows)
+
     def _compute_agnostic(self, recs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
         """The class-agnostic block of every kind that has images (definitions: module docstring)."""
         if self._coco_gt_agnostic is None:  # one category, every annotation in it (crowd stays crowd)
@@ -445,11 +464,12 @@ class MetaphaseEvaluator:
                   "class_images": [r for r in recs if self._gt[r["image_id"]]["kind"] == "classes"],
                   "all": recs}
         groups = {kind: g for kind, g in groups.items() if g}
-        dt = build_coco_dt(self._coco_gt_agnostic, [
-            {"image_id": r["image_id"], "boxes": r["instances_top1"]["boxes"], "scores": self._agnostic_scores(r),
-             "classes": np.zeros(len(r["instances_top1"]["scores"]), dtype=np.int64)} for r in recs])
-        aps = coco_ap_subsets(self._coco_gt_agnostic, dt, {kind: [r["image_id"] for r in g] for kind, g in groups.items()},
-                              ("chromosome",), None, self.max_dets)
+        subsets = {kind: [r["image_id"] for r in g] for kind, g in groups.items()}
+        aps = coco_ap_subsets(self._coco_gt_agnostic, self._agnostic_dt(recs, nms=True), subsets, ("chromosome",),
+                              None, self.max_dets)
+        # the same before the class-agnostic NMS: every top-1 detection (the definition of before)
+        raw = coco_ap_subsets(self._coco_gt_agnostic, self._agnostic_dt(recs, nms=False), subsets, ("chromosome",),
+                              None, self.max_dets)
         out: Dict[str, Dict[str, Any]] = {}
         for kind, g in groups.items():
             counts = np.asarray([[r["agnostic"]["tp"], r["agnostic"]["num_calls"], r["agnostic"]["num_gt"]] for r in g],
@@ -461,6 +481,8 @@ class MetaphaseEvaluator:
                 "num_images": len(g),
                 "AP50": 100.0 * aps[kind]["AP50"],
                 "AP": 100.0 * aps[kind]["AP"],
+                "AP50_before_nms": 100.0 * raw[kind]["AP50"],
+                "AP_before_nms": 100.0 * raw[kind]["AP"],
                 "recall": 100.0 * tp / n_gt if n_gt else float("nan"),
                 "precision": 100.0 * tp / n_calls if n_calls else float("nan"),
                 "TP": tp, "FP": n_calls - tp, "FN": n_gt - tp, "num_calls": n_calls, "num_gt": n_gt,
