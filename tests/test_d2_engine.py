@@ -35,7 +35,7 @@ from deepacc.d2 import (  # noqa: E402
     register_datasets,
 )
 from deepacc.d2.config import get_cfg  # noqa: E402
-from deepacc.d2.train_net import Trainer, main, setup  # noqa: E402
+from deepacc.d2.trainer import Trainer, main, setup  # noqa: E402
 from deepacc.data import catalog  # noqa: E402
 from deepacc.evaluation.evaluator import MetaphaseEvaluator, flatten_scalars  # noqa: E402
 from deepacc.karyotype.classes import CLASS_NAMES  # noqa: E402
@@ -762,7 +762,7 @@ QUICK_TV_CONFIG = os.path.join(REPO, "configs", "quick", "DeepACC_R18_synth_cpu.
 def test_amp_on_cpu_runs_detectron2_iterations_under_bf16(tiny_yaml):
     """SOLVER.AMP.ENABLED on the CPU: Detectron2's AMPTrainer is CUDA-only, so the engine runs its own
     bf16 autocast trainer; parameters stay fp32 and the margin branch computes in fp32."""
-    from deepacc.d2.train_net import CPUAutocastTrainer, build_step_trainer
+    from deepacc.d2.trainer import CPUAutocastTrainer, build_step_trainer
 
     torch.manual_seed(0)
     cfg = tiny_cfg(tiny_yaml, ["SOLVER.AMP.ENABLED", True, "SOLVER.AMP.PRECISION", "bfloat16"])

@@ -306,7 +306,7 @@ def test_writer_built_before_the_tidy_up_appends_to_the_new_file(tmp_path):
     OUTPUT_DIR: with LazyAppendFile it opens metrics.json at its first write, after the tidy-up."""
     m = tmp_path / "metrics.json"
     m.write_text(_rows([0, 19, 39, 59]))
-    handle = LazyAppendFile(str(m))  # what deepacc.d2.train_net gives the JSONWriter
+    handle = LazyAppendFile(str(m))  # what deepacc.d2.trainer gives the JSONWriter
     tidy_output_dir(str(tmp_path), 40, resumed=True)
     handle.write(json.dumps({"iteration": 40}) + "\n")
     handle.flush()
@@ -331,7 +331,7 @@ def test_pretrain_metrics_use_epoch_rows(tmp_path):
 def test_d2_trainer_builds_a_lazy_json_writer():
     """The Detectron2 engine's metrics.json writer opens the file lazily (only with Detectron2)."""
     pytest.importorskip("detectron2")
-    from deepacc.d2.train_net import MetricsJSONWriter
+    from deepacc.d2.trainer import MetricsJSONWriter
 
     w = MetricsJSONWriter(os.path.join(REPO, "does-not-exist", "metrics.json"))
     assert isinstance(w._file_handle, LazyAppendFile)

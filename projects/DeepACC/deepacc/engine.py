@@ -61,9 +61,9 @@ def launch(engine: str, args) -> None:
     """Run ``train_net.py``'s job (training, or ``--eval-only``) on ``engine``, in ``args.num_gpus``
     processes on each of ``args.num_machines`` machines (Detectron2's command-line arguments)."""
     if engine == "detectron2":
-        from .d2.train_net import launch_main
+        from .d2.trainer import launch_main
     else:
-        from .tv.train import launch_main
+        from .tv.trainer import launch_main
     launch_main(args)
 
 

@@ -1,6 +1,6 @@
 """The Detectron2 engine's config: Detectron2's defaults + DeepACC's keys, and its meta-architecture.
 
-Used by the trainer (:mod:`deepacc.d2.train_net`), the predictor and the tools, so none of them needs
+Used by the trainer (:mod:`deepacc.d2.trainer`), the predictor and the tools, so none of them needs
 the training script for a config.
 """
 from __future__ import annotations

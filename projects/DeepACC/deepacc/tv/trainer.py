@@ -1,6 +1,8 @@
-"""Training loop of the torchvision engine.
+"""The torchvision engine's training: the loop (:class:`Trainer`), one process's run (:func:`main`:
+training, or ``--eval-only``) and its launch over processes / machines (:func:`launch_main`, what
+``train_net.py --engine torchvision`` calls through :func:`deepacc.engine.launch`).
 
-SGD with momentum and weight decay, linear warm-up then multi-step decay (:mod:`.solver`), mixed
+SGD with momentum and weight decay, linear warm-up then multi-step decay (:mod:`.optim`), mixed
 precision on CPU (bf16) and GPU, fvcore checkpointing with atomic writes, ``--resume`` at the exact
 iteration (the data stream is replayed from that iteration), periodic evaluation (:mod:`.evaluation`),
 metrics as JSON lines and TensorBoard (:mod:`.metrics`), a progress bar with ETA, and DDP across
@@ -18,10 +20,11 @@ from fvcore.common.checkpoint import PeriodicCheckpointer
 from torch import nn
 from tqdm import tqdm
 
-from ..config import resolve_epoch_schedule
+from ..checkpoint_io import check_resume_start, load_weights_to_evaluate
+from ..config import dump_config, resolve_epoch_schedule
 from ..data.preflight import check_training_datasets
 from ..data.scale import CHECKPOINT_KEY as SCALE_KEY
-from ..data.scale import FRAME_KEY, training_reference
+from ..data.scale import FRAME_KEY, apply_reference, training_files, training_reference
 from ..fileio import tidy_output_dir
 from ..precision import autocast_to, needs_grad_scaler, resolve_precision
 from ..solver import clip_gradients
@@ -31,7 +34,8 @@ from .dataloader import build_train_loader
 from .evaluation import test
 from .metrics import MetricsWriter, flatten_results
 from .model import build_model, is_imagenet_weights, load_imagenet_backbone
-from .runtime import resolve_device
+from .launch import launch
+from .runtime import resolve_device, seed_all, setup_logging
 from .optim import build_lr_scheduler, build_optimizer
 
 logger = logging.getLogger("deepacc")
@@ -174,3 +178,40 @@ class Trainer:
                     self.max_iter, self.max_iter, self.max_iter / per_epoch, len(self.train_dicts), self.precision)
         comm.synchronize()
         return results
+
+def main(args) -> Dict:
+    """Entry point of one process (called directly or by :func:`~deepacc.tv.launch.launch`)."""
+    from ..config import check_config, get_cfg, load_config
+
+    cfg = load_config(args.config_file, args.opts, get_cfg())
+    check_config(cfg, args.config_file or "config")
+    setup_logging(cfg.OUTPUT_DIR)
+    seed = seed_all(int(cfg.SEED))
+    _dump_config(cfg)
+    logger.info("Engine: torchvision %s, torch %s; seed %d; config %s", __import__("torchvision").__version__,
+                torch.__version__, seed, args.config_file)
+    if args.eval_only:
+        device = resolve_device(cfg)
+        model = build_model(cfg).to(device)
+        _, extra = load_weights_to_evaluate(AtomicCheckpointer(model, cfg.OUTPUT_DIR), cfg.MODEL.WEIGHTS,
+                                            args.resume, getattr(args, "allow_untrained", False))
+        apply_reference(cfg, extra, training_files(cfg))
+        return test(cfg, model, device)
+    if args.resume:  # a bad last_checkpoint is named now, not after the data check and the model build
+        check_resume_start(cfg.OUTPUT_DIR)
+    trainer = Trainer(cfg)
+    # again: with what the trainer measured (INPUT.SCALE_AWARE.REFERENCE_*) and the precision it chose
+    _dump_config(cfg, trainer.precision)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def _dump_config(cfg, precision=None) -> None:
+    if comm.is_main_process():
+        dump_config(cfg, cfg.OUTPUT_DIR, precision)
+
+
+def launch_main(args) -> None:
+    """:func:`main` in ``--num-gpus`` processes on each of ``--num-machines`` machines."""
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))

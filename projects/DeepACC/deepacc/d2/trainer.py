@@ -3,9 +3,9 @@
 ``train_net.py`` calls :func:`launch_main` when Detectron2 is the engine; this module also runs on
 its own with Detectron2's usual flags::
 
-    python -m deepacc.d2.train_net --config-file configs/DeepACC_R101_FPN_2x.yaml --num-gpus 8
-    python -m deepacc.d2.train_net --config-file ... --eval-only MODEL.WEIGHTS model_final.pth
-    python -m deepacc.d2.train_net --config-file ... --resume
+    python -m deepacc.d2.trainer --config-file configs/DeepACC_R101_FPN_2x.yaml --num-gpus 8
+    python -m deepacc.d2.trainer --config-file ... --eval-only MODEL.WEIGHTS model_final.pth
+    python -m deepacc.d2.trainer --config-file ... --resume
 
 The same YAML files drive the torchvision engine.
 """
