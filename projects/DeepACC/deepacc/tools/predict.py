@@ -95,6 +95,7 @@ __all__ = [
     "process_image",
     "run_predict",
     "setup_cfg",
+    "model_config",
     "build_default_predictor",
     "main",
 ]
@@ -342,23 +343,31 @@ class Interrupted(KeyboardInterrupt):
 
 # ---------------------------------------------------------------------------------- model set-up
 def setup_cfg(args):
-    """Config from ``--config-file`` and trailing ``opts`` (``MODEL.DEVICE`` falls back to cpu when
-    CUDA is not available); ``MODEL.ROI_HEADS.SCORE_THRESH_TEST`` is lowered to the confidence
-    threshold when it is higher (one line on stderr says so: the model must keep every detection that
-    may become a call)."""
+    """Config from ``--config-file`` and trailing ``opts`` as the engine gets it (:func:`model_config`),
+    for callers that have only the parsed arguments; :func:`main` reads the config once
+    (:func:`_run_config`) and derives the engine's from it."""
     from deepacc.config import load_config
 
     cfg = load_config(args.config_file or None, list(args.opts or []))
     _override_polarity(cfg, args)
+    conf = args.confidence_threshold
+    return model_config(cfg, call_thresholds(cfg).score_thresh if conf is None else float(conf),
+                        "TEST.DEEPACC.SCORE_THRESH" if conf is None else "--confidence-threshold")
+
+
+def model_config(cfg, call_score: float, source: str):
+    """The engine's (frozen) copy of the run's config: ``MODEL.ROI_HEADS.SCORE_THRESH_TEST`` lowered to
+    the call threshold ``call_score`` when it is higher (one line on stderr names ``source`` and says so:
+    the model must keep every detection that may become a call); ``MODEL.DEVICE`` falls back to cpu
+    when CUDA is not available. ``cfg`` itself is left as it is."""
+    cfg = cfg.clone()
+    cfg.defrost()
     if "ROI_HEADS" in cfg.MODEL and "SCORE_THRESH_TEST" in cfg.MODEL.ROI_HEADS:
-        conf = args.confidence_threshold
-        source = "TEST.DEEPACC.SCORE_THRESH" if conf is None else "--confidence-threshold"
-        conf = call_thresholds(cfg).score_thresh if conf is None else float(conf)
         was = cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST
-        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = min(was, conf)
+        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = min(was, float(call_score))
         if cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST != was:
-            print(f"deepacc-predict: MODEL.ROI_HEADS.SCORE_THRESH_TEST lowered from {was:g} to {conf:g}, the call "
-                  f"threshold ({source}): the model must keep every detection that may become a call",
+            print(f"deepacc-predict: MODEL.ROI_HEADS.SCORE_THRESH_TEST lowered from {was:g} to {float(call_score):g}, "
+                  f"the call threshold ({source}): the model must keep every detection that may become a call",
                   file=sys.stderr)
     dev = str(cfg.MODEL.get("DEVICE", "cpu"))
     if dev.startswith("cuda"):
@@ -377,11 +386,13 @@ def _override_polarity(cfg, args) -> None:
         cfg.INPUT.POLARITY = args.polarity
 
 
-def build_default_predictor(args) -> Predictor:
-    """The engine's predictor for the parsed arguments (imports the engine only now)."""
+def build_default_predictor(args, cfg=None) -> Predictor:
+    """The engine's predictor (imports the engine only now) for ``cfg``, the engine's config
+    (:func:`model_config`), or, without it, for the config the parsed arguments name (:func:`setup_cfg`)."""
     from deepacc.engine import build_predictor
 
-    return build_predictor(setup_cfg(args), engine=args.engine, allow_untrained=bool(getattr(args, "allow_untrained", False)))
+    return build_predictor(setup_cfg(args) if cfg is None else cfg, engine=args.engine,
+                           allow_untrained=bool(getattr(args, "allow_untrained", False)))
 
 
 _CFG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
@@ -473,7 +484,13 @@ def main(argv: Optional[Sequence[str]] = None,
                                args.engine, args.config_file, [str(o) for o in args.opts],
                                assignment.enabled, assignment.extra_copy_cost, bool(args.allow_untrained), sha,
                                str(cfg.INPUT.get("POLARITY", "auto")))
-    factory = predictor_factory or build_default_predictor
+    if predictor_factory is None:  # the engine's copy of the one config read above
+        engine_cfg = model_config(cfg, settings.confidence_threshold,
+                                  "TEST.DEEPACC.SCORE_THRESH" if args.confidence_threshold is None
+                                  else "--confidence-threshold")
+        factory = lambda a: build_default_predictor(a, engine_cfg)  # noqa: E731
+    else:
+        factory = predictor_factory
 
     def make():
         from deepacc.checkpoint_io import CheckpointError, UntrainedModelError
