@@ -121,6 +121,90 @@ def test_learning_curve_reads_evaluations_once_and_adds_pretraining_time(tmp_pat
     assert "| 40 | 1.4 | 3.4 | 20.00 | 70.00 | - |" in md  # columns mAP, AER, Acc (none at 40)
 
 
+def _write_metrics(run, recs):
+    run.mkdir()
+    (run / "metrics.json").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+
+
+def test_learning_curve_averages_loss_terms_over_windows_with_their_shares(tmp_path):
+    import learning_curve as lc
+
+    run = tmp_path / "run"
+    _write_metrics(run, [
+        {"iteration": 0, "time": 1.0, "loss_a": 1.0, "loss_b": 3.0, "total_loss": 4.0, "lr": 0.1},
+        {"iteration": 1, "time": 1.0, "loss_a": 3.0, "loss_b": 1.0, "total_loss": 4.0, "lr": 0.1},
+        {"iteration": 2, "time": 1.0, "loss_a": 100.0, "loss_b": 100.0, "total_loss": 200.0, "lr": 0.1},
+        # killed after iteration 2, resumed from iteration 2: its later record wins
+        {"iteration": 2, "time": 1.0, "loss_a": 1.0, "loss_b": 0.0, "total_loss": 1.0, "lr": 0.1},
+        {"iteration": 3, "time": 1.0, "loss_a": 2.0, "loss_b": 1.0, "total_loss": 3.0, "lr": 0.1},
+        {"iteration": 3, "val/mAP": 5.0},
+        {"iteration": 4, "time": 1.0, "loss_a": 0.5, "loss_b": 0.5, "total_loss": 1.0, "lr": 0.1}])
+    wins = lc.read_run(str(run), loss_window=2)["losses"]
+    assert [(w["window"], w["records"]) for w in wins] == [("0-1", 2), ("2-3", 2), ("4-4", 1)]  # last one shorter
+    assert wins[0]["mean"] == pytest.approx({"loss_a": 2.0, "loss_b": 2.0, "total_loss": 4.0})
+    assert wins[0]["share_pct"] == pytest.approx({"loss_a": 50.0, "loss_b": 50.0})
+    assert wins[1]["mean"] == pytest.approx({"loss_a": 1.5, "loss_b": 0.5, "total_loss": 2.0})
+    assert wins[1]["share_pct"] == pytest.approx({"loss_a": 75.0, "loss_b": 25.0})
+    # the default window (50 iterations) holds all five iterations, each counted once
+    whole = lc.read_run(str(run))["losses"]
+    assert [w["window"] for w in whole] == ["0-4"]
+    assert whole[0]["mean"] == pytest.approx({"loss_a": 7.5 / 5, "loss_b": 5.5 / 5, "total_loss": 13.0 / 5})
+
+    res = tmp_path / "res"
+    assert lc.main([str(run), "--name", "t", "--results", str(res), "--loss-window", "2"]) == 0
+    md = (res / "curve_t.md").read_text()
+    assert "| window | records | loss_a | loss_a % | loss_b | loss_b % | total_loss |" in md
+    assert "| 0-1 | 2 | 2.0000 | 50.0 | 2.0000 | 50.0 | 4.0000 |" in md
+    assert "| 2-3 | 2 | 1.5000 | 75.0 | 0.5000 | 25.0 | 2.0000 |" in md
+    assert "| 4-4 | 1 | 0.5000 | 50.0 | 0.5000 | 50.0 | 1.0000 |" in md
+    assert "--loss-window 2`" in md
+    saved = json.loads((res / "curve_t.json").read_text())
+    assert saved["loss_window"] == 2
+    assert saved["runs"][0]["losses"][1]["share_pct"] == pytest.approx({"loss_a": 75.0, "loss_b": 25.0})
+    assert (res / "curve_t_losses.png").stat().st_size > 0
+    with pytest.raises(SystemExit):
+        lc.main([str(run), "--name", "t", "--results", str(res), "--loss-window", "0"])
+
+
+def test_learning_curve_shows_class_agnostic_metrics_and_leaves_other_runs_alone(tmp_path):
+    import learning_curve as lc
+
+    run = tmp_path / "run"
+    agn = {"bio/agnostic/all/AP50": 61.5, "bio/agnostic/all/recall": 75.25,
+           "bio/agnostic/all/count_error_median_abs": 4.5, "bio/agnostic/all/FP": 110.0,
+           "bio/agnostic/agnostic_images/AP50": 1.0, "bio/num_images": 18.0,
+           "g/mAP": 14.5, "g/agnostic/all/AP50": 78.0, "g/agnostic/class_images/AP50": 2.0}
+    _write_metrics(run, [
+        {"iteration": 9, "time": 30.0},
+        {"iteration": 9, **{k: 0.0 for k in agn}},
+        {"iteration": 9, **agn},  # written again after a resume: the later one wins
+        {"iteration": 19, "time": 30.0},
+        {"iteration": 19, "bio/agnostic/all/AP50": 70.0, "bio/agnostic/all/recall": 80.0}])
+    ev = lc.read_run(str(run))["evaluations"]
+    assert set(ev[0]) == {"iteration", "train_minutes", "total_minutes", "bio/agnostic/all/AP50",
+                          "bio/agnostic/all/recall", "bio/agnostic/all/count_error_median_abs", "g/mAP",
+                          "g/agnostic/all/AP50"}
+    res = tmp_path / "res"
+    assert lc.main([str(run), "--name", "a", "--results", str(res)]) == 0
+    md = (res / "curve_a.md").read_text()
+    bio = md[md.index("\nbio:\n"):md.index("\ng:\n")]
+    assert "| iteration | train min | total min | agnostic AP50 | agnostic recall | count error (median abs) |" in bio
+    assert "| 10 | 0.5 | 0.5 | 61.50 | 75.25 | 4.50 |" in bio
+    assert "| 20 | 1.0 | 1.0 | 70.00 | 80.00 | - |" in bio
+    g = md[md.index("\ng:\n"):]
+    assert "| iteration | train min | total min | mAP | agnostic AP50 |" in g
+    assert "| 10 | 0.5 | 0.5 | 14.50 | 78.00 |" in g
+    assert "Loss terms" not in md and not (res / "curve_a_losses.png").exists()  # no loss terms logged
+
+    plain = tmp_path / "plain"  # a run without class-agnostic metrics: the table as before
+    _write_metrics(plain, [{"iteration": 9, "time": 30.0}, {"iteration": 9, "v/mAP": 1.0, "v/Acc": 2.0,
+                                                            "v/num_images": 3.0}])
+    assert lc.main([str(plain), "--name", "p", "--results", str(res)]) == 0
+    md = (res / "curve_p.md").read_text()
+    assert ("v:\n\n| iteration | train min | total min | mAP | Acc |\n|---|---|---|---|---|\n"
+            "| 10 | 0.5 | 0.5 | 1.00 | 2.00 |\n") in md
+
+
 def test_model_argument_names_a_malformed_spec():
     import argparse
 
