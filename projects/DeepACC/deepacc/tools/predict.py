@@ -484,11 +484,9 @@ def main(argv: Optional[Sequence[str]] = None,
                                args.engine, args.config_file, [str(o) for o in args.opts],
                                assignment.enabled, assignment.extra_copy_cost, bool(args.allow_untrained), sha,
                                str(cfg.INPUT.get("POLARITY", "auto")))
-    if predictor_factory is None:  # the engine's copy of the one config read above
-        engine_cfg = model_config(cfg, settings.confidence_threshold,
-                                  "TEST.DEEPACC.SCORE_THRESH" if args.confidence_threshold is None
-                                  else "--confidence-threshold")
-        factory = lambda a: build_default_predictor(a, engine_cfg)  # noqa: E731
+    if predictor_factory is None:  # the engine's copy of the one config read above, when the model is needed
+        source = "TEST.DEEPACC.SCORE_THRESH" if args.confidence_threshold is None else "--confidence-threshold"
+        factory = lambda a: build_default_predictor(a, model_config(cfg, settings.confidence_threshold, source))  # noqa: E731
     else:
         factory = predictor_factory
 
