@@ -108,7 +108,8 @@ def run_revision(tree: str, out: str, args) -> Dict[str, Any]:
 
         atomic_write(os.path.join(out, f"{job}.log"), (proc.stdout + proc.stderr).encode())
         if job in ("eval", "eval_only"):
-            atomic_write(os.path.join(out, f"{job}_tables.txt"), table_lines(proc.stdout).encode())
+            # the tables as printed: deepacc-eval prints to stdout, the engines log to stderr
+            atomic_write(os.path.join(out, f"{job}_tables.txt"), table_lines(proc.stdout + "\n" + proc.stderr).encode())
         if proc.returncode != 0:
             print(f"same_outputs: {job} of {tree} exited {proc.returncode}; its log: {out}/{job}.log", file=sys.stderr)
     return status
