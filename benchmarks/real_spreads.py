@@ -52,7 +52,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLUMNS = (("model", "model"), ("dataset", "dataset"), ("kind", "kind"), ("images", "images"),
            ("agnostic_AP50", "AP50(%)"), ("agnostic_AP", "AP(%)"), ("recall", "recall(%)"),
            ("precision", "precision(%)"), ("count_error", "median abs(count err) (n)"),
-           ("mAP", "mAP(%)"), ("Acc", "Acc(%)"), ("AER", "AER(%)"), ("wall_s", "wall (s)"))
+           ("mAP", "mAP(%)"), ("Acc", "Acc(%)"), ("AER", "AER(%)"),
+           ("agnostic_AP50_before_nms", "AP50 before NMS(%)"), ("wall_s", "wall (s)"))
 
 
 class _Scoring:
@@ -96,6 +97,7 @@ def build_row(name: str, dataset: str, dicts: Sequence[Mapping], res: Mapping, w
     row: Dict[str, Any] = {
         "model": name, "dataset": dataset, "kind": dataset_kind(dicts), "images": agn.get("num_images", 0),
         "agnostic_AP50": agn.get("AP50"), "agnostic_AP": agn.get("AP"),
+        "agnostic_AP50_before_nms": agn.get("AP50_before_nms"),
         "recall": agn.get("recall"), "precision": agn.get("precision"),
         "count_error_median_abs": ce.get("median_abs"), "count_error_spreads": ce.get("n_spreads", 0),
         "count_error_incomplete": ce.get("n_incomplete", 0),
@@ -284,7 +286,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     atomic_write(out + ".md", (
         f"Command: `{cmd}`\n\nCPU capability {cap}, precision {', '.join(precisions)}, "
-        f"{platform.machine()}; {total:.0f} s in all. AP50 / AP: class-agnostic, top-1 detections; "
+        f"{platform.machine()}; {total:.0f} s in all. AP50 / AP: class-agnostic, top-1 detections after the class-agnostic NMS (AP50 before NMS: without it); "
         "recall / precision: the chromosomes found (P(chromosome) >= the call threshold, class-agnostic NMS); "
         "median abs(count err) on the completely annotated spreads (their number); mAP / Acc / AER on the images "
         "with 24-class ground truth.\n\n" + md + "\n").encode())

@@ -616,7 +616,7 @@ def test_real_spreads_benchmark_rows_equal_eval_only(tiny_data_root, tmp_path, m
                                                      if line.startswith("| model")][0]].strip("|").split("|")]
         assert head[:9] == ["model", "dataset", "kind", "images", "AP50(%)", "AP(%)", "recall(%)", "precision(%)",
                             "median abs(count err) (n)"]
-        assert head[9:12] == ["mAP(%)", "Acc(%)", "AER(%)"]
+        assert head[9:13] == ["mAP(%)", "Acc(%)", "AER(%)", "AP50 before NMS(%)"]
         assert cells[0][:4] == ["tiny", "rs_test_classes", "classes", "2"]
         assert cells[1][:4] == ["tiny", "rs_test_agnostic", "agnostic", "2"]
         assert cells[1][9:12] == ["-", "-", "-"] and cells[0][9] != "-"  # 24-class metrics: class data only
