@@ -16,9 +16,10 @@ karyotype assignment. So every figure equals the ``--eval-only`` one of the same
 
 One row per (model, dataset): ``kind`` (``classes``: 24-class ground truth, ``agnostic``: chromosomes
 without class, ``mixed``: both kinds of image), images, the class-agnostic AP50 / AP (top-1
-detections, one category), recall / precision of the calls, the median |count error| on the
-completely annotated spreads (their number in parentheses), and for ground truth with classes mAP,
-Acc and AER (``-`` where there are none). Definitions: ``docs/evaluation.md``.
+detections after the class-agnostic NMS, one category), recall / precision of the calls, the median
+|count error| on the completely annotated spreads (their number in parentheses), for ground truth
+with classes mAP, Acc and AER (``-`` where there are none), and the class-agnostic AP50 before that
+NMS (the definition of before). Definitions: ``docs/evaluation.md``.
 
 Writes ``<out>.md`` (the command, the machine, the table) and ``<out>.json`` (the command, the CPU
 capability, per row the precision, the wall time, the thresholds and the full class-agnostic
