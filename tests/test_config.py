@@ -78,6 +78,21 @@ def test_validate_config_lists_every_invalid_value():
     assert str(e.value).startswith("my.yaml: 8 invalid value(s):") and len(e.value.problems) == 8
 
 
+def test_validate_values_words_a_flag_as_the_config_key():
+    """Flags that override a setting read from a config are checked by the same table, same words."""
+    from deepacc.config import get_cfg, validate_config, validate_values
+
+    assert validate_values({"TEST.DEEPACC.SCORE_THRESH": 0.3, "TEST.DEEPACC.IOU_THRESH": 1.0}) == []
+    bad = {"TEST.DEEPACC.SCORE_THRESH": 1.5, "TEST.DEEPACC.IOU_THRESH": 0.0,
+           "TEST.DEEPACC.ASSIGNMENT.EXTRA_COPY_COST": float("inf")}
+    problems = validate_values(bad)
+    assert [p.split(" = ")[0] for p in problems] == list(bad)
+    cfg = get_cfg()
+    cfg.TEST.DEEPACC.SCORE_THRESH = 1.5
+    assert validate_values({"TEST.DEEPACC.SCORE_THRESH": 1.5}) == validate_config(cfg)
+    assert "(0, 1]" in problems[1] and ">= 0" in problems[2]
+
+
 def test_every_shipped_config_is_valid():
     from deepacc.config import load_config, validate_config
 

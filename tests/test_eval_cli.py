@@ -422,6 +422,16 @@ def test_bad_ground_truth_and_usage(tmp_path, capsys):
     # thresholds out of range, a config file that does not exist
     rc, _, err = run(["--gt", gt, "--results", res, "--score-thresh", "1.5"], capsys)
     assert rc == 2 and "TEST.DEEPACC.SCORE_THRESH = 1.5: the call score threshold must be in [0, 1]" in err
+    # a config's bad value and a bad flag are named together; a flag replaces the config's value
+    bad_cfg = tmp_path / "bad.yaml"
+    bad_cfg.write_text("TEST:\n  DEEPACC:\n    NMS_THRESH: 1.7\n    SCORE_THRESH: 2.0\n")
+    rc, _, err = run(["--gt", gt, "--results", res, "--config-file", bad_cfg, "--iou-thresh", "0"], capsys)
+    assert rc == 2 and f"{bad_cfg} with --iou-thresh: 3 invalid value(s)" in err
+    assert "NMS_THRESH = 1.7" in err and "SCORE_THRESH = 2.0" in err and "IOU_THRESH = 0.0" in err
+    rc, _, err = run(["--gt", gt, "--results", res, "--config-file", bad_cfg, "--nms-thresh", "0.7",
+                      "--score-thresh", "0.5", "--json"], capsys)
+    assert rc == 0, err
+    assert f"({bad_cfg}, overridden by --score-thresh, --nms-thresh)" in err
     rc, _, err = run(["--gt", gt, "--results", res, "--config-file", tmp_path / "no.yaml"], capsys)
     assert rc == 2 and "no.yaml: no such file" in err
     rc, _, err = run(["--gt", gt], capsys)

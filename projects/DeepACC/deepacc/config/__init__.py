@@ -45,6 +45,7 @@ from .validation import (
     check_config,
     unknown_key_message,
     validate_config,
+    validate_values,
 )
 
 __all__ = [
@@ -68,6 +69,7 @@ __all__ = [
     "resolve_epoch_schedule",
     "unknown_key_message",
     "validate_config",
+    "validate_values",
 ]
 
 

@@ -100,6 +100,39 @@ def _get(cfg, key: str):
 _MISSING = object()
 
 
+def _range_problem(key: str, kind: str, bounds, what: str, v) -> Optional[str]:
+    """The problem of value ``v`` of ``key`` against its :data:`_RANGES` entry, ``None`` if it is valid."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return f"{key} = {v!r}: {what} must be a number"
+    if kind.endswith("int") and float(v) != int(v):
+        return f"{key} = {v!r}: {what} must be a whole number"
+    ok, want = True, ""
+    if kind == "closed":
+        ok, want = bounds[0] <= v <= bounds[1], f"in [{bounds[0]:g}, {bounds[1]:g}]"
+    elif kind == "halfopen":
+        ok, want = bounds[0] <= v < bounds[1], f"in [{bounds[0]:g}, {bounds[1]:.4g})"
+    elif kind == "leftopen":
+        ok, want = bounds[0] < v <= bounds[1], f"in ({bounds[0]:g}, {bounds[1]:g}]"
+    elif kind in ("positive",):
+        ok, want = v > 0 and math.isfinite(v), "> 0"
+    elif kind == "posint":
+        ok, want = v >= 1, ">= 1"
+    elif kind in ("nonneg",):
+        ok, want = v >= 0 and math.isfinite(v), ">= 0"
+    elif kind == "nonnegint":
+        ok, want = v >= 0, ">= 0"
+    if not ok or (isinstance(v, float) and math.isnan(v)):
+        return f"{key} = {v!r}: {what} must be {want}"
+    return None
+
+
+def validate_values(values) -> List[str]:
+    """The problems of ``{key: value}`` (keys of :data:`_RANGES`, e.g. command-line flags that override a
+    setting read from a config), one line each as :func:`validate_config` words them."""
+    table = {key: (kind, bounds, what) for key, kind, bounds, what in _RANGES}
+    return [p for p in (_range_problem(key, *table[key], v) for key, v in values.items()) if p]
+
+
 def validate_config(cfg) -> List[str]:
     """Every out-of-range or ill-typed value of ``cfg`` among the keys users set (thresholds, loss
     weights, schedule, periods, sizes, choices), one line each; ``[]`` when all are valid.
@@ -112,29 +145,9 @@ def validate_config(cfg) -> List[str]:
         v = _get(cfg, key)
         if v is _MISSING:
             continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            problems.append(f"{key} = {v!r}: {what} must be a number")
-            continue
-        if kind.endswith("int") and float(v) != int(v):
-            problems.append(f"{key} = {v!r}: {what} must be a whole number")
-            continue
-        ok, want = True, ""
-        if kind == "closed":
-            ok, want = bounds[0] <= v <= bounds[1], f"in [{bounds[0]:g}, {bounds[1]:g}]"
-        elif kind == "halfopen":
-            ok, want = bounds[0] <= v < bounds[1], f"in [{bounds[0]:g}, {bounds[1]:.4g})"
-        elif kind == "leftopen":
-            ok, want = bounds[0] < v <= bounds[1], f"in ({bounds[0]:g}, {bounds[1]:g}]"
-        elif kind in ("positive",):
-            ok, want = v > 0 and math.isfinite(v), "> 0"
-        elif kind == "posint":
-            ok, want = v >= 1, ">= 1"
-        elif kind in ("nonneg",):
-            ok, want = v >= 0 and math.isfinite(v), ">= 0"
-        elif kind == "nonnegint":
-            ok, want = v >= 0, ">= 0"
-        if not ok or (isinstance(v, float) and math.isnan(v)):
-            problems.append(f"{key} = {v!r}: {what} must be {want}")
+        problem = _range_problem(key, kind, bounds, what, v)
+        if problem:
+            problems.append(problem)
     for key, allowed in _CHOICES:
         v = _get(cfg, key)
         if v is not _MISSING and v not in allowed:

@@ -61,6 +61,8 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ..settings import AssignmentSettings, CallThresholds
+
 # The readers of the predictions (and their limits and errors): deepacc.evaluation.readers; their names
 # stay importable from here.
 from ..evaluation.readers import (MAX_DETECTIONS_PER_IMAGE, MAX_PREDICT_FILE_BYTES, MAX_PROBLEM_LINES,  # noqa: F401
@@ -151,9 +153,12 @@ def load_ground_truth(gt_file: str, image_root: Optional[str] = None, allow_outs
 
 
 # --------------------------------------------------------------------------------------- settings
-def _thresholds(args) -> Tuple[Dict[str, float], Any, str]:
-    """(thresholds used, cfg, where they come from); raises ValueError with a one-line message."""
-    from ..config import ConfigError, get_cfg, load_config, unknown_key_message, validate_config
+def _thresholds(args) -> Tuple[CallThresholds, AssignmentSettings, str]:
+    """(call thresholds, assignment settings, where they come from): read once from the config, the
+    flags override those objects; raises ValueError with a one-line message."""
+    from ..config import (ConfigError, call_thresholds, get_cfg, load_config, unknown_key_message, validate_config,
+                          validate_values)
+    from ..karyotype.assignment import assignment_settings, overridden
 
     try:
         cfg = load_config(args.config_file or None)
@@ -164,23 +169,25 @@ def _thresholds(args) -> Tuple[Dict[str, float], Any, str]:
             raise ValueError(f"--config-file {args.config_file}: no such file") from None
         raise ValueError(f"--config-file {args.config_file}: {unknown_key_message(exc, get_cfg()) or exc}") from None
     source = args.config_file or "the default config"
-    flags = {"SCORE_THRESH": ("--score-thresh", args.score_thresh), "NMS_THRESH": ("--nms-thresh", args.nms_thresh),
-             "IOU_THRESH": ("--iou-thresh", args.iou_thresh)}
-    overridden = []
-    for key, (flag, v) in flags.items():
-        if v is not None:
-            cfg.TEST.DEEPACC[key] = float(v)
-            overridden.append(flag)
+    flags = {"score_thresh": ("--score-thresh", "TEST.DEEPACC.SCORE_THRESH", args.score_thresh),
+             "nms_thresh": ("--nms-thresh", "TEST.DEEPACC.NMS_THRESH", args.nms_thresh),
+             "iou_thresh": ("--iou-thresh", "TEST.DEEPACC.IOU_THRESH", args.iou_thresh)}
+    given = {field: (flag, key, float(v)) for field, (flag, key, v) in flags.items() if v is not None}
     if args.extra_copy_cost is not None:
-        cfg.TEST.DEEPACC.ASSIGNMENT.EXTRA_COPY_COST = float(args.extra_copy_cost)
-    problems = [p for p in validate_config(cfg) if p.startswith("TEST.DEEPACC.")]
+        given["extra_copy_cost"] = ("--extra-copy-cost", "TEST.DEEPACC.ASSIGNMENT.EXTRA_COPY_COST",
+                                    float(args.extra_copy_cost))
+    overridden_flags = [flag for flag, _, _ in given.values()]
+    # the config's own values where no flag replaces them, then the flags' values: all problems at once
+    problems = [p for p in validate_config(cfg) if p.startswith("TEST.DEEPACC.")
+                and not any(p.startswith(key + " ") for _, key, _ in given.values())]
+    problems += validate_values({key: v for _, key, v in given.values()})
     if problems:
-        raise ConfigError(problems, source if not overridden else f"{source} with {', '.join(overridden)}")
-    t = {"score_thresh": float(cfg.TEST.DEEPACC.SCORE_THRESH), "nms_thresh": float(cfg.TEST.DEEPACC.NMS_THRESH),
-         "iou_thresh": float(cfg.TEST.DEEPACC.IOU_THRESH)}
-    if overridden:
-        source += f", overridden by {', '.join(overridden)}"
-    return t, cfg, source
+        raise ConfigError(problems, source if not overridden_flags else f"{source} with {', '.join(overridden_flags)}")
+    calls = call_thresholds(cfg)._replace(**{f: v for f, (_, _, v) in given.items() if f != "extra_copy_cost"})
+    assignment = overridden(assignment_settings(cfg), None, given.get("extra_copy_cost", (None, None, None))[2])
+    if overridden_flags:
+        source += f", overridden by {', '.join(overridden_flags)}"
+    return calls, assignment, source
 
 
 def _fmt_num(v) -> str:
@@ -217,7 +224,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     # thresholds and assignment settings first: a usage error costs no reading
     try:
-        thresholds, cfg, source = _thresholds(args)
+        calls, assignment, source = _thresholds(args)
+        thresholds = {"score_thresh": calls.score_thresh, "nms_thresh": calls.nms_thresh, "iou_thresh": calls.iou_thresh}
     except ValueError as e:
         return fail(str(e))
     if args.output:  # before anything is read: a file in the way or no permission is found now
@@ -274,7 +282,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
              f"{info['max_dets_per_image']}; a detector emits far fewer: check the file, or raise the limit)")
 
     # assignment
-    cost = float(cfg.TEST.DEEPACC.ASSIGNMENT.EXTRA_COPY_COST)
+    cost = assignment.extra_copy_cost
     enabled = False
     if not with_classes:
         why = ("classes ignored (--class-agnostic)" if args.class_agnostic
@@ -289,8 +297,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 return fail(f"{args.results}: --assignment on needs 'class_probs' (25 numbers, order {PROB_ORDER}) "
                             f"in every result; {n - n_probs} of {n} result(s) have none")
             if args.assignment is None:
-                enabled = bool(cfg.TEST.DEEPACC.ASSIGNMENT.ENABLED) and n_probs == n
-                if bool(cfg.TEST.DEEPACC.ASSIGNMENT.ENABLED) and not enabled:
+                enabled = assignment.enabled and n_probs == n
+                if assignment.enabled and not enabled:
                     note(f"karyotype assignment off: {n - n_probs} of {n} result(s) carry no 'class_probs' "
                          f"(25 numbers, order {PROB_ORDER}), which the assignment needs; Acc/AER are the paper's "
                          "(model's top-1 classes)")
@@ -300,8 +308,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                  "as both instances and instances_top1, so mAP_max = mAP by construction")
         if not with_classes or n_agnostic:
             note("class-agnostic AP50 / AP: every detection of the results json is ranked as a chromosome (there is "
-                 "no top-1 set), so a detector that lists several classes per box has the extra ones counted as "
-                 "duplicates there (the calls, after class-agnostic NMS, are not affected)")
+                 f"no top-1 set) after the class-agnostic NMS at {calls.nms_thresh:g}, so several classes listed for "
+                 "one box count once; boxes of one chromosome that overlap less count as duplicates")
     else:
         made = [s for s in info["settings"] if s.get("assignment")]
         if made and with_classes:

@@ -349,19 +349,22 @@ def setup_cfg(args):
     from deepacc.config import load_config
 
     cfg = load_config(args.config_file or None, list(args.opts or []))
-    _override_polarity(cfg, args)
     conf = args.confidence_threshold
     return model_config(cfg, call_thresholds(cfg).score_thresh if conf is None else float(conf),
-                        "TEST.DEEPACC.SCORE_THRESH" if conf is None else "--confidence-threshold")
+                        "TEST.DEEPACC.SCORE_THRESH" if conf is None else "--confidence-threshold",
+                        getattr(args, "polarity", None))
 
 
-def model_config(cfg, call_score: float, source: str):
+def model_config(cfg, call_score: float, source: str, polarity: Optional[str] = None):
     """The engine's (frozen) copy of the run's config: ``MODEL.ROI_HEADS.SCORE_THRESH_TEST`` lowered to
     the call threshold ``call_score`` when it is higher (one line on stderr names ``source`` and says so:
-    the model must keep every detection that may become a call); ``MODEL.DEVICE`` falls back to cpu
-    when CUDA is not available. ``cfg`` itself is left as it is."""
+    the model must keep every detection that may become a call); ``INPUT.POLARITY`` set to ``polarity``
+    (``--polarity``) when given; ``MODEL.DEVICE`` falls back to cpu when CUDA is not available. ``cfg``
+    itself is left as it is."""
     cfg = cfg.clone()
     cfg.defrost()
+    if polarity:
+        cfg.INPUT.POLARITY = polarity
     if "ROI_HEADS" in cfg.MODEL and "SCORE_THRESH_TEST" in cfg.MODEL.ROI_HEADS:
         was = cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST
         cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = min(was, float(call_score))
@@ -378,12 +381,6 @@ def model_config(cfg, call_score: float, source: str):
             cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     return cfg
-
-
-def _override_polarity(cfg, args) -> None:
-    """``--polarity`` replaces the config's ``INPUT.POLARITY``."""
-    if getattr(args, "polarity", None):
-        cfg.INPUT.POLARITY = args.polarity
 
 
 def build_default_predictor(args, cfg=None) -> Predictor:
@@ -415,7 +412,6 @@ def _run_config(args):
     from deepacc.karyotype.assignment import assignment_settings
 
     cfg = load_config(args.config_file or None, list(args.opts or []))
-    _override_polarity(cfg, args)
     check_config(cfg, args.config_file or "config")
     on = None if args.assignment is None else args.assignment == "on"
     return cfg, assignment_settings(cfg, on, args.extra_copy_cost)
@@ -483,10 +479,11 @@ def main(argv: Optional[Sequence[str]] = None,
                                pick(args.review_score, t.review_score), pick(args.review_margin, t.review_margin),
                                args.engine, args.config_file, [str(o) for o in args.opts],
                                assignment.enabled, assignment.extra_copy_cost, bool(args.allow_untrained), sha,
-                               str(cfg.INPUT.get("POLARITY", "auto")))
+                               args.polarity or str(cfg.INPUT.get("POLARITY", "auto")))
     if predictor_factory is None:  # the engine's copy of the one config read above, when the model is needed
         source = "TEST.DEEPACC.SCORE_THRESH" if args.confidence_threshold is None else "--confidence-threshold"
-        factory = lambda a: build_default_predictor(a, model_config(cfg, settings.confidence_threshold, source))  # noqa: E731
+        factory = lambda a: build_default_predictor(  # noqa: E731
+            a, model_config(cfg, settings.confidence_threshold, source, settings.polarity))
     else:
         factory = predictor_factory
 
