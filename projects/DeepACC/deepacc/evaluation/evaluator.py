@@ -833,7 +833,8 @@ def flatten_scalars(results: Mapping) -> Dict[str, float]:
     for n, v in results.get("per_class_AP50", {}).items():
         out[f"AP50-{n}"] = float(v)
     for kind, b in (results.get("agnostic") or {}).items():
-        for key in ("AP50", "AP", "recall", "precision", "TP", "FP", "FN", "num_calls", "num_gt", "num_images"):
+        for key in ("AP50", "AP", "AP50_before_nms", "AP_before_nms", "recall", "precision", "TP", "FP", "FN",
+                    "num_calls", "num_gt", "num_images"):
             if b.get(key) is not None:
                 out[f"agnostic/{kind}/{key}"] = float(b[key])
         for key, v in (b.get("count_error") or {}).items():
