@@ -79,7 +79,9 @@ def table_lines(text: str) -> str:
 
 
 def run_revision(tree: str, out: str, args) -> Dict[str, Any]:
-    """Run the four jobs with the code of ``tree``; returns ``{job: exit status}``."""
+    """Run the four jobs with the code of ``tree``; returns ``{job: {"rc": exit status, "wall_s": seconds}}``."""
+    from deepacc.fileio import atomic_write
+
     if os.path.isdir(out):  # a fresh run: deepacc-predict would skip images whose outputs exist
         shutil.rmtree(out)
     env = dict(os.environ)
@@ -104,8 +106,6 @@ def run_revision(tree: str, out: str, args) -> Dict[str, Any]:
         t = time.perf_counter()
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
         status[job] = {"rc": proc.returncode, "wall_s": round(time.perf_counter() - t, 1)}
-        from deepacc.fileio import atomic_write
-
         atomic_write(os.path.join(out, f"{job}.log"), (proc.stdout + proc.stderr).encode())
         if job in ("eval", "eval_only"):
             # the tables as printed: deepacc-eval prints to stdout, the engines log to stderr

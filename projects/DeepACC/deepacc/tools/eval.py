@@ -158,7 +158,7 @@ def _thresholds(args) -> Tuple[CallThresholds, AssignmentSettings, str]:
     flags override those objects; raises ValueError with a one-line message."""
     from ..config import (ConfigError, call_thresholds, get_cfg, load_config, unknown_key_message, validate_config,
                           validate_values)
-    from ..karyotype.assignment import assignment_settings, overridden
+    from ..karyotype.assignment import assignment_settings
 
     try:
         cfg = load_config(args.config_file or None)
@@ -184,7 +184,7 @@ def _thresholds(args) -> Tuple[CallThresholds, AssignmentSettings, str]:
     if problems:
         raise ConfigError(problems, source if not overridden_flags else f"{source} with {', '.join(overridden_flags)}")
     calls = call_thresholds(cfg)._replace(**{f: v for f, (_, _, v) in given.items() if f != "extra_copy_cost"})
-    assignment = overridden(assignment_settings(cfg), None, given.get("extra_copy_cost", (None, None, None))[2])
+    assignment = assignment_settings(cfg, None, args.extra_copy_cost)
     if overridden_flags:
         source += f", overridden by {', '.join(overridden_flags)}"
     return calls, assignment, source

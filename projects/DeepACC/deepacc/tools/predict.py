@@ -348,7 +348,12 @@ def setup_cfg(args):
     (:func:`_run_config`) and derives the engine's from it."""
     from deepacc.config import load_config
 
-    cfg = load_config(args.config_file or None, list(args.opts or []))
+    return _engine_config(load_config(args.config_file or None, list(args.opts or [])), args)
+
+
+def _engine_config(cfg, args):
+    """:func:`model_config` of ``cfg`` with the call threshold and polarity the parsed arguments give
+    (``--confidence-threshold``, else the config's ``TEST.DEEPACC.SCORE_THRESH``; ``--polarity``)."""
     conf = args.confidence_threshold
     return model_config(cfg, call_thresholds(cfg).score_thresh if conf is None else float(conf),
                         "TEST.DEEPACC.SCORE_THRESH" if conf is None else "--confidence-threshold",
@@ -480,12 +485,8 @@ def main(argv: Optional[Sequence[str]] = None,
                                args.engine, args.config_file, [str(o) for o in args.opts],
                                assignment.enabled, assignment.extra_copy_cost, bool(args.allow_untrained), sha,
                                args.polarity or str(cfg.INPUT.get("POLARITY", "auto")))
-    if predictor_factory is None:  # the engine's copy of the one config read above, when the model is needed
-        source = "TEST.DEEPACC.SCORE_THRESH" if args.confidence_threshold is None else "--confidence-threshold"
-        factory = lambda a: build_default_predictor(  # noqa: E731
-            a, model_config(cfg, settings.confidence_threshold, source, settings.polarity))
-    else:
-        factory = predictor_factory
+    # the engine's copy of the one config read above, derived when the model is first needed
+    factory = predictor_factory or (lambda a: build_default_predictor(a, _engine_config(cfg, a)))
 
     def make():
         from deepacc.checkpoint_io import CheckpointError, UntrainedModelError

@@ -32,11 +32,11 @@ from . import comm
 from .checkpoint import AtomicCheckpointer
 from .dataloader import build_train_loader
 from .evaluation import test
+from .launch import launch
 from .metrics import MetricsWriter, flatten_results
 from .model import build_model, is_imagenet_weights, load_imagenet_backbone
-from .launch import launch
-from .runtime import resolve_device, seed_all, setup_logging
 from .optim import build_lr_scheduler, build_optimizer
+from .runtime import resolve_device, seed_all, setup_logging
 
 logger = logging.getLogger("deepacc")
 
@@ -178,6 +178,7 @@ class Trainer:
                     self.max_iter, self.max_iter, self.max_iter / per_epoch, len(self.train_dicts), self.precision)
         comm.synchronize()
         return results
+
 
 def main(args) -> Dict:
     """Entry point of one process (called directly or by :func:`~deepacc.tv.launch.launch`)."""
